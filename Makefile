@@ -1,0 +1,33 @@
+# The two quick-start commands: `make demo` and `make test`. Both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -n 2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint venv espeak bench clean
+
+$(VENV)/.installed: setup.py pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+espeak:
+	@command -v espeak-ng >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
+
+demo: venv espeak
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash recipes/mini/run.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv espeak lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv espeak
+	$(PY) bench/features.py
+	$(PY) bench/decode.py
+
+clean:
+	rm -rf recipes/mini/exp recipes/mini/data recipes/mini/dump recipes/mini/corpus

@@ -1,0 +1,5 @@
+import sys
+
+from kospeech.cli import main
+
+sys.exit(main())

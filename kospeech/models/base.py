@@ -1,0 +1,101 @@
+"""The contract between models, the trainer and the searches.
+
+Every registered model subclasses :class:`ASRModel`. Training calls ``forward``; searches
+call only the decoding hooks below, so each search is written once and works for every model
+that has the heads it needs (``has_ctc``, ``has_decoder``, ``is_transducer``).
+
+Shapes are batch first. ``N`` in the step hooks is the number of live hypotheses (batch x
+beam); a search reorders them with ``select_state``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+State = Any  # a pytree (tensor, tuple, list, dict or None) whose tensors have the hypothesis axis first
+
+
+def map_state(state: State, fn: Any) -> State:
+    """Apply ``fn`` to every tensor of a state pytree."""
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {k: map_state(v, fn) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(map_state(v, fn) for v in state)
+    return state
+
+
+class ASRModel(nn.Module):
+    """Base of every model: ``forward`` for training, hooks for decoding.
+
+    Constructors take keyword-only arguments (their YAML schema) and always ``input_dim``
+    (feature size) and ``vocab_size``, which the trainer provides from the frontend and the
+    tokenizer.
+    """
+
+    has_ctc: bool = False
+    has_decoder: bool = False
+    is_transducer: bool = False
+
+    # ---- training -----------------------------------------------------------------------
+    def forward(  # type: ignore[override]
+        self,
+        features: torch.Tensor,
+        feature_lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """features (B, T, D), targets (B, L) padded with ``<pad>`` and without sos/eos.
+
+        Returns ``{"loss": scalar, **parts}``; parts (``ctc``, ``att``, ``transducer``) are
+        detached, for logging.
+        """
+        raise NotImplementedError
+
+    # ---- decoding hooks -----------------------------------------------------------------
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D), (B,) -> encoder output (B, T', H) and its lengths (B,)."""
+        raise NotImplementedError
+
+    def ctc_log_probs(self, encoder_out: torch.Tensor) -> torch.Tensor:
+        """(B, T', H) -> (B, T', V) log-probabilities of the CTC head."""
+        raise NotImplementedError(f"{type(self).__name__} has no CTC head")
+
+    def init_decoder_state(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> State:
+        """Attention decoder state before the first step, one entry per row of ``encoder_out``."""
+        raise NotImplementedError(f"{type(self).__name__} has no attention decoder")
+
+    def decoder_step(
+        self,
+        tokens: torch.Tensor,
+        state: State,
+        encoder_out: torch.Tensor,
+        encoder_lengths: torch.Tensor,
+    ) -> tuple[torch.Tensor, State]:
+        """One attention-decoder step.
+
+        tokens (N,) are the last emitted ids (``<sos>`` at the first step); ``encoder_out``
+        (N, T', H) is already expanded to the hypotheses. Returns (N, V) log-probabilities of
+        the next token and the new state.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no attention decoder")
+
+    def predictor_init_state(self, batch_size: int, device: torch.device) -> State:
+        """Transducer prediction-network state before any token."""
+        raise NotImplementedError(f"{type(self).__name__} is not a transducer")
+
+    def predictor_step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """tokens (N,) (``<blank>`` id at start) -> prediction output (N, P) and new state."""
+        raise NotImplementedError(f"{type(self).__name__} is not a transducer")
+
+    def joint(self, encoder_frame: torch.Tensor, predictor_out: torch.Tensor) -> torch.Tensor:
+        """(N, H), (N, P) -> (N, V) log-probabilities of the joiner."""
+        raise NotImplementedError(f"{type(self).__name__} is not a transducer")
+
+    def select_state(self, state: State, index: torch.Tensor) -> State:
+        """Reorder or repeat hypotheses: keep rows ``index`` (LongTensor) of every tensor."""
+        return map_state(state, lambda t: t.index_select(0, index))

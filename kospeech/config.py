@@ -11,6 +11,7 @@ swap, say, one attention for another without inheriting the old one's arguments)
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,29 @@ from typing import Any
 import yaml
 
 from kospeech.errors import ConfigError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, but ``1e-3`` is a float (PyYAML alone reads it as a string)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 EXTENDS_KEY = "extends"
 REPLACE_KEY = "_replace_"
@@ -38,7 +62,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as err:
         raise _yaml_error(path, err) from None
     if data is None:
@@ -88,7 +112,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(keys):
         raise ConfigError(f"override '{text}': empty key in '{key}'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{text}': value is not valid YAML: {err}") from None
     return keys, value

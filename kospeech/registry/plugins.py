@@ -59,9 +59,10 @@ def load_builtins() -> None:
             importlib.import_module(info.name)
 
 
-def load_entry_points() -> None:
+def load_entry_points(*, force: bool = False) -> None:
+    """Import every ``kospeech.plugins`` entry point once (``force`` re-scans, for tests)."""
     global _entry_points_loaded
-    if _entry_points_loaded:
+    if _entry_points_loaded and not force:
         return
     _entry_points_loaded = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

@@ -1,0 +1,449 @@
+"""Feature dumps: a data dir's audio through a frontend into float16 shards, read back by utterance id.
+
+Layout of a dump dir (``kospeech features dump --data DATA --out DUMP``)::
+
+    shards/feats.0000.f16     float16 rows of every utterance of shard 0, back to back (no header)
+    shards/index.0000.tsv     utt <TAB> offset (in float16 values) <TAB> frames <TAB> dim
+    shards/skipped.0000.tsv   utt <TAB> reason, for audio that could not be read
+    shards/plan.json          what the shards hold (item list hash, shard count, frontend config)
+    index.tsv                 utt <TAB> shard <TAB> offset <TAB> frames <TAB> dim (all shards)
+    utt2num_frames, text, utt2spk, frontend.yaml, skipped.txt, dump.yaml, [cmvn.npz]
+
+Why this shape: float16 halves the disk and page-cache footprint of float32 (80-dim log-mel
+values need ~3 significant digits, float16 keeps ~3.3); one flat file per shard means one
+``np.memmap`` per shard and reading an utterance is a slice, no parsing and no per-file
+open; shards let N workers write in parallel without locks, and each shard is a unit of
+resumption: its rows and skip list are written under temporary names and its index is
+renamed into place last, so a shard with an index is complete and is skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kospeech.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SHARD_DIR = "shards"
+INDEX_FILE = "index.tsv"
+DTYPE = np.float16
+
+
+def speed_id(utt: str, factor: float) -> str:
+    """Kaldi/ESPnet's id for a speed-perturbed copy: ``sp0.9-UTT`` (factor 1.0 keeps the id)."""
+    return utt if factor == 1.0 else f"sp{factor:g}-{utt}"
+
+
+def _shard_name(kind: str, shard: int, suffix: str) -> str:
+    return f"{kind}.{shard:04d}.{suffix}"
+
+
+def _write_atomic(path: Path, content: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+class FeatureDump:
+    """Random access to a dump by utterance id, through memory-mapped shards.
+
+    ``dump[utt]`` is a float32 copy (T, D); :meth:`raw` is the float16 memory-mapped view.
+    Picklable (for DataLoader workers): the memory maps are reopened lazily in each process.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        index_path = self.directory / INDEX_FILE
+        if not index_path.exists():
+            raise DataError(
+                f"{self.directory} is not a finished feature dump (no {INDEX_FILE}); run or resume "
+                f"`kospeech features dump --out {self.directory}`"
+            )
+        self._index: dict[str, tuple[int, int, int, int]] = {}
+        for n, line in enumerate(index_path.read_text(encoding="utf-8").splitlines(), start=1):
+            parts = line.split("\t")
+            if len(parts) != 5:
+                raise DataError(f"{index_path}:{n}: expected 'utt shard offset frames dim', got {line!r}")
+            try:
+                self._index[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]))
+            except ValueError:
+                raise DataError(f"{index_path}:{n}: non-integer field in {line!r}") from None
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_maps"] = {}
+        return state
+
+    def _shard(self, shard: int) -> np.ndarray:
+        mm = self._maps.get(shard)
+        if mm is None:
+            path = self.directory / SHARD_DIR / _shard_name("feats", shard, "f16")
+            if not path.exists():
+                raise DataError(f"feature shard {path} is missing; the dump is damaged, rerun the dump")
+            mm = np.memmap(path, dtype=DTYPE, mode="r")
+            self._maps[shard] = mm
+        return mm
+
+    def _entry(self, utt: str) -> tuple[int, int, int, int]:
+        try:
+            return self._index[utt]
+        except KeyError:
+            msg = f"utterance '{utt}' is not in the feature dump {self.directory} ({len(self)} utts)"
+            raise KeyError(msg) from None
+
+    def raw(self, utt: str) -> np.ndarray:
+        """The float16 (T, D) rows of ``utt``, memory-mapped (no copy; read-only)."""
+        shard, offset, frames, dim = self._entry(utt)
+        mm = self._shard(shard)
+        end = offset + frames * dim
+        if end > mm.shape[0]:
+            raise DataError(f"feature shard {shard} of {self.directory} is shorter than its index says ('{utt}')")
+        return mm[offset:end].reshape(frames, dim)
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        return np.asarray(self.raw(utt), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, utt: object) -> bool:
+        return utt in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def num_frames(self, utt: str) -> int:
+        return self._entry(utt)[2]
+
+    @property
+    def dim(self) -> int:
+        return next(iter(self._index.values()))[3] if self._index else 0
+
+    def frontend_config(self) -> dict[str, Any]:
+        path = self.directory / "frontend.yaml"
+        return yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def shard_arrays(self) -> Iterator[np.ndarray]:
+        """Every shard as one (rows, dim) float16 array: fast whole-dump statistics (CMVN)."""
+        shards = sorted({e[0] for e in self._index.values()})
+        dim = self.dim
+        for s in shards:
+            mm = self._shard(s)
+            yield mm[: (mm.shape[0] // dim) * dim].reshape(-1, dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class DumpStats:
+    """What a dump run did (also written to ``dump.yaml``)."""
+
+    utterances: int = 0
+    frames: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    skipped: int = 0
+    shards: int = 0
+    shards_reused: int = 0
+    dim: int = 0
+
+    @property
+    def real_time_speedup(self) -> float:
+        """Seconds of audio processed per wall second of the shards done in this run."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+
+@dataclass
+class _ShardResult:
+    shard: int
+    utterances: int = 0
+    frames: int = 0
+    audio_seconds: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+_PROGRESS: Any = None  # a multiprocessing queue in workers, a callable in-process
+_FRONTENDS: dict[str, Any] = {}
+
+
+def _init_worker(progress: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = progress
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _report(n: int) -> None:
+    if _PROGRESS is None:
+        return
+    if callable(_PROGRESS):
+        _PROGRESS(n)
+    else:
+        _PROGRESS.put(n)
+
+
+def _frontend(cfg: Mapping[str, Any]) -> Any:
+    key = json.dumps(cfg, sort_keys=True)
+    if key not in _FRONTENDS:
+        from kospeech.data.frontends import build_frontend
+
+        _FRONTENDS[key] = build_frontend(cfg)
+    return _FRONTENDS[key]
+
+
+def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], str]) -> _ShardResult:
+    """Extract one shard: rows to a temp file, then skip list, then the index (the completion marker)."""
+    shard, items, frontend_cfg, shard_dir_str = job
+    from kospeech.audio import read_audio
+    from kospeech.data.augment import speed_perturb_wave
+
+    shard_dir = Path(shard_dir_str)
+    frontend = _frontend(frontend_cfg)
+    sample_rate = frontend.sample_rate
+    result = _ShardResult(shard)
+    feats_path = shard_dir / _shard_name("feats", shard, "f16")
+    tmp_feats = feats_path.with_name(feats_path.name + ".tmp")
+    index_lines: list[str] = []
+    offset = 0
+    with open(tmp_feats, "wb") as fh:
+        for out_id, path, factor in items:
+            try:
+                wave = read_audio(path, sample_rate=sample_rate)
+                if factor != 1.0:
+                    wave = speed_perturb_wave(wave, factor, sample_rate=sample_rate)
+                feats = frontend.extract(wave).astype(DTYPE)
+                if not np.isfinite(feats).all():
+                    raise DataError(f"features of {path} are not finite (silent file with log_offset 0, or overflow)")
+            except (DataError, OSError) as err:
+                result.skipped.append((out_id, " ".join(str(err).split())))
+                _report(1)
+                continue
+            fh.write(feats.tobytes())
+            index_lines.append(f"{out_id}\t{offset}\t{feats.shape[0]}\t{feats.shape[1]}\n")
+            offset += feats.size
+            result.utterances += 1
+            result.frames += feats.shape[0]
+            result.audio_seconds += wave.size / sample_rate
+            _report(1)
+    os.replace(tmp_feats, feats_path)
+    _write_atomic(shard_dir / _shard_name("skipped", shard, "tsv"), "".join(f"{u}\t{r}\n" for u, r in result.skipped))
+    _write_atomic(shard_dir / _shard_name("index", shard, "tsv"), "".join(index_lines))
+    return result
+
+
+def _read_kv(path: Path) -> dict[str, str]:
+    from kospeech.data.datadir import read_scp
+
+    return read_scp(path)
+
+
+def _plan_items(wav: Mapping[str, str], factors: Sequence[float]) -> list[tuple[str, str, float]]:
+    items = [(speed_id(utt, f), path, float(f)) for utt, path in wav.items() for f in factors]
+    return sorted(items)
+
+
+def _split(items: Sequence[Any], num_shards: int) -> list[list[Any]]:
+    n = len(items)
+    return [list(items[k * n // num_shards : (k + 1) * n // num_shards]) for k in range(num_shards)]
+
+
+def dump_features(
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    frontend_cfg: Mapping[str, Any],
+    *,
+    nj: int = 1,
+    cmvn: bool = False,
+    speed_factors: Sequence[float] = (1.0,),
+    shard_size: int = 500,
+    progress: Callable[[int], None] | None = None,
+    total: Callable[[int, int], None] | None = None,
+) -> DumpStats:
+    """Extract every utterance of ``data_dir`` into ``out_dir`` with ``nj`` worker processes.
+
+    Finished shards of an earlier, interrupted run with the same items and frontend are kept.
+    ``progress(n)`` is called as utterances finish; ``total(todo, done)`` once with the number
+    of utterances to extract in this run and the number already done.
+    """
+    from kospeech.data.frontends import build_frontend
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not (data_dir / "wav.scp").exists():
+        raise DataError(f"{data_dir} has no wav.scp; is it a Kaldi data dir? (`kospeech data prep` makes one)")
+    factors = [float(f) for f in speed_factors] or [1.0]
+    if any(f <= 0 for f in factors) or len(set(factors)) != len(factors):
+        raise DataError(f"speed perturbation factors must be distinct and positive, got {factors}")
+    frontend = build_frontend(frontend_cfg)
+    cfg = dict(frontend.config)
+    wav = _read_kv(data_dir / "wav.scp")
+    items = _plan_items(wav, factors)
+    if not items:
+        raise DataError(f"{data_dir / 'wav.scp'} lists no utterances")
+
+    shard_dir = out_dir / SHARD_DIR
+    plan = {
+        "items": hashlib.sha1(json.dumps(items).encode()).hexdigest(),
+        "count": len(items),
+        "frontend": cfg,
+        "num_shards": max(1, min(len(items), max(nj, math.ceil(len(items) / shard_size)))),
+    }
+    plan_path = shard_dir / "plan.json"
+    if plan_path.exists():
+        old = json.loads(plan_path.read_text(encoding="utf-8"))
+        if {k: old.get(k) for k in ("items", "frontend")} == {k: plan[k] for k in ("items", "frontend")}:
+            plan["num_shards"] = old["num_shards"]  # resume with the earlier layout, whatever nj is now
+        else:
+            logger.warning("%s holds shards of other audio or another frontend; starting the dump over", shard_dir)
+            shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(plan_path, json.dumps(plan, indent=1, ensure_ascii=False))
+    (out_dir / INDEX_FILE).unlink(missing_ok=True)  # the dump is unfinished until the index is rewritten
+
+    num_shards = plan["num_shards"]
+    shards = _split(items, num_shards)
+    todo = [k for k in range(num_shards) if not (shard_dir / _shard_name("index", k, "tsv")).exists()]
+    done_utts = sum(len(shards[k]) for k in range(num_shards) if k not in set(todo))
+    if done_utts:
+        logger.info("resuming %s: %d of %d shards already complete", out_dir, num_shards - len(todo), num_shards)
+    if total is not None:
+        total(sum(len(shards[k]) for k in todo), done_utts)
+    jobs = [(k, shards[k], cfg, str(shard_dir)) for k in todo]
+
+    start = time.perf_counter()
+    results = _run_jobs(jobs, nj=nj, progress=progress)
+    wall = time.perf_counter() - start
+
+    stats = DumpStats(wall_seconds=wall, shards=num_shards, shards_reused=num_shards - len(todo))
+    stats.audio_seconds = sum(r.audio_seconds for r in results)
+    _assemble(data_dir, out_dir, num_shards, cfg, factors, stats)
+    if cmvn:
+        from kospeech.data.cmvn import CMVNStats
+
+        acc = CMVNStats()
+        for rows in FeatureDump(out_dir).shard_arrays():
+            acc.add(rows)
+        acc.save(out_dir / "cmvn.npz")
+    logger.info(
+        "dumped %d utterances (%d frames, dim %d) to %s; %d skipped (see skipped.txt); "
+        "%.1f s of audio in %.1f s = %.0fx real time",
+        stats.utterances,
+        stats.frames,
+        stats.dim,
+        out_dir,
+        stats.skipped,
+        stats.audio_seconds,
+        stats.wall_seconds,
+        stats.real_time_speedup,
+    )
+    return stats
+
+
+def _run_jobs(jobs: list[Any], *, nj: int, progress: Callable[[int], None] | None) -> list[_ShardResult]:
+    global _PROGRESS
+    if not jobs:
+        return []
+    if nj <= 1 or len(jobs) == 1:
+        _PROGRESS = progress
+        try:
+            return [_dump_shard(job) for job in jobs]
+        finally:
+            _PROGRESS = None
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    q = ctx.Queue()
+    with ctx.Pool(min(nj, len(jobs)), initializer=_init_worker, initargs=(q,)) as pool:
+        pending = pool.map_async(_dump_shard, jobs, chunksize=1)
+        while True:
+            try:
+                n = q.get(timeout=0.1)
+            except queue_mod.Empty:
+                if pending.ready():
+                    break
+                continue
+            if progress is not None:
+                progress(n)
+        results = pending.get()
+    while True:  # late progress messages
+        try:
+            n = q.get_nowait()
+        except queue_mod.Empty:
+            break
+        if progress is not None:
+            progress(n)
+    return results
+
+
+def _assemble(
+    data_dir: Path, out_dir: Path, num_shards: int, cfg: Mapping[str, Any], factors: Sequence[float], stats: DumpStats
+) -> None:
+    """Merge the shard indexes and write the side files; index.tsv is written last."""
+    shard_dir = out_dir / SHARD_DIR
+    index_lines: list[str] = []
+    frames: dict[str, int] = {}
+    skipped: list[str] = []
+    for k in range(num_shards):
+        for line in (shard_dir / _shard_name("index", k, "tsv")).read_text(encoding="utf-8").splitlines():
+            utt, offset, n_frames, dim = line.split("\t")
+            index_lines.append(f"{utt}\t{k}\t{offset}\t{n_frames}\t{dim}\n")
+            frames[utt] = int(n_frames)
+            stats.dim = int(dim)
+        skip_path = shard_dir / _shard_name("skipped", k, "tsv")
+        if skip_path.exists():
+            skipped.extend(line for line in skip_path.read_text(encoding="utf-8").splitlines() if line)
+    stats.utterances = len(frames)
+    stats.frames = sum(frames.values())
+    stats.skipped = len(skipped)
+    for line in skipped[:5]:
+        logger.warning("skipped %s", line.replace("\t", ": "))
+    if len(skipped) > 5:
+        logger.warning("... and %d more skipped utterances, listed in %s", len(skipped) - 5, out_dir / "skipped.txt")
+
+    _write_atomic(out_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
+    _write_atomic(out_dir / "skipped.txt", "".join(f"{s}\n" for s in sorted(skipped)))
+    for name, prefix_values in (("text", False), ("utt2spk", True)):
+        src = data_dir / name
+        if not src.exists():
+            if name == "text":
+                logger.warning("%s has no text file; the dump can be used for decoding only", data_dir)
+            continue
+        mapping = _read_kv(src)
+        lines = []
+        for utt, value in mapping.items():
+            for f in factors:
+                out_id = speed_id(utt, f)
+                if out_id in frames:
+                    lines.append(f"{out_id} {speed_id(value, f) if prefix_values else value}\n")
+        _write_atomic(out_dir / name, "".join(sorted(lines)))
+    _write_atomic(out_dir / "frontend.yaml", yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
+    info = asdict(stats)
+    info["speed_factors"] = list(factors)
+    info["real_time_speedup"] = round(stats.real_time_speedup, 1) if stats.wall_seconds > 0 else None
+    _write_atomic(out_dir / "dump.yaml", yaml.safe_dump(info, sort_keys=False))
+    _write_atomic(out_dir / INDEX_FILE, "".join(index_lines))

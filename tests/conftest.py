@@ -20,7 +20,7 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.corpus"]
 
 SAMPLE_RATE = 16000
 SHORT_SENTENCES = [

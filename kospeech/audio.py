@@ -1,0 +1,172 @@
+"""Audio files in, float32 mono waves out: wav/flac/ogg through soundfile, KsponSpeech raw PCM through numpy.
+
+KsponSpeech ships headerless ``.pcm`` files: 16-bit signed little-endian samples, one channel,
+16 kHz. Having no header, a ``.pcm`` file carries no rate or format: the suffix alone says how
+to read it, and a file with an odd number of bytes is a truncated copy. Everything else goes
+through soundfile (libsndfile), whose header gives the rate and the length, so
+:func:`audio_duration` never decodes samples.
+
+Every failure is a :class:`~kospeech.errors.DataError` that names the file and the problem,
+because a corpus of 600k files is debugged from its error messages alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kospeech.errors import DataError
+
+PCM_SAMPLE_RATE = 16000
+"""KsponSpeech's raw PCM rate; a ``.pcm`` file is always read (and written) at this rate."""
+
+PCM_SUFFIX = ".pcm"
+_INT16_SCALE = 32768.0
+
+
+def is_pcm(path: str | os.PathLike[str]) -> bool:
+    """True for KsponSpeech headerless PCM (decided by the ``.pcm`` suffix, case-insensitive)."""
+    return Path(path).suffix.lower() == PCM_SUFFIX
+
+
+def _check_file(path: Path) -> int:
+    """Size in bytes of an existing, non-empty file, or a DataError saying what is wrong."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"audio file {path} does not exist; check the path (relative ones start at the cwd)") from None
+    if not path.is_file():
+        raise DataError(f"audio file {path} is not a regular file")
+    if size == 0:
+        raise DataError(f"audio file {path} is empty (0 bytes); re-copy it or drop the utterance")
+    return size
+
+
+def read_pcm(path: str | os.PathLike[str]) -> np.ndarray:
+    """Samples of a KsponSpeech ``.pcm`` file as float32 in [-1, 1), at :data:`PCM_SAMPLE_RATE`."""
+    path = Path(path)
+    size = _check_file(path)
+    if size % 2:
+        raise DataError(
+            f"audio file {path} is a truncated 16-bit PCM file: {size} bytes is an odd count "
+            "(each sample takes 2 bytes); re-copy it from the corpus or drop the utterance"
+        )
+    samples = np.fromfile(path, dtype="<i2")
+    return samples.astype(np.float32) / _INT16_SCALE
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    _check_file(path)
+    try:
+        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, TypeError) as err:
+        raise DataError(
+            f"audio file {path} is not audio that soundfile can decode (wav, flac, ogg; raw PCM needs a .pcm "
+            f"suffix): {err}"
+        ) from None
+    if wave.shape[0] == 0:
+        raise DataError(f"audio file {path} has a valid header but no samples")
+    mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(orig_rate: int, new_rate: int) -> Any:
+    import torchaudio.transforms as T
+
+    return T.Resample(orig_rate, new_rate)
+
+
+def resample_wave(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's windowed sinc); a no-op when the rates agree.
+
+    The sinc kernel is built once per rate pair and cached (torchaudio.transforms.Resample):
+    building it costs more than applying it to a few seconds of audio.
+    """
+    if orig_rate == new_rate:
+        return wave
+    import torch
+
+    with torch.no_grad():
+        out = _resampler(int(orig_rate), int(new_rate))(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
+    return out.numpy()
+
+
+def read_audio(
+    path: str | os.PathLike[str], *, sample_rate: int = PCM_SAMPLE_RATE, resample: bool = True
+) -> np.ndarray:
+    """Read ``path`` as a float32 mono wave at ``sample_rate``.
+
+    ``.pcm`` means KsponSpeech raw PCM (16 kHz); any other suffix is decoded by soundfile and
+    multi-channel audio is averaged to mono. A file at another rate is resampled, or, with
+    ``resample=False``, rejected ("wrong sample rate") so that a pipeline that must not
+    resample silently finds out.
+    """
+    path = Path(path)
+    if is_pcm(path):
+        wave, rate = read_pcm(path), PCM_SAMPLE_RATE
+    else:
+        wave, rate = _read_soundfile(path)
+    if rate != sample_rate:
+        if not resample:
+            raise DataError(
+                f"audio file {path} has the wrong sample rate: {rate} Hz, expected {sample_rate} Hz; "
+                "resample it (or allow resampling)"
+            )
+        wave = resample_wave(wave, rate, sample_rate)
+    return wave
+
+
+def _to_int16(wave: np.ndarray) -> np.ndarray:
+    """Float [-1, 1] -> int16 with clipping (round to nearest, so write/read round-trips exactly)."""
+    scaled = np.rint(np.asarray(wave, dtype=np.float64) * _INT16_SCALE)
+    return np.clip(scaled, -32768, 32767).astype("<i2")
+
+
+def write_pcm(path: str | os.PathLike[str], wave: np.ndarray) -> None:
+    """Write a float wave (16 kHz, values in [-1, 1]) as KsponSpeech headerless 16-bit LE PCM."""
+    wave = np.asarray(wave)
+    if wave.ndim != 1:
+        raise DataError(f"write_pcm({path}): expected a mono 1-D wave, got shape {wave.shape}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _to_int16(wave).tofile(path)
+
+
+def write_audio(path: str | os.PathLike[str], wave: np.ndarray, sample_rate: int = PCM_SAMPLE_RATE) -> None:
+    """Write a mono float wave; the suffix picks the format (``.pcm`` raw PCM, else soundfile, 16-bit)."""
+    path = Path(path)
+    if is_pcm(path):
+        if sample_rate != PCM_SAMPLE_RATE:
+            raise DataError(f"{path}: raw .pcm files are {PCM_SAMPLE_RATE} Hz by convention, got {sample_rate} Hz")
+        write_pcm(path, wave)
+        return
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), _to_int16(wave), sample_rate, subtype="PCM_16")
+
+
+def audio_duration(path: str | os.PathLike[str]) -> float:
+    """Duration in seconds from the file size (``.pcm``) or the header (others), without decoding."""
+    path = Path(path)
+    if is_pcm(path):
+        size = _check_file(path)
+        if size % 2:
+            raise DataError(f"audio file {path} is a truncated 16-bit PCM file: {size} bytes is an odd count")
+        return size / (2 * PCM_SAMPLE_RATE)
+    import soundfile as sf
+
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.SoundFileError, RuntimeError, TypeError) as err:
+        raise DataError(f"audio file {path} is not audio soundfile can decode: {err}") from None
+    if info.samplerate <= 0:
+        raise DataError(f"audio file {path} has an invalid sample rate in its header")
+    return info.frames / info.samplerate

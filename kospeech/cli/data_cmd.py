@@ -1,0 +1,107 @@
+"""``kospeech data {prep,synth,validate}``: corpora into Kaldi data dirs, synthetic corpora, checks.
+
+kospeech data prep --corpus ksponspeech --root /db/KsponSpeech --out data [--transcript spelling] [--nj 4]
+kospeech data synth --layout ksponspeech --out db/mini --hours 1 --seed 1 [--nj 2] [--max-utts 40]
+kospeech data validate data/train [--fix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from kospeech.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def prep(args: argparse.Namespace) -> int:
+    from kospeech.registry import registry
+
+    entry = registry("corpus").get(args.corpus)
+    options: dict[str, object] = {"nj": args.nj}
+    if args.transcript is not None:
+        options["transcript"] = args.transcript
+    corpus = entry.obj(**options)
+    reports = corpus.prepare(args.root, args.out)
+    for report in reports.values():
+        print(report.summary())
+    return 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kospeech.data.corpora.synthetic import SECONDS_PER_UTT, synthesize
+
+    total = int(round(args.hours * 3600 / SECONDS_PER_UTT))
+    if args.max_utts is not None:
+        total = min(total, args.max_utts) if args.hours > 0 else args.max_utts
+    with tqdm(total=total, unit="utt", desc=f"synth {args.layout}", dynamic_ncols=True) as bar:
+        report = synthesize(
+            args.layout,
+            args.out,
+            hours=args.hours,
+            seed=args.seed,
+            text_file=args.text,
+            nj=args.nj,
+            max_utts=args.max_utts,
+            progress=bar.update,
+        )
+    if report.skipped_work:
+        print(f"{report.root}: already complete ({report.seconds / 3600:.2f} h); nothing done")
+    else:
+        print(
+            f"{report.root}: {report.num_utts} utterances, {report.seconds / 3600:.2f} h in "
+            f"{report.wall_seconds:.1f} s ({report.utts_per_second:.1f} utt/s); splits {report.per_split}"
+        )
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    from kospeech.data.datadir import validate_data_dir
+
+    report = validate_data_dir(args.dir, fix=args.fix)
+    print(report.summary())
+    if args.fix:
+        after = validate_data_dir(args.dir)
+        if not after.ok:
+            print("after --fix, problems remain:\n" + after.summary())
+            return 1
+        return 0
+    if not report.ok:
+        raise DataError(f"{args.dir}: {len(report.problems)} problem(s); run with --fix to repair")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("data", help="prepare corpora into data dirs, synthesise a corpus, validate data dirs")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    pp = dsub.add_parser("prep", parents=[parent], help="a corpus as released -> Kaldi data dirs under --out")
+    pp.add_argument("--corpus", required=True, help="registered corpus name: ksponspeech, zeroth, synthetic")
+    pp.add_argument("--root", required=True, help="the folder the corpus was unpacked into")
+    pp.add_argument("--out", required=True, help="parent of the data dirs to write (one per split)")
+    pp.add_argument(
+        "--transcript",
+        choices=("phonetic", "spelling"),
+        default=None,
+        help="KsponSpeech form kept from each (spelling)/(phonetic) pair (default phonetic)",
+    )
+    pp.add_argument("--nj", type=int, default=1, help="worker processes")
+    pp.set_defaults(func=prep)
+
+    sp = dsub.add_parser("synth", parents=[parent], help="speak Korean sentences with espeak-ng in a real layout")
+    sp.add_argument("--layout", choices=("ksponspeech", "zeroth"), default="ksponspeech")
+    sp.add_argument("--out", required=True, help="corpus root to create")
+    sp.add_argument("--hours", type=float, default=1.0, help="audio to make (about 2.75 s per utterance)")
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--text", default=None, metavar="FILE", help="raw notated sentences, one per line")
+    sp.add_argument("--nj", type=int, default=1, help="worker processes")
+    sp.add_argument("--max-utts", type=int, default=None, help="cap on the number of utterances")
+    sp.set_defaults(func=synth)
+
+    vp = dsub.add_parser("validate", parents=[parent], help="check a data dir like Kaldi's validate_data_dir.sh")
+    vp.add_argument("dir")
+    vp.add_argument("--fix", action="store_true", help="sort, drop broken utterances, keep the ids all lists share")
+    vp.set_defaults(func=validate)

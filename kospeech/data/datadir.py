@@ -1,0 +1,461 @@
+"""Kaldi-style data dirs: the one interchange format between corpora and the rest of the toolkit.
+
+A data dir holds one line per utterance in each of these files, sorted by utterance id
+(byte order, as ``LC_ALL=C sort`` gives, which is Python's code-point order):
+
+``wav.scp``
+    ``utt-id path``. The path is a file, never a Kaldi pipe (``cmd |``): a ``.pcm`` path means
+    KsponSpeech raw PCM (16-bit little-endian, mono, 16 kHz, no header); anything else is
+    decoded by soundfile (wav, flac, ogg). Relative paths are read from the current directory,
+    as in Kaldi; the corpus preparers write absolute ones.
+``text``
+    ``utt-id transcript`` (normalised; never empty).
+``utt2spk`` / ``spk2utt``
+    ``utt-id speaker`` and its inverse ``speaker utt-id utt-id ...``.
+``utt2dur``
+    ``utt-id seconds`` (optional; prep writes it from file sizes / headers).
+``meta.yaml``
+    ``corpus`` (name), ``transcript`` (``phonetic`` or ``spelling``: the KsponSpeech form the
+    text is in, which scoring reports), ``sample_rate``.
+
+Writers sort and write each file to a temporary name, then rename it, so an interrupted
+stage never leaves a half-written file that looks complete. :func:`validate_data_dir` is the
+counterpart of Kaldi's ``utils/validate_data_dir.sh``; with ``fix=True`` it plays
+``utils/fix_data_dir.sh``: sort, drop what is broken, keep the ids every list agrees on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kospeech.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+TRANSCRIPT_FORMS: tuple[str, ...] = ("phonetic", "spelling")
+UTT_FILES: tuple[str, ...] = ("wav.scp", "text", "utt2spk", "utt2dur")
+REQUIRED_FILES: tuple[str, ...] = ("wav.scp", "text", "utt2spk")
+
+
+# ---------------------------------------------------------------------------------------------
+# plain readers and writers
+
+
+def write_atomic(path: str | os.PathLike[str], content: str) -> None:
+    """Write ``content`` (UTF-8) to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason}); data dir files are UTF-8") from None
+    return text.splitlines()
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    parts = line.strip().split(maxsplit=1)
+    if not parts:
+        return "", ""
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
+
+
+def read_scp(path: str | os.PathLike[str], *, allow_empty: bool = False) -> dict[str, str]:
+    """``key value`` lines as a dict (insertion order = file order).
+
+    Raises a DataError naming the file and line for a blank line, a key without a value
+    (unless ``allow_empty``) or a duplicate key.
+    """
+    path = Path(path)
+    out: dict[str, str] = {}
+    for n, line in enumerate(_read_lines(path), start=1):
+        key, value = _split_line(line)
+        if not key:
+            raise DataError(f"{path}:{n}: blank line; remove it (or run `kospeech data validate --fix`)")
+        if not value and not allow_empty:
+            raise DataError(f"{path}:{n}: '{key}' has no value; every line must be '<id> <value>'")
+        if key in out:
+            raise DataError(f"{path}:{n}: duplicate id '{key}'; run `kospeech data validate --fix` to keep the first")
+        out[key] = value
+    return out
+
+
+def write_scp(path: str | os.PathLike[str], entries: Mapping[str, Any]) -> None:
+    """Write ``key value`` lines sorted by key, atomically."""
+    lines = [f"{k} {entries[k]}\n" for k in sorted(entries)]
+    write_atomic(path, "".join(lines))
+
+
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
+    """Invert utt2spk; utterance lists come out sorted."""
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return spk2utt
+
+
+def _format_dur(seconds: float) -> str:
+    return f"{seconds:.3f}"
+
+
+def write_meta(path: str | os.PathLike[str], *, corpus: str, transcript: str, sample_rate: int = 16000) -> None:
+    if transcript not in TRANSCRIPT_FORMS:
+        raise DataError(f"transcript form '{transcript}' is not one of {', '.join(TRANSCRIPT_FORMS)}")
+    meta = {"corpus": corpus, "transcript": transcript, "sample_rate": int(sample_rate)}
+    write_atomic(path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: YAML syntax error: {err}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a mapping with corpus, transcript, sample_rate")
+    if meta.get("transcript") not in TRANSCRIPT_FORMS:
+        raise DataError(
+            f"{path}: 'transcript' is {meta.get('transcript')!r}; it must be one of {', '.join(TRANSCRIPT_FORMS)}"
+        )
+    return meta
+
+
+@dataclass
+class DataDir:
+    """The contents of a data dir, in memory (all mappings keyed by utterance id)."""
+
+    wav: dict[str, str]
+    text: dict[str, str]
+    utt2spk: dict[str, str]
+    utt2dur: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def utt_ids(self) -> list[str]:
+        return sorted(self.wav)
+
+    def __len__(self) -> int:
+        return len(self.wav)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.utt2dur.values()))
+
+
+def write_data_dir(
+    directory: str | os.PathLike[str],
+    *,
+    wav: Mapping[str, str],
+    text: Mapping[str, str],
+    utt2spk: Mapping[str, str],
+    utt2dur: Mapping[str, float] | None = None,
+    corpus: str,
+    transcript: str,
+    sample_rate: int = 16000,
+) -> Path:
+    """Write a complete data dir (every file sorted, each written atomically); returns its path.
+
+    The id sets must agree; an id missing from one mapping is a bug in the caller, reported
+    with the first few ids so it can be found.
+    """
+    directory = Path(directory)
+    ids = set(wav)
+    for name, mapping in (("text", text), ("utt2spk", utt2spk), ("utt2dur", utt2dur)):
+        if mapping is None:
+            continue
+        if set(mapping) != ids:
+            diff = sorted(ids.symmetric_difference(mapping))[:5]
+            raise DataError(f"write_data_dir({directory}): wav.scp and {name} disagree on ids, e.g. {diff}")
+    for utt, line in text.items():
+        if not line.strip():
+            raise DataError(f"write_data_dir({directory}): utterance '{utt}' has an empty transcript")
+    for name, mapping in (("wav.scp", wav), ("utt2spk", utt2spk)):
+        for key, value in mapping.items():
+            if not value or any(c.isspace() for c in key + str(value)):
+                raise DataError(f"write_data_dir({directory}): {name} entry '{key}' -> '{value}' has whitespace")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_scp(directory / "wav.scp", wav)
+    write_scp(directory / "text", {k: " ".join(v.split()) for k, v in text.items()})
+    write_scp(directory / "utt2spk", utt2spk)
+    spk2utt = utt2spk_to_spk2utt(utt2spk)
+    write_scp(directory / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+    if utt2dur is not None:
+        write_scp(directory / "utt2dur", {k: _format_dur(v) for k, v in utt2dur.items()})
+    write_meta(directory / "meta.yaml", corpus=corpus, transcript=transcript, sample_rate=sample_rate)
+    return directory
+
+
+def read_data_dir(directory: str | os.PathLike[str]) -> DataDir:
+    """Read a data dir strictly (any malformed line is a DataError naming file and line)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"data dir {directory} does not exist")
+    wav = read_scp(directory / "wav.scp")
+    text = read_scp(directory / "text")
+    utt2spk = read_scp(directory / "utt2spk")
+    utt2dur: dict[str, float] = {}
+    if (directory / "utt2dur").exists():
+        for utt, value in read_scp(directory / "utt2dur").items():
+            try:
+                utt2dur[utt] = float(value)
+            except ValueError:
+                raise DataError(f"{directory / 'utt2dur'}: '{utt}' has a non-numeric duration '{value}'") from None
+    meta = read_meta(directory / "meta.yaml") if (directory / "meta.yaml").exists() else {}
+    for name, mapping in (("text", text), ("utt2spk", utt2spk)):
+        if set(mapping) != set(wav):
+            diff = sorted(set(wav).symmetric_difference(mapping))[:5]
+            raise DataError(
+                f"{directory}: wav.scp and {name} list different utterances (e.g. {diff}); "
+                f"run `kospeech data validate {directory} --fix`"
+            )
+    return DataDir(wav=wav, text=text, utt2spk=utt2spk, utt2dur=utt2dur, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_data_dir` found (``problems``) and, with ``fix``, what it removed."""
+
+    directory: Path
+    problems: list[str] = field(default_factory=list)
+    removed: Counter[str] = field(default_factory=Counter)
+    num_utts: int = 0
+    fixed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, message: str) -> None:
+        self.problems.append(message)
+
+    def summary(self) -> str:
+        lines = [f"{self.directory}: {self.num_utts} utterances, {len(self.problems)} problem(s)"]
+        lines += [f"  {p}" for p in self.problems]
+        if self.fixed:
+            total = sum(self.removed.values())
+            lines.append(f"  fixed: removed {total} utterance(s); kept {self.num_utts}")
+            lines += [f"    {reason}: {count}" for reason, count in sorted(self.removed.items())]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Parsed:
+    entries: dict[str, str]
+    duplicate_lines: int
+    blank_lines: int
+
+
+def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5) -> _Parsed:
+    """Read ``key value`` lines, reporting (not raising) blank lines, duplicates and disorder."""
+    entries: dict[str, str] = {}
+    duplicates = 0
+    bad = 0
+    listed = 0
+    previous: str | None = None
+    unsorted_line = 0
+
+    def note(msg: str) -> None:
+        nonlocal listed
+        if listed < max_listed:
+            report.add(msg)
+        listed += 1
+
+    try:
+        lines = _read_lines(path)
+    except DataError as err:
+        report.add(str(err))
+        return _Parsed({}, 0, 0)
+    for n, line in enumerate(lines, start=1):
+        key, value = _split_line(line)
+        if not key:
+            note(f"{path}:{n}: blank line")
+            bad += 1
+            continue
+        if key in entries:
+            note(f"{path}:{n}: duplicate id '{key}' (first seen earlier in the file)")
+            duplicates += 1
+            continue
+        if previous is not None and key < previous and not unsorted_line:
+            unsorted_line = n
+        previous = key
+        entries[key] = value
+    if unsorted_line:
+        report.add(f"{path}:{unsorted_line}: not sorted by id (LC_ALL=C order); first out-of-order line")
+    if listed > max_listed:
+        report.add(f"{path}: ... and {listed - max_listed} more line problem(s)")
+    return _Parsed(entries, duplicates, bad)
+
+
+def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -> ValidationReport:
+    """Check a data dir like Kaldi's ``validate_data_dir.sh --no-feats``.
+
+    Checks: required files exist; lines are well formed, unique and sorted; wav.scp has no
+    pipes and its files exist and are not empty (a ``.pcm`` must have an even size); text is
+    not empty; utt2dur is a positive number; every list names the same utterances; spk2utt is
+    the inverse of utt2spk; meta.yaml names a transcript form.
+
+    With ``fix=True`` the dir is rewritten sorted, keeping only the utterances that are valid
+    in every list (first occurrence of a duplicate id wins), spk2utt regenerated; the report
+    counts what was removed, by reason. A fixed dir validates clean.
+    """
+    directory = Path(directory)
+    report = ValidationReport(directory=directory)
+    if not directory.is_dir():
+        report.add(f"{directory}: no such data dir")
+        return report
+    for name in REQUIRED_FILES:
+        if not (directory / name).exists():
+            report.add(f"{directory / name}: missing (required)")
+    if not report.ok:
+        return report
+
+    parsed = {name: _parse_tolerant(directory / name, report) for name in UTT_FILES if (directory / name).exists()}
+    wav, text, utt2spk = parsed["wav.scp"].entries, parsed["text"].entries, parsed["utt2spk"].entries
+    utt2dur = parsed["utt2dur"].entries if "utt2dur" in parsed else None
+    bad: dict[str, str] = {}  # utt -> first reason it cannot be kept
+
+    def mark(utt: str, reason: str) -> None:
+        bad.setdefault(utt, reason)
+
+    listed = Counter[str]()
+
+    def note(kind: str, msg: str) -> None:
+        listed[kind] += 1
+        if listed[kind] <= 5:
+            report.add(msg)
+
+    for utt, path in wav.items():
+        if not path:
+            note("nopath", f"{directory / 'wav.scp'}: '{utt}' has no path")
+            mark(utt, "no audio path")
+            continue
+        if path.endswith("|") or path.startswith("|"):
+            note("pipe", f"{directory / 'wav.scp'}: '{utt}' is a pipe ('{path}'); only file paths are supported")
+            mark(utt, "pipe in wav.scp")
+            continue
+        p = Path(path)
+        try:
+            size = p.stat().st_size
+        except OSError:
+            note("missing", f"{directory / 'wav.scp'}: '{utt}': audio file {path} does not exist")
+            mark(utt, "missing audio file")
+            continue
+        if size == 0:
+            note("emptyaudio", f"{directory / 'wav.scp'}: '{utt}': audio file {path} is empty")
+            mark(utt, "empty audio file")
+        elif p.suffix.lower() == ".pcm" and size % 2:
+            note("oddpcm", f"{directory / 'wav.scp'}: '{utt}': {path} is truncated ({size} bytes, odd)")
+            mark(utt, "truncated pcm")
+    for utt, line in text.items():
+        if not line:
+            note("emptytext", f"{directory / 'text'}: '{utt}' has an empty transcript")
+            mark(utt, "empty transcript")
+    for utt, spk in utt2spk.items():
+        if not spk or len(spk.split()) != 1:
+            note("spk", f"{directory / 'utt2spk'}: '{utt}' needs exactly one speaker id, got '{spk}'")
+            mark(utt, "bad speaker")
+    if utt2dur is not None:
+        for utt, value in utt2dur.items():
+            try:
+                ok = float(value) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                note("dur", f"{directory / 'utt2dur'}: '{utt}' has an invalid duration '{value}'")
+                mark(utt, "bad duration")
+
+    lists = {"wav.scp": wav, "text": text, "utt2spk": utt2spk}
+    if utt2dur is not None:
+        lists["utt2dur"] = utt2dur
+    all_ids = set().union(*[set(m) for m in lists.values()])
+    for name, mapping in lists.items():
+        missing = sorted(all_ids - set(mapping))
+        if missing:
+            others = [o for o in lists if o != name]
+            report.add(
+                f"{directory / name}: lacks {len(missing)} utterance(s) that other lists ({', '.join(others)}) "
+                f"have, e.g. {missing[:3]}"
+            )
+            for utt in missing:
+                mark(utt, f"not in {name}")
+
+    # spk2utt must be the exact inverse of utt2spk
+    spk2utt_path = directory / "spk2utt"
+    expected = {s: " ".join(u) for s, u in utt2spk_to_spk2utt(utt2spk).items()}
+    if not spk2utt_path.exists():
+        report.add(f"{spk2utt_path}: missing (it is generated from utt2spk; --fix writes it)")
+    else:
+        spk_parsed = _parse_tolerant(spk2utt_path, report)
+        if spk_parsed.entries != expected:
+            diff = sorted(set(expected.items()).symmetric_difference(spk_parsed.entries.items()))
+            report.add(
+                f"{spk2utt_path}: not consistent with utt2spk ({len(diff)} differing speaker line(s), "
+                f"e.g. speaker '{diff[0][0]}'); --fix regenerates it"
+            )
+
+    meta_path = directory / "meta.yaml"
+    if meta_path.exists():
+        try:
+            read_meta(meta_path)
+        except DataError as err:
+            report.add(str(err))
+    else:
+        report.add(f"{meta_path}: missing (corpus, transcript form, sample_rate)")
+
+    keep = sorted(all_ids - set(bad))
+    report.num_utts = len(keep) if fix else len(wav)
+    if not fix:
+        return report
+
+    for reason in bad.values():
+        report.removed[reason] += 1
+    for name, p in parsed.items():
+        if p.duplicate_lines:
+            report.removed[f"duplicate line in {name}"] += p.duplicate_lines
+        if p.blank_lines:
+            report.removed[f"blank line in {name}"] += p.blank_lines
+    for name, mapping in lists.items():
+        write_scp(directory / name, {u: mapping[u] for u in keep})
+    kept_spk = {u: utt2spk[u] for u in keep}
+    write_scp(spk2utt_path, {s: " ".join(u) for s, u in utt2spk_to_spk2utt(kept_spk).items()})
+    if not meta_path.exists():
+        logger.warning("%s: no meta.yaml; not invented by --fix (write it with corpus and transcript form)", directory)
+    report.fixed = True
+    logger.info(
+        "fixed %s: kept %d, removed %d (%s)",
+        directory,
+        len(keep),
+        sum(report.removed.values()),
+        dict(report.removed),
+    )
+    return report
+
+
+def filter_ids(mapping: Mapping[str, Any], keep: Iterable[str]) -> dict[str, Any]:
+    """The entries of ``mapping`` whose key is in ``keep``."""
+    keep_set = set(keep)
+    return {k: v for k, v in mapping.items() if k in keep_set}

@@ -1,0 +1,6 @@
+"""Training: the loop (``trainer``), checkpoints and exact resume (``checkpoint``), DDP set-up
+(``distributed``), model averaging (``average``) and the training plot (``plot``).
+
+Kept empty of imports on purpose: ``kospeech decode`` imports ``kospeech.train.checkpoint``
+without paying for the trainer, and the registry never needs this package.
+"""

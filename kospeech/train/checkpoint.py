@@ -1,0 +1,315 @@
+"""Checkpoints: atomic writes, rotation, RNG capture, and rebuilding a model from one file.
+
+A checkpoint is self-contained on purpose (see docs/contracts.md): next to the weights it holds
+the resolved config, the CMVN statistics and the tokenizer's files inline, so ``decode`` and
+``transcribe`` need nothing but the ``.pt`` file; and it holds every piece of training state
+(optimizer, scheduler, grad scaler, sampler position, RNG streams) so a resumed run continues
+bit for bit where the interrupted one stopped.
+
+Everything stored is a tensor, a number, a string, bytes or a container of those, so the file
+loads with ``torch.load(..., weights_only=True)``: opening a checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kospeech.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
+LAST = "last.pt"
+BEST = "best.pt"
+REQUIRED_KEYS = ("model", "config", "model_args")
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` into a temporary name in the same folder, fsync, then rename.
+
+    A rename within one file system is atomic, so a kill at any moment leaves either the old
+    file or the new one, never a truncated checkpoint under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_link(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` the same file as ``src`` (hard link, or a copy where links fail), atomically.
+
+    ``last.pt`` and ``best.pt`` are links, so they cost no second write and survive the
+    rotation that deletes their source name.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
+def step_path(ckpt_dir: str | Path, step: int) -> Path:
+    return Path(ckpt_dir) / f"ckpt_{step:08d}.pt"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Numbered checkpoints ``ckpt_<step>.pt``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CKPT_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` numbered checkpoints (0 or less keeps all)."""
+    if keep_last <= 0:
+        return []
+    old = list_checkpoints(ckpt_dir)[:-keep_last]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint and check it is one of ours; errors say which file and what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (LAST, f"{CKPT_DIR}/{LAST}"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path} (give a .pt file or an exp dir with checkpoints/last.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated files, foreign pickles
+        raise DataError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, Mapping) or any(k not in ckpt for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
+        raise DataError(f"{path}: not a KoSpeech checkpoint (missing {', '.join(missing)})")
+    return dict(ckpt)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP (or torch.compile) wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    orig = getattr(model, "_orig_mod", None)
+    return orig if isinstance(orig, nn.Module) else model
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer files inline
+
+
+def read_lang_dir(lang_dir: str | Path) -> dict[str, bytes]:
+    """The tokenizer lang dir's files by name, so a checkpoint carries them inline."""
+    from kospeech.text.tokenizers import read_lang_dir as _read
+
+    if not Path(lang_dir).is_dir():
+        raise DataError(f"tokenizer dir not found: {lang_dir} (set data.lang to a dir made by `kospeech tokenizer`)")
+    return _read(lang_dir)
+
+
+def load_tokenizer_dir(lang_dir: str | Path) -> Any:
+    from kospeech.text.tokenizers import load_tokenizer
+
+    return load_tokenizer(lang_dir)
+
+
+def tokenizer_from_files(files: Mapping[str, bytes]) -> Any:
+    """Rebuild a tokenizer from the files a checkpoint holds (no temporary dir needed)."""
+    from kospeech.text.tokenizers import load_tokenizer_from_files
+
+    return load_tokenizer_from_files(files)
+
+
+# ---------------------------------------------------------------------------------------------
+# CMVN
+
+
+def make_cmvn(mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray) -> nn.Module:
+    """A :class:`kospeech.data.cmvn.GlobalCMVN` holding ``mean`` and ``std``."""
+    from kospeech.data.cmvn import GlobalCMVN
+
+    return GlobalCMVN(mean, std)
+
+
+def cmvn_stats(cmvn: nn.Module | None) -> dict[str, torch.Tensor] | None:
+    if cmvn is None:
+        return None
+    return {"mean": cmvn.mean.detach().float().cpu().clone(), "std": cmvn.std.detach().float().cpu().clone()}
+
+
+def apply_cmvn(cmvn: nn.Module | None, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Normalise, keeping padded frames at zero; identity without CMVN."""
+    return features if cmvn is None else cmvn(features, lengths)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG streams
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and every CUDA device's generator state, in loadable form."""
+    np_state = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npd = state["numpy"]
+    key = np.asarray(npd["key"].numpy() if torch.is_tensor(npd["key"]) else npd["key"], dtype=np.uint32)
+    np.random.set_state(("MT19937", key, int(npd["pos"]), int(npd["has_gauss"]), float(npd["cached_gaussian"])))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+        else:
+            logger.warning(
+                "checkpoint has %d CUDA RNG states but %d devices are visible; CUDA RNG not restored",
+                len(cuda_states),
+                torch.cuda.device_count(),
+            )
+
+
+def generator_states(objects: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """States of the private ``torch.Generator`` attributes of ``objects`` (and their submodules).
+
+    Augmentations draw from generators of their own, outside the global streams; an exact
+    resume must put those back too. Nothing is created or drawn here, so saving a checkpoint
+    never changes what the run does next.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, obj in objects.items():
+        subs = obj.named_modules() if isinstance(obj, nn.Module) else [("", obj)]
+        for sub_name, sub in subs:
+            for attr, value in vars(sub).items():
+                if isinstance(value, torch.Generator):
+                    name = f"{sub_name}.{attr}" if sub_name else attr
+                    out.setdefault(key, {})[name] = {"state": value.get_state(), "device": str(value.device)}
+    return out
+
+
+def restore_generator_states(objects: dict[str, Any], states: Mapping[str, Mapping[str, Any]]) -> None:
+    """Put back what :func:`generator_states` saved (a fresh generator per attribute)."""
+    for key, saved in states.items():
+        if key not in objects:
+            logger.warning("checkpoint has generator state for %s, which this run does not have", key)
+            continue
+        obj = objects[key]
+        for name, entry in saved.items():
+            *path, attr = name.split(".")
+            owner = obj.get_submodule(".".join(path)) if path and isinstance(obj, nn.Module) else obj
+            gen = torch.Generator(device=entry.get("device", "cpu"))
+            gen.set_state(entry["state"])
+            setattr(owner, attr, gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+
+
+@dataclass
+class InferenceBundle:
+    """Everything decoding needs, rebuilt from one checkpoint.
+
+    ``frontend`` turns waves into features (None when the config names none); ``cmvn``
+    normalises them (None when training used none); ``model`` is in eval mode on the device.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    frontend: nn.Module | None
+    cmvn: nn.Module | None
+    config: dict[str, Any]
+
+
+def build_model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
+    from kospeech.registry import build
+
+    cfg = ckpt["config"]
+    args = ckpt["model_args"]
+    if "model" not in cfg:
+        raise ConfigError("checkpoint config has no 'model' section")
+    dims = {"input_dim": int(args["input_dim"]), "vocab_size": int(args["vocab_size"])}
+    model = build("model", cfg["model"], path="model", **dims)
+    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    return model
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> InferenceBundle:
+    """Rebuild model, tokenizer, frontend and CMVN from a checkpoint file alone."""
+    from kospeech.registry import build
+
+    device = torch.device(device)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    cfg = dict(ckpt["config"])
+    model = build_model_from_checkpoint(ckpt).to(device).eval()
+    tokenizer = tokenizer_from_files(ckpt["tokenizer"]) if ckpt.get("tokenizer") else None
+    if tokenizer is None:
+        raise DataError(f"{path}: checkpoint carries no tokenizer files; it cannot decode on its own")
+    vocab = int(ckpt["model_args"]["vocab_size"])
+    if tokenizer.vocab_size != vocab:
+        raise DataError(
+            f"{path}: the inline tokenizer has {tokenizer.vocab_size} units but the model was built for {vocab}"
+        )
+    frontend = None
+    if isinstance(cfg.get("frontend"), Mapping) and cfg["frontend"].get("name"):
+        frontend = build("frontend", cfg["frontend"], path="frontend").to(device).eval()
+    cmvn = None
+    if ckpt.get("cmvn"):
+        cmvn = make_cmvn(ckpt["cmvn"]["mean"], ckpt["cmvn"]["std"]).to(device).eval()
+    return InferenceBundle(model=model, tokenizer=tokenizer, frontend=frontend, cmvn=cmvn, config=cfg)

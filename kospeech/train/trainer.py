@@ -1,0 +1,1016 @@
+"""The training loop: AMP, gradient accumulation and clipping, DDP, checkpoints, exact resume.
+
+One :class:`Trainer` serves a laptop CPU run and a multi-node ``torchrun`` job alike; what
+changes is read from the environment (:mod:`kospeech.train.distributed`) and the config.
+
+Exact resume is a design goal, not a best effort. A checkpoint is only written at an update
+boundary, and it records the epoch, how many batches of that epoch were consumed, and every RNG
+stream (per rank). The batches of an epoch are a pure function of ``(seed, epoch, rank)``
+(the bucket sampler), the DataLoader gets its own generator so creating an iterator does not
+draw from the global stream, and the RNG states are put back right before the first resumed
+batch. A run of 2N updates and a run of N updates + resume + N updates therefore end with the
+same weights on CPU.
+
+A batch whose loss is NaN or inf is never applied: every rank agrees to skip it (a single rank
+skipping its backward would hang DDP), and the skip is counted and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kospeech.errors import ConfigError, DataError
+from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
+from kospeech.train import distributed as D
+from kospeech.train.checkpoint import (
+    BEST,
+    CKPT_DIR,
+    LAST,
+    apply_cmvn,
+    atomic_link,
+    atomic_save,
+    cmvn_stats,
+    generator_states,
+    list_checkpoints,
+    load_checkpoint,
+    load_tokenizer_dir,
+    make_cmvn,
+    model_state,
+    prune_checkpoints,
+    read_lang_dir,
+    restore_generator_states,
+    rng_state,
+    set_rng_state,
+    step_path,
+    unwrap,
+)
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "train.png"
+CONFIG_FILE = "config.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """The ``train:`` section of a config.
+
+    Args:
+        max_epochs: passes over the training set.
+        max_steps: stop after this many updates (0: no limit); a checkpoint is written there.
+        accum_grad: micro-batches per update (gradient accumulation).
+        max_grad_norm: clip the global gradient norm to this (0: no clipping).
+        amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
+            ``fp16`` (with a gradient scaler) or ``none``. Ignored on CPU.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        save_every: also checkpoint every this many updates (0: only at epoch ends).
+        keep_last: numbered checkpoints kept (0: all); ``last.pt`` and ``best.pt`` are extra.
+        log_every: a ``log.jsonl`` line every this many updates.
+        valid_every: also validate (and checkpoint) every this many updates (0: epoch ends).
+        num_workers: DataLoader worker processes.
+        find_unused_parameters: DDP option for models with heads that a loss may not use.
+        plot: redraw ``train.png`` at each validation.
+    """
+
+    max_epochs: int = 10
+    max_steps: int = 0
+    accum_grad: int = 1
+    max_grad_norm: float = 5.0
+    amp: str = "auto"
+    device: str = "auto"
+    save_every: int = 0
+    keep_last: int = 5
+    log_every: int = 20
+    valid_every: int = 0
+    num_workers: int = 0
+    find_unused_parameters: bool = False
+    plot: bool = True
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> TrainOptions:
+        section = dict(section or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in section.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown option 'train.{key}'.{hint} Accepted: {', '.join(fields)}")
+            default = fields[key].default
+            ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise ConfigError(f"'train.{key}' = {value!r} must be a {type(default).__name__}")
+        opts = cls(**section)
+        if opts.accum_grad < 1:
+            raise ConfigError(f"'train.accum_grad' must be >= 1, got {opts.accum_grad}")
+        if opts.amp not in ("auto", "bf16", "fp16", "none"):
+            raise ConfigError(f"'train.amp' = {opts.amp!r}: choose auto, bf16, fp16 or none")
+        if opts.log_every < 1:
+            raise ConfigError(f"'train.log_every' must be >= 1, got {opts.log_every}")
+        return opts
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks this rank's CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}' asked for, but no CUDA device is visible; use --device cpu")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if name != "cpu":
+        raise ConfigError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision."""
+    if device.type != "cuda":
+        if mode in ("bf16", "fp16"):
+            logger.warning("train.amp=%s is for CUDA; training in float32 on %s", mode, device)
+        return None
+    if mode == "none":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+# ---------------------------------------------------------------------------------------------
+# validation decoding and CER
+
+
+def _search_name(model: Any) -> str:
+    if getattr(model, "has_ctc", False):
+        return "ctc_greedy"
+    if getattr(model, "has_decoder", False):
+        return "greedy"
+    if getattr(model, "is_transducer", False):
+        return "transducer_greedy"
+    raise ConfigError(f"model {type(model).__name__} has no decoding head (has_ctc, has_decoder, is_transducer)")
+
+
+def make_greedy(model: Any) -> Any:
+    """``(features, lengths) -> list[list[int]]``: greedy decoding with the model's cheapest head.
+
+    Uses the registered searches (``kospeech.search``) when present, else a minimal built-in
+    CTC or attention greedy through the model hooks.
+    """
+    name = _search_name(model)
+    from kospeech.registry import build, registry
+
+    if name in registry("search"):
+        return build("search", {"name": name}, path="valid_search", model=model).decode
+    if name == "ctc_greedy":
+        return lambda f, n: ctc_greedy(model, f, n)
+    if name == "greedy":
+        return lambda f, n: attention_greedy(model, f, n)
+    raise ConfigError("validating a transducer needs the 'transducer_greedy' search (kospeech.search)")
+
+
+@torch.no_grad()
+def ctc_greedy(model: Any, features: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks (vectorised over the batch)."""
+    enc, enc_lens = model.encode(features, lengths)
+    ids = model.ctc_log_probs(enc).argmax(-1)
+    prev = torch.nn.functional.pad(ids[:, :-1], (1, 0), value=-1)
+    valid = torch.arange(ids.size(1), device=ids.device)[None, :] < enc_lens[:, None]
+    keep = valid & (ids != BLANK_ID) & (ids != prev)
+    return [row[k].tolist() for row, k in zip(ids, keep)]
+
+
+@torch.no_grad()
+def attention_greedy(model: Any, features: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Attention decoder, argmax per step until ``<eos>`` (at most as many steps as frames)."""
+    enc, enc_lens = model.encode(features, lengths)
+    B = enc.size(0)
+    state = model.init_decoder_state(enc, enc_lens)
+    tokens = torch.full((B,), SOS_ID, dtype=torch.long, device=enc.device)
+    done = torch.zeros(B, dtype=torch.bool, device=enc.device)
+    out = []
+    for _ in range(int(enc_lens.max())):
+        logp, state = model.decoder_step(tokens, state, enc, enc_lens)
+        logp = logp.float().clone()
+        logp[:, [BLANK_ID, PAD_ID, SOS_ID]] = float("-inf")
+        tokens = torch.where(done, torch.full_like(tokens, EOS_ID), logp.argmax(-1))
+        out.append(tokens)
+        done = done | (tokens == EOS_ID)
+        if bool(done.all()):
+            break
+    seqs = torch.stack(out, 1).tolist() if out else [[] for _ in range(B)]
+    return [s[: s.index(EOS_ID)] if EOS_ID in s else s for s in seqs]
+
+
+def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
+    """Levenshtein distance, one DP row at a time."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def corpus_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> float:
+    """Corpus CER in percent (spaces removed), by ``kospeech.metrics.score_corpus`` when present."""
+    try:
+        from kospeech.metrics import score_corpus
+    except ImportError:  # the metrics module is optional to the loop
+        score_corpus = None
+    if score_corpus is not None:
+        return float(score_corpus(dict(refs), dict(hyps)).cer)
+    errors = sum(edit_distance(r.replace(" ", ""), hyps.get(u, "").replace(" ", "")) for u, r in refs.items())
+    return 100.0 * errors / max(sum(len(r.replace(" ", "")) for r in refs.values()), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# data helpers
+
+
+def data_kind(path: Path, key: str) -> str:
+    """``dump`` (feature dump with utt2num_frames) or ``raw`` (Kaldi data dir with wav.scp)."""
+    if not path.is_dir():
+        raise DataError(
+            f"{key}: {path} not found; make a feature dump with `kospeech features dump` "
+            f"(stage 2) or point it at a Kaldi data dir with wav.scp"
+        )
+    if (path / "utt2num_frames").is_file():
+        return "dump"
+    if (path / "wav.scp").is_file():
+        return "raw"
+    raise DataError(
+        f"{key}: {path} is neither a feature dump (no utt2num_frames) nor a Kaldi data dir (no wav.scp); "
+        f"run `kospeech features dump` to make one"
+    )
+
+
+def frames_per_second(frontend_cfg: Mapping[str, Any] | None) -> float:
+    """Feature frames per second of audio, for throughput in audio seconds per second."""
+    cfg = dict(frontend_cfg or {})
+    if "frame_shift_ms" in cfg:
+        return 1000.0 / float(cfg["frame_shift_ms"])
+    if "frame_shift" in cfg:
+        shift = float(cfg["frame_shift"])
+        return 1000.0 / shift if shift > 1 else 1.0 / shift
+    if "hop_length" in cfg:
+        return float(cfg.get("sample_rate", 16000)) / float(cfg["hop_length"])
+    return 100.0
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _plain(obj: Any) -> Any:
+    """NumPy values to Python/tensors, so the checkpoint stays loadable with weights_only=True."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _load_cmvn_file(path: Path) -> nn.Module:
+    from kospeech.data.cmvn import GlobalCMVN
+
+    return GlobalCMVN.from_file(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Builds everything a config names and runs the loop; see the module docstring.
+
+    Args:
+        cfg: the resolved config (``kospeech.config.load_config``).
+        exp_dir: where ``config.yaml``, ``checkpoints/``, ``log.jsonl`` and ``train.png`` go.
+        device: overrides ``train.device``.
+        resume: continue from ``exp_dir/checkpoints/last.pt`` when it exists.
+        progress: show a tqdm bar (the CLI sets it; library use stays quiet).
+        dist_info: the rank layout; read from ``torchrun``'s environment when None.
+    """
+
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        exp_dir: str | Path,
+        *,
+        device: str | None = None,
+        resume: bool = False,
+        progress: bool = False,
+        dist_info: D.DistInfo | None = None,
+    ) -> None:
+        self.cfg: dict[str, Any] = copy.deepcopy(dict(cfg))
+        self.exp_dir = Path(exp_dir)
+        self.ckpt_dir = self.exp_dir / CKPT_DIR
+        if not resume and list_checkpoints(self.ckpt_dir):
+            raise ConfigError(
+                f"{self.exp_dir} already holds checkpoints; pass --resume to continue that run "
+                f"or choose a new --exp-dir"
+            )
+        self.opts = TrainOptions.from_config(self.cfg.get("train"))
+        if device is not None:
+            self.opts.device = device
+            self.cfg.setdefault("train", {})["device"] = device
+        self.progress = progress
+        self.dist = dist_info or D.env_info()
+        self.device = resolve_device(self.opts.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        D.init_distributed(self.device, self.dist)
+        self.seed = int(self.cfg.get("seed", 1))
+        self._seed_everything(self.seed)
+
+        # counters and state that a checkpoint carries
+        self.step = 0
+        self.epoch = 0
+        self.batches_done = 0
+        self.skipped_batches = 0
+        self.skipped_updates = 0
+        self.best_cer = math.inf
+        self.best_step = -1
+        self.last_metrics: dict[str, Any] = {}
+        self._pending_rng: Mapping[str, Any] | None = None
+        self._pending_generators: Mapping[str, Any] | None = None
+        self._saved_at: tuple[int, int, int] | None = None  # (step, epoch, batches_done) of the last save
+        self._validated_step = -1
+
+        self._setup_data()
+        self._setup_model()
+        self._setup_optim()
+        if resume:
+            last = self.ckpt_dir / LAST
+            if last.is_file():
+                self._resume(last)
+            else:
+                logger.info("--resume: no checkpoint in %s yet, starting from scratch", self.ckpt_dir)
+        if self.dist.is_main:
+            from kospeech.config import save_config
+
+            save_config(self.cfg, self.exp_dir / CONFIG_FILE)
+        self._reset_stats()
+
+    # ---- set-up -------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _setup_data(self) -> None:
+        data = self.cfg.get("data")
+        if not isinstance(data, Mapping):
+            raise ConfigError("the config has no 'data' section (data.train, data.valid, data.lang, ...)")
+        for key in ("train", "lang"):
+            if not data.get(key):
+                raise ConfigError(f"'data.{key}' is required")
+        self.lang_dir = Path(data["lang"])
+        self.lang_files = read_lang_dir(self.lang_dir)
+        self.tokenizer = load_tokenizer_dir(self.lang_dir)
+        self.vocab_size = int(self.tokenizer.vocab_size)
+
+        from kospeech.data.dataset import collate
+
+        self.collate = collate
+        train_dir = Path(data["train"])
+        self.mode = data_kind(train_dir, "data.train")
+        valid_dir = Path(data["valid"]) if data.get("valid") else None
+        if valid_dir is not None and data_kind(valid_dir, "data.valid") != self.mode:
+            raise DataError(f"data.valid: {valid_dir} must be the same kind as data.train ({self.mode})")
+        max_frames = data.get("max_frames")
+        self.frontend: nn.Module | None = None
+        self.sample_rate = 16000
+        if self.mode == "dump":
+            from kospeech.data.dataset import FeatureDataset
+
+            fe_file = train_dir / "frontend.yaml"
+            if fe_file.is_file():
+                from kospeech.config import read_yaml
+
+                dumped = read_yaml(fe_file)
+                if isinstance(dumped.get("frontend"), Mapping):
+                    dumped = dict(dumped["frontend"])
+                given = dict(self.cfg.get("frontend") or {})
+                clash = sorted(k for k, v in given.items() if k in dumped and dumped[k] != v)
+                if clash:
+                    logger.warning(
+                        "config 'frontend' differs from %s in %s; using the dump's (the features were made with it)",
+                        fe_file,
+                        ", ".join(clash),
+                    )
+                self.cfg["frontend"] = dumped
+            self.train_set = FeatureDataset(train_dir, self.tokenizer, max_frames=max_frames)
+            self.valid_set = FeatureDataset(valid_dir, self.tokenizer) if valid_dir else None
+            if len(self.train_set) == 0:
+                raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
+            self.input_dim = int(self.train_set[0]["features"].shape[-1])
+            self.frame_rate = frames_per_second(self.cfg.get("frontend"))
+            cmvn_path = Path(data["cmvn"]) if data.get("cmvn") else train_dir / "cmvn.npz"
+            if data.get("cmvn") or cmvn_path.is_file():
+                self.cmvn: nn.Module | None = _load_cmvn_file(cmvn_path)
+            else:
+                logger.warning("no CMVN statistics (%s missing): features are used unnormalised", cmvn_path)
+                self.cmvn = None
+        else:
+            from kospeech.data.dataset import RawAudioDataset
+            from kospeech.registry import build
+
+            if not isinstance(self.cfg.get("frontend"), Mapping):
+                raise ConfigError(f"data.train {train_dir} is a raw-audio data dir: the config needs a 'frontend'")
+            self.frontend = build("frontend", self.cfg["frontend"], path="frontend").to(self.device).eval()
+            self.input_dim = int(self.frontend.output_dim)
+            self.sample_rate = int(getattr(self.frontend, "sample_rate", data.get("sample_rate", 16000)))
+            hop = getattr(self.frontend, "hop_length", None)
+            self.frame_rate = self.sample_rate / hop if hop else frames_per_second(self.cfg.get("frontend"))
+            max_seconds = float(max_frames) / self.frame_rate if max_frames else None
+            self.train_set = RawAudioDataset(
+                train_dir, self.tokenizer, sample_rate=self.sample_rate, max_seconds=max_seconds
+            )
+            self.valid_set = (
+                RawAudioDataset(valid_dir, self.tokenizer, sample_rate=self.sample_rate) if valid_dir else None
+            )
+            if len(self.train_set) == 0:
+                raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
+            if data.get("cmvn"):
+                self.cmvn = _load_cmvn_file(Path(data["cmvn"]))
+            else:
+                self.cmvn = self._compute_cmvn()
+        if self.cmvn is not None:
+            self.cmvn = self.cmvn.to(self.device)
+        if self.valid_set is None:
+            logger.warning("no data.valid: no validation CER, and no best.pt")
+
+        self.batch_frames = int(data.get("batch_frames", 20000))
+        num_buckets = int(data.get("num_buckets", 10))
+        from kospeech.data.sampler import BucketBatchSampler
+
+        self.train_sampler = BucketBatchSampler(
+            self._sampler_lengths(self.train_set),
+            batch_frames=self.batch_frames,
+            seed=self.seed,
+            shuffle=True,
+            num_buckets=num_buckets,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.valid_sampler = (
+            BucketBatchSampler(
+                self._sampler_lengths(self.valid_set),
+                batch_frames=self.batch_frames,
+                seed=self.seed,
+                shuffle=False,
+                num_buckets=num_buckets,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+            )
+            if self.valid_set is not None
+            else None
+        )
+        self.augments = self._build_augments()
+
+    def _sampler_lengths(self, dataset: Any) -> list[int]:
+        """Lengths in feature frames, so ``batch_frames`` means the same in both modes."""
+        lengths = list(dataset.lengths)
+        if self.mode == "raw" and getattr(dataset, "length_unit", "samples") == "samples":
+            per_frame = self.sample_rate / self.frame_rate
+            lengths = [max(1, int(n // per_frame)) for n in lengths]
+        return lengths
+
+    def _build_augments(self) -> list[Any]:
+        from kospeech.registry import build
+
+        specs = self.cfg.get("augment") or []
+        if not isinstance(specs, list):
+            raise ConfigError("'augment' must be a list of {name: ...} mappings")
+        augments = []
+        for i, spec in enumerate(specs):
+            aug = build("augment", spec, path=f"augment[{i}]")
+            domain = getattr(aug, "domain", "feature")
+            if domain not in ("feature", "wave"):
+                raise ConfigError(f"augment[{i}] '{spec.get('name')}' has domain {domain!r}; expected feature or wave")
+            if domain == "wave" and self.mode == "dump":
+                raise ConfigError(
+                    f"augment[{i}] '{spec.get('name')}' works on waveforms, but data.train is a feature dump; "
+                    f"train from a Kaldi data dir (wav.scp) for on-the-fly features, or drop it"
+                )
+            if isinstance(aug, nn.Module):
+                aug = aug.to(self.device)
+            augments.append(aug)
+        return augments
+
+    @torch.no_grad()
+    def _compute_cmvn(self, max_utts: int = 2000, chunk: int = 16) -> nn.Module:
+        """Global mean/std of the on-the-fly features over (up to) the first ``max_utts`` utterances."""
+        n = min(len(self.train_set), max_utts)
+        total = torch.zeros(self.input_dim, dtype=torch.float64)
+        total_sq = torch.zeros(self.input_dim, dtype=torch.float64)
+        count = 0
+        for start in range(0, n, chunk):
+            items = [self.train_set[i] for i in range(start, min(n, start + chunk))]
+            batch = _to_device(self.collate(items), self.device)
+            feats, lens = self.frontend(batch["waves"], batch["wave_lengths"])
+            mask = torch.arange(feats.size(1), device=feats.device)[None, :] < lens[:, None]
+            valid = feats[mask].double().cpu()
+            total += valid.sum(0)
+            total_sq += (valid**2).sum(0)
+            count += valid.size(0)
+        mean = total / max(count, 1)
+        std = (total_sq / max(count, 1) - mean**2).clamp(min=1e-10).sqrt()
+        logger.info("CMVN computed over %d utterances (%d frames)", n, count)
+        return make_cmvn(mean.float(), std.float())
+
+    def _setup_model(self) -> None:
+        from kospeech.registry import build
+
+        if not isinstance(self.cfg.get("model"), Mapping):
+            raise ConfigError("the config has no 'model' section ({name: ..., ...})")
+        self.model_args = {"input_dim": self.input_dim, "vocab_size": self.vocab_size}
+        model = build("model", self.cfg["model"], path="model", **self.model_args).to(self.device)
+        self.raw_model = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model: nn.Module = DDP(
+                model, device_ids=ids, find_unused_parameters=self.opts.find_unused_parameters
+            )
+        else:
+            self.model = model
+        n_params = sum(p.numel() for p in model.parameters())
+        logger.info("model %s: %.2fM parameters", self.cfg["model"].get("name"), n_params / 1e6)
+        self.amp_dtype = resolve_amp(self.opts.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # each rank gets its own random stream for dropout and augmentation after a shared init
+        self._seed_everything(self.seed + 1000 * self.dist.rank)
+
+    def _setup_optim(self) -> None:
+        from kospeech.registry import build
+
+        if not isinstance(self.cfg.get("optimizer"), Mapping):
+            raise ConfigError("the config has no 'optimizer' section ({name: adam, lr: ...})")
+        self.optimizer = build("optimizer", self.cfg["optimizer"], path="optimizer", params=self.raw_model.parameters())
+        sched_cfg = self.cfg.get("scheduler")
+        self.scheduler = (
+            build("scheduler", sched_cfg, path="scheduler", optimizer=self.optimizer) if sched_cfg else None
+        )
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _random_parts(self) -> dict[str, Any]:
+        """Components that may own random generators besides the global streams."""
+        parts = {f"augment[{i}]": aug for i, aug in enumerate(self.augments)}
+        if self.frontend is not None:
+            parts["frontend"] = self.frontend
+        return parts
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything docs/contracts.md lists, for this moment (an update boundary)."""
+        rng = rng_state()
+        ranks = D.all_gather_objects(rng) if self.dist.enabled else None
+        return {
+            "model": model_state(self.model),
+            "config": self.cfg,
+            "model_args": dict(self.model_args),
+            "cmvn": cmvn_stats(self.cmvn),
+            "tokenizer": dict(self.lang_files),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "sampler": self._sampler_state(),
+            "rng": rng,
+            "rng_ranks": ranks,
+            "generators": D.all_gather_objects(generator_states(self._random_parts())),
+            "step": self.step,
+            "epoch": self.epoch,
+            "metrics": {
+                **self.last_metrics,
+                "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
+                "best_step": self.best_step,
+                "skipped_batches": self.skipped_batches,
+                "skipped_updates": self.skipped_updates,
+            },
+        }
+
+    def _sampler_state(self) -> dict[str, Any]:
+        """The bucket sampler's state at the batches consumed (not those a DataLoader prefetched)."""
+        sampler = self.train_sampler
+        sampler.set_epoch(self.epoch)
+        state = dict(sampler.state_dict(consumed=self.batches_done))
+        state.update(epoch=self.epoch, position=self.batches_done, world_size=self.dist.world_size)
+        return _plain(state)
+
+    def save_checkpoint(self, *, is_best: bool = False) -> Path | None:
+        """Write ``ckpt_<step>.pt`` atomically, link ``last.pt`` (and ``best.pt``), rotate."""
+        state = self.state_dict()  # every rank joins the RNG gather
+        path = None
+        if self.dist.is_main:
+            path = atomic_save(state, step_path(self.ckpt_dir, self.step))
+            atomic_link(path, self.ckpt_dir / LAST)
+            if is_best:
+                atomic_link(path, self.ckpt_dir / BEST)
+            prune_checkpoints(self.ckpt_dir, self.opts.keep_last)
+            logger.info("saved %s%s", path, " (best)" if is_best else "")
+        self._saved_at = self._position()
+        D.barrier()
+        return path
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        args = ckpt["model_args"]
+        if int(args["vocab_size"]) != self.vocab_size:
+            raise DataError(
+                f"{path}: the checkpoint's model has {args['vocab_size']} output units but the tokenizer in "
+                f"{self.lang_dir} has {self.vocab_size}; resume with the lang dir it was trained with, "
+                f"or start a new --exp-dir"
+            )
+        if int(args["input_dim"]) != self.input_dim:
+            raise DataError(
+                f"{path}: the checkpoint's model takes {args['input_dim']}-dim features but data.train gives "
+                f"{self.input_dim}; resume with the same features, or start a new --exp-dir"
+            )
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        sampler = dict(ckpt.get("sampler") or {})
+        self.step = int(ckpt["step"])
+        self.epoch = int(sampler.get("epoch", ckpt["epoch"]))
+        self.batches_done = int(sampler.get("position", 0))
+        if sampler:
+            self.train_sampler.load_state_dict(sampler)
+        if int(sampler.get("world_size", self.dist.world_size)) != self.dist.world_size:
+            logger.warning(
+                "resuming a %s-process run with %d processes: the rest of epoch %d is re-sharded, not exact",
+                sampler.get("world_size"),
+                self.dist.world_size,
+                self.epoch,
+            )
+            self.batches_done = 0
+        metrics = dict(ckpt.get("metrics") or {})
+        self.best_cer = math.inf if metrics.get("best_cer") is None else float(metrics["best_cer"])
+        self.best_step = int(metrics.get("best_step", -1))
+        self.skipped_batches = int(metrics.get("skipped_batches", 0))
+        self.skipped_updates = int(metrics.get("skipped_updates", 0))
+        self.last_metrics = {k: metrics[k] for k in ("valid_cer", "valid_loss") if k in metrics}
+        gens = ckpt.get("generators") or []
+        if len(gens) == self.dist.world_size:
+            self._pending_generators = gens[self.dist.rank]
+        ranks = ckpt.get("rng_ranks")
+        if ranks and len(ranks) == self.dist.world_size:
+            self._pending_rng = ranks[self.dist.rank]
+        else:
+            self._pending_rng = ckpt["rng"]
+        self._saved_at = self._position()
+        if self.dist.is_main:
+            self._truncate_log(self.step)
+        logger.info(
+            "resumed from %s: step %d, epoch %d, %d batches into it", path, self.step, self.epoch, self.batches_done
+        )
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines a killed run wrote after its last checkpoint, so curves do not double back."""
+        log = self.exp_dir / LOG_FILE
+        if not log.is_file():
+            return
+        keep = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= step:
+                    keep.append(line)
+            except (json.JSONDecodeError, ValueError, AttributeError):
+                continue
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
+        tmp.replace(log)
+
+    # ---- batches ------------------------------------------------------------------------
+    def _epoch_batches(self, sampler: Any, epoch: int, skip: int = 0) -> list[list[int]]:
+        """This rank's batches of ``epoch`` (a pure function of seed, epoch and rank), minus ``skip``."""
+        batches = [list(b) for b in sampler.batches(epoch)]
+        n = D.all_reduce_min(len(batches), self.device)  # equal step counts, or DDP waits forever
+        return batches[skip:n]
+
+    def _loader(self, dataset: Any, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=self.collate,
+            num_workers=self.opts.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed),  # keeps the global RNG untouched
+        )
+
+    def _prepare(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """Device, on-the-fly frontend, CMVN, then augmentation (training batches only)."""
+        batch = _to_device(batch, self.device)
+        if self.mode == "raw":
+            if train:
+                for aug in self.augments:
+                    if getattr(aug, "domain", "feature") == "wave":
+                        batch = aug(batch)
+            with torch.no_grad():
+                feats, lens = self.frontend(batch["waves"], batch["wave_lengths"])
+            batch["features"], batch["feature_lengths"] = feats.float(), lens.long()
+        batch["features"] = apply_cmvn(self.cmvn, batch["features"].float(), batch["feature_lengths"])
+        if train:
+            for aug in self.augments:
+                if getattr(aug, "domain", "feature") == "feature":
+                    batch = aug(batch)
+        return batch
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            return model(batch["features"], batch["feature_lengths"], batch["targets"], batch["target_lengths"])
+
+    # ---- training -----------------------------------------------------------------------
+    def _reset_stats(self) -> None:
+        self._stats: dict[str, float] = {"loss": 0.0, "batches": 0, "audio": 0.0, "frames": 0, "padded": 0}
+        self._parts: dict[str, float] = {}
+        self._grad_norm = 0.0
+        self._t0 = time.perf_counter()
+
+    def _audio_seconds(self, batch: dict[str, Any]) -> float:
+        if "wave_lengths" in batch:
+            return float(batch["wave_lengths"].sum()) / self.sample_rate
+        return float(batch["feature_lengths"].sum()) / self.frame_rate
+
+    def _train_batch(self, batch: dict[str, Any], *, last_micro: bool) -> None:
+        """Forward and backward one micro-batch; a non-finite loss is skipped on every rank."""
+        batch = self._prepare(batch, train=True)
+        self.model.train()
+        sync_now = last_micro or not self.dist.enabled
+        ctx = contextlib.nullcontext() if sync_now else self.model.no_sync()
+        with ctx:
+            out = self._forward(self.model, batch)
+            loss = out["loss"]
+            bad = D.any_true(not bool(torch.isfinite(loss.detach()).item()), self.device)
+            if bad:
+                self.skipped_batches += 1
+                logger.warning(
+                    "skipped a batch with non-finite loss (%s) at step %d, utterances %s; %d skipped so far",
+                    f"{float(loss):.4g}",
+                    self.step,
+                    ", ".join(batch["utt_ids"][:5]) + (" ..." if len(batch["utt_ids"]) > 5 else ""),
+                    self.skipped_batches,
+                )
+                self._unsynced = self._unsynced or (self.dist.enabled and last_micro and self._contributed > 0)
+            else:
+                scaled = loss / self.opts.accum_grad
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+                self._contributed += 1
+                self._stats["loss"] += float(loss.detach())
+                for k, v in out.items():
+                    if k != "loss" and torch.is_tensor(v) and v.numel() == 1:
+                        self._parts[k] = self._parts.get(k, 0.0) + float(v.detach())
+                self._stats["batches"] += 1
+        lengths = batch["feature_lengths"]
+        self._stats["audio"] += self._audio_seconds(batch)
+        self._stats["frames"] += int(lengths.sum())
+        self._stats["padded"] += int(lengths.numel() * batch["features"].size(1))
+
+    def _sync_grads(self) -> None:
+        """Average gradients by hand when the syncing micro-batch was skipped (DDP never saw it)."""
+        world = self.dist.world_size
+        for p in self.raw_model.parameters():
+            if p.grad is not None:
+                D.all_reduce_sum(p.grad)
+                p.grad.div_(world)
+
+    def _update(self) -> bool:
+        """Clip and apply the accumulated gradient; False when nothing was accumulated."""
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        if self._contributed == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        if self._unsynced:
+            self._sync_grads()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = self.opts.max_grad_norm if self.opts.max_grad_norm > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        finite = bool(torch.isfinite(norm).item())
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the step itself on inf/NaN gradients
+            self.scaler.update()
+        elif finite:
+            self.optimizer.step()
+        if not finite:
+            self.skipped_updates += 1
+            logger.warning("non-finite gradient norm at step %d: update skipped", self.step)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._grad_norm = float(norm) if finite else float("nan")
+        self.step += 1
+        return True
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.exp_dir / LOG_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def _log_train(self) -> dict[str, Any]:
+        stats = self._stats
+        n = max(int(stats["batches"]), 1)
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        # throughput counts every rank's audio
+        audio = torch.tensor([stats["audio"]], dtype=torch.float64, device=self.device)
+        D.all_reduce_sum(audio)
+        record = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": stats["loss"] / n if stats["batches"] else None,
+            **{k: v / n for k, v in self._parts.items()},
+            "lr": self._lr(),
+            "grad_norm": self._grad_norm,
+            "audio_sec_per_sec": float(audio.item()) / elapsed,
+            "padding": 1.0 - stats["frames"] / max(stats["padded"], 1),
+            "skipped_batches": self.skipped_batches,
+            "skipped_updates": self.skipped_updates,
+            "time": time.time(),
+        }
+        self._log(record)
+        self._reset_stats()
+        return record
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any] | None:
+        """Loss and greedy CER on ``data.valid`` (sharded over ranks, gathered)."""
+        if self.valid_set is None:
+            return None
+        model = self.raw_model
+        model.eval()
+        decode = make_greedy(model)
+        refs: dict[str, str] = {}
+        hyps: dict[str, str] = {}
+        loss_sum, n_batches = 0.0, 0
+        for batch in self._loader(self.valid_set, self._epoch_batches(self.valid_sampler, 0)):
+            batch = self._prepare(batch, train=False)
+            out = self._forward(model, batch)
+            if torch.isfinite(out["loss"]):
+                loss_sum += float(out["loss"])
+                n_batches += 1
+            with self._autocast():
+                ids = decode(batch["features"], batch["feature_lengths"])
+            for utt, row, n, hyp in zip(batch["utt_ids"], batch["targets"], batch["target_lengths"], ids):
+                refs[utt] = self.tokenizer.decode(row[: int(n)].tolist())
+                hyps[utt] = self.tokenizer.decode(list(hyp))
+        gathered = D.all_gather_objects((refs, hyps, loss_sum, n_batches))
+        all_refs = {u: r for g in gathered for u, r in g[0].items()}
+        all_hyps = {u: h for g in gathered for u, h in g[1].items()}
+        total_loss = sum(g[2] for g in gathered)
+        total_batches = sum(g[3] for g in gathered)
+        cer = corpus_cer(all_refs, all_hyps)
+        first = next(iter(sorted(all_refs)), None)
+        record = {
+            "kind": "valid",
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": total_loss / total_batches if total_batches else None,
+            "cer": cer,
+            "utterances": len(all_refs),
+            "example": {"utt_id": first, "ref": all_refs[first], "hyp": all_hyps[first]} if first else None,
+            "time": time.time(),
+        }
+        self.last_metrics = {"valid_cer": cer, "valid_loss": record["loss"]}
+        self._validated_step = self.step
+        if self.scheduler is not None and hasattr(self.scheduler, "step_metric"):
+            self.scheduler.step_metric(cer)
+        self._log(record)
+        if self.dist.is_main and self.opts.plot:
+            from kospeech.train.plot import plot_training
+
+            try:
+                plot_training(self.exp_dir / LOG_FILE, self.exp_dir / PLOT_FILE)
+            except Exception:  # a plot must never stop training
+                logger.exception("could not draw %s", self.exp_dir / PLOT_FILE)
+        logger.info("validation at step %d: loss %s, CER %.2f%%", self.step, record["loss"], cer)
+        return record
+
+    def _validate_and_save(self) -> None:
+        start = time.perf_counter()
+        record = self.validate() if self._validated_step != self.step else None
+        is_best = False
+        if record is not None and record["cer"] < self.best_cer:
+            self.best_cer, self.best_step = record["cer"], self.step
+            is_best = True
+        if self._saved_at != self._position() or is_best:
+            self.save_checkpoint(is_best=is_best)
+        self._t0 += time.perf_counter() - start  # throughput counts training time only
+
+    def _position(self) -> tuple[int, int, int]:
+        return (self.step, self.epoch, self.batches_done)
+
+    def _done(self) -> bool:
+        return bool(self.opts.max_steps) and self.step >= self.opts.max_steps
+
+    def train(self) -> dict[str, Any]:
+        """Run until ``max_epochs`` (or ``max_steps``); returns a summary of the run."""
+        if self._pending_generators is not None:
+            restore_generator_states(self._random_parts(), self._pending_generators)
+            self._pending_generators = None
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        self._contributed = 0
+        self._unsynced = False
+        self._reset_stats()
+        accum = self.opts.accum_grad
+        while self.epoch < self.opts.max_epochs and not self._done():
+            batches = self._epoch_batches(self.train_sampler, self.epoch, self.batches_done)
+            first = self.batches_done
+            total = first + len(batches)
+            bar = None
+            if self.progress and self.dist.is_main:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, initial=first, desc=f"epoch {self.epoch + 1}", unit="batch", dynamic_ncols=True)
+            stopped = False
+            for i, batch in enumerate(self._loader(self.train_set, batches), start=first):
+                last_micro = (i + 1) % accum == 0 or i + 1 == total
+                self._train_batch(batch, last_micro=last_micro)
+                self.batches_done = i + 1
+                if bar is not None:
+                    bar.update(1)
+                if not last_micro:
+                    continue
+                updated = self._update()
+                self._contributed = 0
+                self._unsynced = False
+                if not updated:
+                    continue
+                if self.step % self.opts.log_every == 0:
+                    rec = self._log_train()
+                    if bar is not None and rec["loss"] is not None:
+                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}", step=self.step)
+                if self.opts.valid_every and self.step % self.opts.valid_every == 0:
+                    self._validate_and_save()
+                elif self.opts.save_every and self.step % self.opts.save_every == 0:
+                    self.save_checkpoint()
+                if self._done() and self.batches_done < total:
+                    stopped = True
+                    break
+            if bar is not None:
+                bar.close()
+            if stopped:
+                self._validate_and_save()
+                break
+            self.epoch += 1
+            self.batches_done = 0
+            self._validate_and_save()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
+            "best_step": self.best_step,
+            "skipped_batches": self.skipped_batches,
+            "skipped_updates": self.skipped_updates,
+            **self.last_metrics,
+        }
+
+    def close(self) -> None:
+        D.cleanup()

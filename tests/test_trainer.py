@@ -1,0 +1,268 @@
+"""The training loop on real espeak-ng speech: logs, checkpoints, exact resume, NaN skipping, errors.
+
+Data go through the real path: a Kaldi data dir of espeak-ng waves, ``kospeech features dump``,
+``FeatureDataset`` and the bucket sampler; the model is a small registered ``deepspeech2``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+import torch
+
+from kospeech.cli import main as cli_main
+from kospeech.errors import ConfigError, DataError
+from kospeech.registry import register
+
+SMALL_DS2 = {
+    "name": "deepspeech2",
+    "encoder": {
+        "name": "rnn",
+        "rnn_type": "gru",
+        "hidden_dim": 16,
+        "num_layers": 2,
+        "bidirectional": True,
+        "dropout": 0.2,  # dropout draws from the RNG: exact resume must restore it
+        "extractor": {"name": "none"},
+    },
+}
+FRONTEND = {"name": "fbank", "n_mels": 40}
+
+
+@register("augment", "test_nan_injector", override=True)
+class NanInjector:
+    """Test plugin: puts a NaN frame into the features of one utterance, to poison its batch."""
+
+    domain = "feature"
+
+    def __init__(self, *, utt_id: str = "") -> None:
+        self.utt_id = utt_id
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.utt_id in batch["utt_ids"]:
+            batch["features"][batch["utt_ids"].index(self.utt_id), 0, 0] = float("nan")
+        return batch
+
+
+def make_corpus(root: Path, utterances: list[tuple[str, Any]]) -> dict[str, Path]:
+    """Data dir of real waves, a character lang dir and feature dumps (train with CMVN, dev)."""
+    from kospeech.data.datadir import write_data_dir
+    from kospeech.text.tokenizers import train_tokenizer
+
+    wav_dir = root / "wav"
+    wav_dir.mkdir(parents=True)
+    wav, text, spk, dur = {}, {}, {}, {}
+    for i, (sentence, wave) in enumerate(utterances):
+        utt = f"spk{i % 2}-utt{i:02d}"
+        path = wav_dir / f"{utt}.wav"
+        sf.write(path, wave, 16000)
+        wav[utt], text[utt], spk[utt], dur[utt] = str(path), sentence, f"spk{i % 2}", len(wave) / 16000
+    meta = {"corpus": "espeak", "transcript": "spelling"}
+    write_data_dir(root / "data/train", wav=wav, text=text, utt2spk=spk, utt2dur=dur, **meta)
+    dev = sorted(wav)[:4]
+    write_data_dir(
+        root / "data/dev",
+        wav={u: wav[u] for u in dev},
+        text={u: text[u] for u in dev},
+        utt2spk={u: spk[u] for u in dev},
+        corpus="espeak",
+        transcript="spelling",
+    )
+    train_tokenizer("character", text.values(), root / "data/lang")
+    conf = root / "frontend.yaml"
+    conf.write_text(json.dumps({"frontend": FRONTEND}), encoding="utf-8")
+    for name, extra in (("train", ["--cmvn"]), ("dev", [])):
+        args = ["features", "dump", "--data", str(root / "data" / name), "--out", str(root / "dump" / name)]
+        assert cli_main([*args, "--config", str(conf), "--nj", "1", *extra]) == 0
+    return {"root": root, "lang": root / "data/lang", "train": root / "dump/train", "dev": root / "dump/dev"}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory, korean_utterances: list) -> dict[str, Path]:
+    """Made once per session; tests/test_ddp.py shares it."""
+    return make_corpus(tmp_path_factory.mktemp("corpus"), korean_utterances)
+
+
+def base_config(corpus: dict[str, Path], **train: Any) -> dict[str, Any]:
+    return {
+        "seed": 7,
+        "data": {
+            "train": str(corpus["train"]),
+            "valid": str(corpus["dev"]),
+            "lang": str(corpus["lang"]),
+            "batch_frames": 500,
+            "num_buckets": 2,
+        },
+        "frontend": FRONTEND,
+        "model": copy.deepcopy(SMALL_DS2),
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "scheduler": {"name": "noam", "warmup_steps": 4},
+        "train": {"max_epochs": 2, "log_every": 1, "keep_last": 3, "device": "cpu", "plot": False, **train},
+    }
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def read_log(exp: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (exp / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_cli_training_writes_config_logs_plot_and_checkpoints(corpus: dict[str, Path], tmp_path: Path) -> None:
+    import yaml
+
+    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint, load_for_inference
+
+    cfg_path = tmp_path / "conf.yaml"
+    cfg = base_config(corpus)
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    exp = tmp_path / "exp"
+    overrides = ["train.save_every=1", "train.max_epochs=2", "train.plot=true", "data.batch_frames=1000"]
+    assert cli_main(["train", "--config", str(cfg_path), "--exp-dir", str(exp), *overrides]) == 0
+    saved = yaml.safe_load((exp / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["train"]["save_every"] == 1 and saved["model"] == SMALL_DS2
+
+    records = read_log(exp)
+    train = [r for r in records if r["kind"] == "train"]
+    valid = [r for r in records if r["kind"] == "valid"]
+    steps = train[-1]["step"]
+    assert [r["step"] for r in train] == list(range(1, steps + 1))
+    for key in ("epoch", "loss", "ctc", "lr", "grad_norm", "audio_sec_per_sec", "padding", "skipped_batches"):
+        assert key in train[0], key
+    assert all(math.isfinite(r["loss"]) and r["audio_sec_per_sec"] > 0 and 0 <= r["padding"] < 1 for r in train)
+    assert [r["epoch"] for r in valid] == [1, 2] and all(0 <= r["cer"] for r in valid)
+    assert valid[0]["utterances"] == 4
+    assert (exp / "train.png").stat().st_size > 1000
+
+    ckpts = list_checkpoints(exp / "checkpoints")
+    assert len(ckpts) == 3  # keep_last
+    last = load_checkpoint(exp / "checkpoints/last.pt")
+    assert last["step"] == steps and last["epoch"] == 2
+    for key in ("model", "config", "cmvn", "tokenizer", "optimizer", "scheduler", "scaler", "sampler", "rng"):
+        assert key in last, key
+    assert set(last["rng"]) >= {"python", "numpy", "torch"}
+    best = load_checkpoint(exp / "checkpoints/best.pt")
+    assert best["metrics"]["valid_cer"] == min(r["cer"] for r in valid)
+
+    bundle = load_for_inference(exp / "checkpoints/best.pt")
+    assert bundle.frontend is not None and bundle.frontend.output_dim == 40
+    assert bundle.cmvn is not None and bundle.config["model"] == SMALL_DS2
+
+
+def test_exact_resume_mid_epoch_gives_identical_weights(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.train.checkpoint import load_checkpoint
+    from kospeech.train.trainer import Trainer
+
+    # spec_augment draws from a generator of its own: the checkpoint must carry it too
+    spec = [{"name": "spec_augment", "freq_mask_width": 8, "time_mask_ratio": 0.1}]
+    cfg = {**base_config(corpus, max_steps=6, max_epochs=5), "augment": spec}
+    straight = Trainer(cfg, tmp_path / "a")
+    per_epoch = len(straight._epoch_batches(straight.train_sampler, 0))
+    assert 3 < per_epoch < 6, per_epoch  # step 3 is mid-epoch, step 6 in the next epoch
+    straight.train()
+    assert straight.step == 6
+
+    first = Trainer({**base_config(corpus, max_steps=3, max_epochs=5), "augment": spec}, tmp_path / "b")
+    first.train()
+    ckpt = load_checkpoint(tmp_path / "b/checkpoints/last.pt")
+    assert ckpt["step"] == 3 and ckpt["epoch"] == 0 and ckpt["sampler"]["position"] == 3
+    resumed = Trainer(cfg, tmp_path / "b", resume=True)
+    assert resumed.step == 3 and resumed.batches_done == 3
+    resumed.train()
+    a, b = weights(straight.raw_model), weights(resumed.raw_model)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    # the log has no duplicated steps
+    steps = [r["step"] for r in read_log(tmp_path / "b") if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) == list(range(1, 7))
+
+
+def test_nan_batch_is_skipped_counted_and_never_applied(
+    corpus: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kospeech.train.checkpoint import load_checkpoint
+    from kospeech.train.trainer import Trainer
+
+    cfg = base_config(corpus, max_epochs=1, max_grad_norm=0.0)
+    victim = sorted(Path(corpus["train"], "utt2num_frames").read_text().split()[::2])[3]
+    cfg["augment"] = [{"name": "test_nan_injector", "utt_id": victim}]
+    trainer = Trainer(cfg, tmp_path / "exp")
+    n_batches = len(trainer._epoch_batches(trainer.train_sampler, 0))
+    summary = trainer.train()
+    assert summary["skipped_batches"] == 1
+    assert trainer.step == n_batches - 1  # the poisoned batch made no update
+    assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
+    assert load_checkpoint(tmp_path / "exp/checkpoints/last.pt")["metrics"]["skipped_batches"] == 1
+    assert any("non-finite loss" in r.message and victim in r.message for r in caplog.records)
+
+
+def test_gradient_accumulation_counts_updates(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.train.trainer import Trainer
+
+    trainer = Trainer(base_config(corpus, max_epochs=1, accum_grad=2), tmp_path / "exp")
+    n_batches = len(trainer._epoch_batches(trainer.train_sampler, 0))
+    trainer.train()
+    assert trainer.step == math.ceil(n_batches / 2)
+
+
+def test_errors_are_clear(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.train.trainer import Trainer
+
+    cfg = base_config(corpus)
+    cfg["data"]["train"] = str(tmp_path / "no_such_dump")
+    with pytest.raises(DataError, match=r"data.train: .*no_such_dump not found; make a feature dump"):
+        Trainer(cfg, tmp_path / "e1")
+
+    with pytest.raises(ConfigError, match=r"unknown option 'train.max_epoch'. Did you mean 'max_epochs'"):
+        Trainer(base_config(corpus, max_epoch=3), tmp_path / "e2")
+
+    exp = tmp_path / "e3"
+    Trainer(base_config(corpus, max_steps=1), exp).train()
+    with pytest.raises(ConfigError, match="already holds checkpoints; pass --resume"):
+        Trainer(base_config(corpus), exp)
+
+    # a different tokenizer (one more unit) cannot resume this run
+    from kospeech.text.tokenizers import load_tokenizer, train_tokenizer
+
+    texts = [line.split(maxsplit=1)[1] for line in (corpus["root"] / "data/train/text").read_text().splitlines()]
+    train_tokenizer("character", [*texts, "뷁"], tmp_path / "lang2")
+    assert load_tokenizer(tmp_path / "lang2").vocab_size == load_tokenizer(corpus["lang"]).vocab_size + 1
+    cfg = base_config(corpus)
+    cfg["data"]["lang"] = str(tmp_path / "lang2")
+    with pytest.raises(DataError, match=r"output units but the tokenizer in .*lang2 has"):
+        Trainer(cfg, exp, resume=True)
+
+
+def test_raw_audio_mode_runs_frontend_cmvn_and_wave_augments(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.data.cmvn import load_cmvn
+    from kospeech.train.checkpoint import load_checkpoint
+    from kospeech.train.trainer import Trainer
+
+    cfg = base_config(corpus, max_steps=2, max_epochs=1)
+    cfg["data"].update(train=str(corpus["root"] / "data/train"), valid=str(corpus["root"] / "data/dev"))
+    cfg["augment"] = [{"name": "speed", "factors": [0.9, 1.1]}, {"name": "spec_augment", "freq_mask_width": 8}]
+    trainer = Trainer(cfg, tmp_path / "exp")
+    assert trainer.mode == "raw" and trainer.input_dim == 40
+    # statistics computed through the on-the-fly frontend match those of the float16 dump
+    mean, std = load_cmvn(corpus["train"] / "cmvn.npz")
+    assert torch.allclose(trainer.cmvn.mean.cpu(), torch.from_numpy(mean), atol=0.02)
+    assert torch.allclose(trainer.cmvn.std.cpu(), torch.from_numpy(std), rtol=0.02, atol=0.02)
+    summary = trainer.train()
+    assert summary["step"] == 2 and summary["valid_cer"] is not None
+    ckpt = load_checkpoint(tmp_path / "exp/checkpoints/last.pt")
+    assert torch.equal(ckpt["cmvn"]["mean"], trainer.cmvn.mean.cpu())
+
+    dump_cfg = base_config(corpus)
+    dump_cfg["augment"] = [{"name": "speed"}]
+    with pytest.raises(ConfigError, match=r"augment\[0\] 'speed' works on waveforms, but data.train is a feature dump"):
+        Trainer(dump_cfg, tmp_path / "exp2")

@@ -1,0 +1,132 @@
+"""``kospeech compare RUN_DIRS_OR_SCORES_JSON... [--out DIR]``: a cross-run, cross-corpus table.
+
+Each row is one ``scores.json`` (one model x corpus x test set x search) with its CRR and CER
+and their 95% bootstrap confidence intervals (utterances resampled 1000 times), so a reader
+can tell a real improvement from test-set noise. Writes ``compare.csv`` and ``compare.png``
+(CER bars with the interval as error bars) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from kospeech.errors import DataError
+
+
+def find_scores(paths: list[str]) -> list[Path]:
+    """scores.json files named directly, in a decode dir, or anywhere under a run dir."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif (p / "scores.json").is_file():
+            found.append(p / "scores.json")
+        elif p.is_dir():
+            found.extend(sorted(p.rglob("scores.json")))
+        else:
+            raise DataError(f"{p}: no such file or directory")
+    if not found:
+        raise DataError(f"no scores.json under {', '.join(paths)}; run `kospeech score --dir DECODE_DIR` first")
+    return list(dict.fromkeys(found))
+
+
+def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """One table row from a scores.json, with bootstrap intervals when per-utterance data is there."""
+    from kospeech.metrics import bootstrap_ci
+
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if "cer" not in s:
+        raise DataError(f"{path}: has no 'cer'; is it a scores.json written by `kospeech score`?")
+    decode_dir = path.parent
+    row = {
+        "run": decode_dir.parent.name,
+        "model": s.get("model") or "?",
+        "corpus": s.get("corpus") or "?",
+        "test_set": s.get("test_set") or decode_dir.name,
+        "transcript": s.get("transcript") or "?",
+        "search": s.get("search") or "?",
+        "utts": s.get("n_utts"),
+        "cer": float(s["cer"]),
+        "crr": float(s.get("crr", 100.0 - float(s["cer"]))),
+        "cer_lo": None,
+        "cer_hi": None,
+        "path": str(path),
+    }
+    per = s.get("per_utt") or {}
+    if per.get("char_errors") and sum(per.get("char_lengths", [])) > 0:
+        lo, hi = bootstrap_ci(per["char_errors"], per["char_lengths"], n=n_boot, seed=seed)
+        row["cer_lo"], row["cer_hi"] = lo, hi
+    return row
+
+
+def _ci(lo: float | None, hi: float | None) -> str:
+    return f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| run | model | corpus | test set | transcript | search | utts | CRR % [95% CI] | CER % [95% CI] |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        crr_lo = 100.0 - r["cer_hi"] if r["cer_hi"] is not None else None
+        crr_hi = 100.0 - r["cer_lo"] if r["cer_lo"] is not None else None
+        lines.append(
+            f"| {r['run']} | {r['model']} | {r['corpus']} | {r['test_set']} | {r['transcript']} | {r['search']} "
+            f"| {r['utts']} | {r['crr']:.2f}{_ci(crr_lo, crr_hi)} | {r['cer']:.2f}{_ci(r['cer_lo'], r['cer_hi'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['run']}\n{r['corpus']}/{r['test_set']}\n{r['search']}" for r in rows]
+    cers = [r["cer"] for r in rows]
+    lo = [r["cer"] - r["cer_lo"] if r["cer_lo"] is not None else 0.0 for r in rows]
+    hi = [r["cer_hi"] - r["cer"] if r["cer_hi"] is not None else 0.0 for r in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(rows) + 1), 4.5))
+    ax.bar(range(len(rows)), cers, yerr=[lo, hi], capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("CER % (95% bootstrap CI)")
+    ax.set_title("Character error rate by run and test set")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def compare(args: argparse.Namespace) -> int:
+    rows = [summarise(p, n_boot=args.bootstrap) for p in find_scores(args.inputs)]
+    rows.sort(key=lambda r: (r["corpus"], r["test_set"], r["run"], r["search"]))
+    print(markdown(rows))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["run", "model", "corpus", "test_set", "transcript", "search", "utts", "crr", "cer", "cer_lo", "cer_hi",
+              "path"]
+    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in fields})
+    plot(rows, out / "compare.png")
+    print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("compare", parents=[parent], help="table and chart of CRR/CER with 95%% CIs across runs")
+    p.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_SCORES_JSON")
+    p.add_argument("--out", default=".", help="folder for compare.csv and compare.png (default: current dir)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.set_defaults(func=compare)

@@ -1,0 +1,61 @@
+"""``kospeech decode --checkpoint CKPT --data DIR --out DIR [--search NAME] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def decode(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kospeech.decode import decode_test_set, open_test_set, resolve_device, search_config
+    from kospeech.train.checkpoint import load_for_inference
+
+    device = resolve_device(args.device)
+    bundle = load_for_inference(args.checkpoint, device=device)
+    name = args.search[0] if args.search else None
+    cfg = search_config(bundle.model, bundle.config, name, [*(args.search or [])[1:], *args.options])
+    total = len(open_test_set(args.data).utt_ids)
+    with tqdm(total=total, desc=f"decode {cfg['name']}", unit="utt", dynamic_ncols=True) as bar:
+        info = decode_test_set(
+            bundle,
+            args.data,
+            args.out,
+            cfg,
+            batch_size=args.batch_size,
+            device=device,
+            checkpoint=args.checkpoint,
+            progress=bar.update,
+        )
+    timing = info["timing"]
+    rtf = timing["real_time_factor"]
+    print(
+        f"decoded {info['test_set']['utterances']} utterances of {info['test_set']['name']} with "
+        f"{cfg['name']} in {timing['wall_seconds']:.1f} s (RTF {rtf if rtf is not None else 'n/a'}); "
+        f"wrote {args.out}/hyp.trn, ref.trn, decode.yaml"
+    )
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "decode",
+        parents=[parent],
+        help="decode a feature dump or data dir with a checkpoint into hyp.trn / ref.trn",
+        description="Search options follow as key=value (beam_size=10 lm=exp/lm/lm.pt lm_weight=0.3). "
+        "Without --search, the checkpoint's decode.search is used, else a default for the model's heads.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a checkpoint .pt from kospeech train (or average)")
+    p.add_argument("--data", required=True, help="feature dump dir (kospeech features dump) or Kaldi data dir")
+    p.add_argument("--out", required=True, help="decode dir to write hyp.trn, ref.trn and decode.yaml into")
+    p.add_argument(
+        "--search",
+        nargs="+",
+        default=None,
+        metavar=("NAME", "KEY=VALUE"),
+        help="registered search name (kospeech registry list search), optionally followed by its options",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("options", nargs="*", metavar="KEY=VALUE", help="search options")
+    p.set_defaults(func=decode)

@@ -1,0 +1,95 @@
+"""``kospeech score --dir DECODE_DIR`` (or ``--ref REF --hyp HYP``): CER, CRR, WER, sWER.
+
+Writes ``scores.json`` (totals, what was decoded how, and per-utterance character errors so
+that ``kospeech compare`` can bootstrap confidence intervals) and ``result.txt`` (an
+sclite-like alignment of every utterance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _decode_info(directory: Path) -> dict[str, Any]:
+    path = directory / "decode.yaml"
+    if not path.exists():
+        return {}
+    info = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return info if isinstance(info, dict) else {}
+
+
+def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]:
+    """Score ``hyp_path`` against ``ref_path``; write ``scores.json`` and ``result.txt`` into ``out_dir``."""
+    from kospeech.decode import read_trn
+    from kospeech.metrics import format_alignment, score_corpus
+
+    refs, hyps = read_trn(ref_path), read_trn(hyp_path)
+    score = score_corpus(refs, hyps)
+    info = _decode_info(hyp_path.parent)
+    test = info.get("test_set") or {}
+    search = info.get("search") or {}
+    errors, lengths = score.per_utt_char_errors()
+    result: dict[str, Any] = {
+        **score.to_dict(),
+        "test_set": test.get("name") or hyp_path.parent.name,
+        "corpus": test.get("corpus"),
+        "transcript": test.get("transcript"),
+        "search": search.get("name"),
+        "search_config": search or None,
+        "model": info.get("model"),
+        "checkpoint": info.get("checkpoint"),
+        "real_time_factor": (info.get("timing") or {}).get("real_time_factor"),
+        "ref": str(ref_path),
+        "hyp": str(hyp_path),
+        "per_utt": {
+            "utt_ids": [u.utt_id for u in score.utts],
+            "char_errors": errors.tolist(),
+            "char_lengths": lengths.tolist(),
+        },
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "scores.json.tmp"
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(out_dir / "scores.json")
+    header = [
+        f"# {score.summary()}",
+        f"# test set: {result['test_set']}  corpus: {result['corpus']}  transcript: {result['transcript']}  "
+        f"search: {result['search']}  model: {result['model']}",
+        "",
+    ]
+    blocks = [format_alignment(u.utt_id, u.ref, u.hyp) for u in score.utts]
+    (out_dir / "result.txt").write_text("\n".join(header) + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    result["summary"] = score.summary()
+    return result
+
+
+def score(args: argparse.Namespace) -> int:
+    from kospeech.errors import ConfigError
+
+    if args.dir:
+        d = Path(args.dir)
+        ref, hyp = Path(args.ref or d / "ref.trn"), Path(args.hyp or d / "hyp.trn")
+        out = Path(args.out or d)
+    elif args.ref and args.hyp:
+        ref, hyp = Path(args.ref), Path(args.hyp)
+        out = Path(args.out or hyp.parent)
+    else:
+        raise ConfigError("give --dir DECODE_DIR, or both --ref and --hyp")
+    result = score_files(ref, hyp, out)
+    form = f" ({result['transcript']} transcripts)" if result.get("transcript") else ""
+    print(f"{result['test_set']}{form}: {result['summary']}  -> {out / 'scores.json'}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("score", parents=[parent], help="CER/CRR/WER/sWER of a decode dir -> scores.json, result.txt")
+    p.add_argument("--dir", default=None, help="decode dir holding hyp.trn and ref.trn (and decode.yaml)")
+    p.add_argument("--ref", default=None, help="reference file (utt-id text per line)")
+    p.add_argument("--hyp", default=None, help="hypothesis file (utt-id text per line)")
+    p.add_argument("--out", default=None, help="where to write scores.json and result.txt (default: the decode dir)")
+    p.set_defaults(func=score)

@@ -1,0 +1,171 @@
+"""Training the fusion LM on transcripts, and measuring its perplexity.
+
+The LM reads the same token ids as the acoustic model (the lang dir's tokenizer), so the
+searches can add its log-probabilities token by token. Sentences are batched by length
+(sorted, then shuffled in batches) so that little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kospeech.errors import DataError
+from kospeech.lm.model import LSTMLM, save_lm
+from kospeech.text.special import PAD_ID
+
+logger = logging.getLogger(__name__)
+
+
+def read_transcripts(path: str | Path) -> list[str]:
+    """Transcripts of a Kaldi ``text`` file (``utt-id transcript``), or of a plain one-per-line file.
+
+    A file is read as Kaldi ``text`` when every line has at least two fields and no first
+    field contains Hangul (utterance ids never do); otherwise each whole line is a sentence.
+    """
+    path = Path(path)
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except FileNotFoundError:
+        raise DataError(f"LM text file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 ({err.reason})") from None
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise DataError(f"{path}: no sentences to train an LM on")
+
+    def has_hangul(s: str) -> bool:
+        return any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for ch in s)
+
+    kaldi = all(len(ln.split(maxsplit=1)) == 2 and not has_hangul(ln.split(maxsplit=1)[0]) for ln in lines)
+    return [ln.split(maxsplit=1)[1] for ln in lines] if kaldi else lines
+
+
+def encode_sentences(texts: Iterable[str], tokenizer: Any) -> list[list[int]]:
+    """Token ids of each sentence; sentences that encode to nothing are skipped and counted."""
+    out, skipped = [], 0
+    for t in texts:
+        ids = tokenizer.encode(t)
+        if ids:
+            out.append(ids)
+        else:
+            skipped += 1
+    if skipped:
+        logger.warning("LM data: %d sentences encode to no tokens and were skipped", skipped)
+    return out
+
+
+def _batches(seqs: Sequence[list[int]], batch_tokens: int, shuffle: bool, rng: random.Random) -> list[list[int]]:
+    """Index batches of similar lengths, each with about ``batch_tokens`` padded tokens."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    batches, cur, longest = [], [], 0
+    for i in order:
+        longest_new = max(longest, len(seqs[i]) + 1)
+        if cur and longest_new * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, longest_new = [], len(seqs[i]) + 1
+        cur.append(i)
+        longest = longest_new
+    if cur:
+        batches.append(cur)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def _pad(seqs: Sequence[list[int]], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lens.max())), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s)
+    return out.to(device), lens.to(device)
+
+
+@torch.no_grad()
+def perplexity(lm: LSTMLM, seqs: Sequence[list[int]], *, batch_tokens: int = 8000, device: str = "cpu") -> float:
+    """exp(mean negative log-likelihood per predicted token, ``<eos>`` included)."""
+    was_training = lm.training
+    lm.eval()
+    total, count = 0.0, 0
+    for idx in _batches(seqs, batch_tokens, False, random.Random(0)):
+        x, n = _pad([seqs[i] for i in idx], device)
+        nll, k = lm.nll(x, n)
+        total += float(nll)
+        count += int(k)
+    lm.train(was_training)
+    return math.exp(total / max(count, 1))
+
+
+def train_lm(
+    texts: Sequence[str],
+    tokenizer: Any,
+    out_dir: str | Path,
+    *,
+    valid_texts: Sequence[str] | None = None,
+    epochs: int = 10,
+    hidden: int = 512,
+    layers: int = 2,
+    embed_dim: int = 256,
+    dropout: float = 0.1,
+    lr: float = 1e-3,
+    batch_tokens: int = 8000,
+    valid_fraction: float = 0.05,
+    seed: int = 1,
+    device: str = "cpu",
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train an LSTM LM and save the best (lowest validation perplexity) as ``out_dir/lm.pt``.
+
+    Without ``valid_texts`` a ``valid_fraction`` of the sentences (at least one) is held out.
+    ``on_step(total_steps, loss)`` is called after each update (the CLI drives a progress bar
+    with it). Returns ``{"path", "train_ppl", "valid_ppl", "epochs", "vocab_size"}``.
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    seqs = encode_sentences(texts, tokenizer)
+    if not seqs:
+        raise DataError("no LM training sentences left after tokenisation; check --text and --lang")
+    if valid_texts is not None:
+        valid = encode_sentences(valid_texts, tokenizer)
+        train = seqs
+    else:
+        shuffled = seqs[:]
+        rng.shuffle(shuffled)
+        n_valid = max(1, int(len(shuffled) * valid_fraction)) if len(shuffled) > 1 else 0
+        valid, train = shuffled[:n_valid], shuffled[n_valid:] or shuffled
+    lm = LSTMLM(vocab_size=tokenizer.vocab_size, embed_dim=embed_dim, hidden=hidden, layers=layers,
+                dropout=dropout).to(device)
+    opt = torch.optim.Adam(lm.parameters(), lr=lr)
+    out_path = Path(out_dir) / "lm.pt"
+    best = math.inf
+    step = 0
+    history = []
+    for epoch in range(1, epochs + 1):
+        lm.train()
+        for idx in _batches(train, batch_tokens, True, rng):
+            x, n = _pad([train[i] for i in idx], device)
+            nll, k = lm.nll(x, n)
+            loss = nll / k
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lm.parameters(), 5.0)
+            opt.step()
+            step += 1
+            if on_step is not None:
+                on_step(step, float(loss))
+        train_ppl = perplexity(lm, train, batch_tokens=batch_tokens, device=device)
+        valid_ppl = perplexity(lm, valid, batch_tokens=batch_tokens, device=device) if valid else train_ppl
+        history.append({"epoch": epoch, "train_ppl": train_ppl, "valid_ppl": valid_ppl})
+        logger.info("LM epoch %d: train ppl %.2f, valid ppl %.2f", epoch, train_ppl, valid_ppl)
+        if valid_ppl < best:
+            best = valid_ppl
+            save_lm(lm, out_path, epoch=epoch, train_ppl=train_ppl, valid_ppl=valid_ppl)
+    last = history[-1]
+    return {"path": str(out_path), "train_ppl": last["train_ppl"], "valid_ppl": best, "epochs": epochs,
+            "vocab_size": tokenizer.vocab_size, "history": history}

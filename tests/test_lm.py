@@ -1,0 +1,216 @@
+"""The fusion LM: training through the CLI, batched stepping, and exact shallow fusion.
+
+Fusion is checked against brute force on the deterministic toy model of test_search.py: with
+a beam wide enough to keep every prefix, each search must rank sequences exactly by
+``acoustic score + lm_weight * log P_lm(sequence <eos>)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from kospeech.cli import main
+from kospeech.errors import ConfigError
+from kospeech.lm.model import LSTMLM, load_lm, save_lm
+from kospeech.registry import build
+from kospeech.text.special import EOS_ID, SOS_ID
+from tests.conftest import SHORT_SENTENCES
+from tests.test_search import (
+    ToyModel,
+    V,
+    att_candidates,
+    att_score,
+    ctc_sequence_logprobs,
+    strip,
+    toy_batch,
+    transducer_sequence_logprobs,
+)
+
+
+def lm_logprob(lm: LSTMLM, seq: list[int]) -> float:
+    """log P_lm(seq), seq ending with <eos> or not, one token at a time."""
+    logp, state = lm.start(1, "cpu")
+    total = 0.0
+    for s in seq:
+        total += float(logp[0, s])
+        logp, state = lm.step(torch.tensor([s]), state)
+    return total
+
+
+@pytest.fixture(scope="module")
+def toy_lm(tmp_path_factory: pytest.TempPathFactory) -> tuple[LSTMLM, Path]:
+    torch.manual_seed(3)
+    lm = LSTMLM(vocab_size=V, embed_dim=8, hidden=16, layers=1, dropout=0.0)
+    with torch.no_grad():
+        lm.proj.weight.mul_(8.0)  # a peaky LM, so that fusion visibly changes rankings
+    path = save_lm(lm, tmp_path_factory.mktemp("lm") / "lm.pt")
+    return load_lm(path), path
+
+
+def test_step_matches_full_forward(toy_lm: tuple[LSTMLM, Path]) -> None:
+    lm, _ = toy_lm
+    seqs = torch.tensor([[5, 6, 6, 5], [6, 6, 5, 5]])
+    logits, _ = lm(torch.cat([torch.full((2, 1), SOS_ID), seqs], 1))
+    full = logits.log_softmax(-1)
+    logp, state = lm.start(2, "cpu")
+    for t in range(4):
+        assert torch.allclose(logp, full[:, t], atol=1e-5)
+        logp, state = lm.step(seqs[:, t], state)
+    # nll agrees with stepping, eos included
+    nll, n = lm.nll(seqs, torch.tensor([4, 2]))
+    expect = -(lm_logprob(lm, [5, 6, 6, 5, EOS_ID]) + lm_logprob(lm, [6, 6, EOS_ID]))
+    assert float(nll) == pytest.approx(expect, abs=1e-4) and int(n) == 8
+
+
+def test_ctc_prefix_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
+    lm, path = toy_lm
+    model = ToyModel(2)
+    enc, lens = toy_batch(2, 4, 2)
+    w = 3.0
+    nbest = build("search", {"name": "ctc_prefix_beam", "beam_size": 40, "lm": str(path), "lm_weight": w}, model=model)(
+        enc, lens
+    )
+    logp = model.ctc_log_probs(enc)
+    changed = False
+    for b in range(2):
+        exact = ctc_sequence_logprobs(logp[b, : int(lens[b])])
+        fused = sorted(((v + w * lm_logprob(lm, [*y, EOS_ID]), list(y)) for y, v in exact.items()), reverse=True)
+        assert nbest[b][0].tokens == fused[0][1]
+        assert nbest[b][0].score == pytest.approx(fused[0][0], abs=1e-4)
+        changed |= fused[0][1] != list(max(exact, key=exact.get))
+    assert changed, "the LM should change at least one decision in this setting"
+
+
+def test_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
+    lm, path = toy_lm
+    model = ToyModel(0)
+    enc, lens = toy_batch(2, 4)
+    w = 0.5
+    nbest = build("search", {"name": "beam", "beam_size": 16, "lm": str(path), "lm_weight": w}, model=model)(enc, lens)
+    for b in range(2):
+        scored = sorted(
+            ((att_score(model, enc[b], c) + w * lm_logprob(lm, c), strip(c)) for c in att_candidates(int(lens[b]))),
+            reverse=True,
+        )
+        assert nbest[b][0].tokens == scored[0][1]
+        assert nbest[b][0].score == pytest.approx(scored[0][0], abs=1e-4)
+        assert nbest[b][0].parts["lm"] == pytest.approx(
+            lm_logprob(lm, [*scored[0][1], EOS_ID])
+            if len(scored[0][1]) < int(lens[b])
+            else lm_logprob(lm, scored[0][1]),
+            abs=1e-4,
+        )
+
+
+def test_joint_ctc_attention_with_lm_runs_and_respects_weight(toy_lm: tuple[LSTMLM, Path]) -> None:
+    _, path = toy_lm
+    model = ToyModel(5)
+    enc, lens = toy_batch(2, 3, 5)
+    base = {"name": "joint_ctc_attention", "beam_size": 4, "max_len_ratio": 2.0}
+    plain = build("search", base, model=model)(enc, lens)
+    zero = build("search", {**base, "lm": str(path), "lm_weight": 0.0}, model=model)(enc, lens)
+    assert [h[0].tokens for h in plain] == [h[0].tokens for h in zero]
+    fused = build("search", {**base, "lm": str(path), "lm_weight": 2.0}, model=model)(enc, lens)
+    assert all("lm" in h[0].parts for h in fused)
+
+
+def test_transducer_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
+    lm, path = toy_lm
+    model = ToyModel(7)
+    enc, lens = toy_batch(1, 4, 7)
+    w = 0.6
+    nbest = build("search", {"name": "transducer_beam", "beam_size": 40, "lm": str(path), "lm_weight": w}, model=model)(
+        enc, lens
+    )[0]
+    exact = transducer_sequence_logprobs(model, enc[0])
+    fused = sorted(((v + w * lm_logprob(lm, [*y, EOS_ID]), list(y)) for y, v in exact.items()), reverse=True)
+    assert nbest[0].tokens == fused[0][1]
+    assert nbest[0].score == pytest.approx(fused[0][0], abs=1e-4)
+
+
+def test_lm_vocab_mismatch_is_a_clear_error(tmp_path: Path) -> None:
+    path = save_lm(LSTMLM(vocab_size=V + 3, hidden=8, embed_dim=4, layers=1), tmp_path / "lm.pt")
+    search = build("search", {"name": "ctc_prefix_beam", "lm": str(path), "lm_weight": 0.5}, model=ToyModel())
+    with pytest.raises(ConfigError, match=f"LM has {V + 3} tokens but the model outputs {V}"):
+        search(*toy_batch(1, 3))
+
+
+def test_missing_lm_file(tmp_path: Path) -> None:
+    search = build("search", {"name": "beam", "lm": str(tmp_path / "nope.pt"), "lm_weight": 0.5}, model=ToyModel())
+    with pytest.raises(ConfigError, match="LM file not found"):
+        search(*toy_batch(1, 3))
+
+
+def test_lm_train_cli_learns_the_sentences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kospeech.text import train_tokenizer
+
+    lang = tmp_path / "lang"
+    tok = train_tokenizer("character", SHORT_SENTENCES, lang)
+    text = tmp_path / "text"
+    text.write_text("".join(f"utt{i:03d} {SHORT_SENTENCES[i % 8]}\n" for i in range(64)), encoding="utf-8")
+    rc = main(
+        [
+            "lm",
+            "train",
+            "--text",
+            str(text),
+            "--lang",
+            str(lang),
+            "--out",
+            str(tmp_path / "lm"),
+            "--epochs",
+            "12",
+            "--hidden",
+            "64",
+            "--layers",
+            "1",
+            "--embed-dim",
+            "32",
+            "--lr",
+            "0.01",
+            "--batch-tokens",
+            "400",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "valid ppl" in out
+    ckpt = torch.load(tmp_path / "lm" / "lm.pt", weights_only=False)
+    assert ckpt["vocab_size"] == tok.vocab_size and ckpt["config"]["hidden"] == 64
+    # eight memorised sentences: far below the uniform perplexity of the vocabulary
+    assert ckpt["valid_ppl"] < tok.vocab_size / 4
+    lm = load_lm(tmp_path / "lm" / "lm.pt")
+    seen = lm_logprob(lm, [*tok.encode(SHORT_SENTENCES[0]), EOS_ID])
+    scrambled = lm_logprob(lm, [*tok.encode(SHORT_SENTENCES[0][::-1]), EOS_ID])
+    assert seen > scrambled + 5
+    rc = main(
+        [
+            "lm",
+            "ppl",
+            "--lm",
+            str(tmp_path / "lm" / "lm.pt"),
+            "--text",
+            str(text),
+            "--lang",
+            str(lang),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    assert math.isfinite(float(capsys.readouterr().out.split('"ppl": ')[1].rstrip("}\n")))
+
+
+def test_read_transcripts_plain_and_kaldi(tmp_path: Path) -> None:
+    from kospeech.lm.train import read_transcripts
+
+    (tmp_path / "a").write_text("u1 안녕 하세요\nu2 밥\n", encoding="utf-8")
+    (tmp_path / "b").write_text("안녕 하세요\n밥 먹었어요\n", encoding="utf-8")
+    assert read_transcripts(tmp_path / "a") == ["안녕 하세요", "밥"]
+    assert read_transcripts(tmp_path / "b") == ["안녕 하세요", "밥 먹었어요"]

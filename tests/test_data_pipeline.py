@@ -73,3 +73,13 @@ def test_zeroth_layout_to_batch(zeroth_data: Path, tmp_path: Path) -> None:
     data_dir = zeroth_data / "train"
     batch, tokenizer = _batch_from(data_dir, tmp_path)
     _check_batch(batch, tokenizer, data_dir)
+
+
+def test_dump_carries_the_transcript_form(kspon_data: Path, tmp_path: Path) -> None:
+    import yaml
+
+    dump = tmp_path / "dump"
+    assert main(["features", "dump", "--data", str(kspon_data / "dev"), "--out", str(dump), "--frontend", "fbank"]) == 0
+    meta = yaml.safe_load((dump / "meta.yaml").read_text(encoding="utf-8"))
+    assert meta["transcript"] == "phonetic"
+    assert meta["corpus"] == "ksponspeech"

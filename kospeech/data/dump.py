@@ -7,7 +7,7 @@ Layout of a dump dir (``kospeech features dump --data DATA --out DUMP``)::
     shards/skipped.0000.tsv   utt <TAB> reason, for audio that could not be read
     shards/plan.json          what the shards hold (item list hash, shard count, frontend config)
     index.tsv                 utt <TAB> shard <TAB> offset <TAB> frames <TAB> dim (all shards)
-    utt2num_frames, text, utt2spk, frontend.yaml, skipped.txt, dump.yaml, [cmvn.npz]
+    utt2num_frames, text, utt2spk, frontend.yaml, skipped.txt, dump.yaml, [meta.yaml], [cmvn.npz]
 
 Why this shape: float16 halves the disk and page-cache footprint of float32 (80-dim log-mel
 values need ~3 significant digits, float16 keeps ~3.3); one flat file per shard means one
@@ -442,6 +442,8 @@ def _assemble(
                     lines.append(f"{out_id} {speed_id(value, f) if prefix_values else value}\n")
         _write_atomic(out_dir / name, "".join(sorted(lines)))
     _write_atomic(out_dir / "frontend.yaml", yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
+    if (data_dir / "meta.yaml").exists():  # corpus and transcript form travel on to decode and score
+        _write_atomic(out_dir / "meta.yaml", (data_dir / "meta.yaml").read_text(encoding="utf-8"))
     info = asdict(stats)
     info["speed_factors"] = list(factors)
     info["real_time_speedup"] = round(stats.real_time_speedup, 1) if stats.wall_seconds > 0 else None

@@ -1,0 +1,80 @@
+"""The recurrent encoder (LAS listener, Deep Speech 2 body), registered as ``encoder/rnn``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from kospeech.errors import ConfigError
+from kospeech.registry import build, component, register
+
+RNN_TYPES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def rnn_class(rnn_type: str, where: str) -> type[nn.RNNBase]:
+    if rnn_type not in RNN_TYPES:
+        raise ConfigError(f"{where}: rnn_type must be one of {', '.join(RNN_TYPES)}, got '{rnn_type}'")
+    return RNN_TYPES[rnn_type]
+
+
+@register("encoder", "rnn")
+class RNNEncoder(nn.Module):
+    """A convolutional extractor followed by a stack of LSTM/GRU layers (KoSpeech's listener).
+
+    Padded frames are packed away (``pack_padded_sequence``), so a backward RNN starts at each
+    utterance's last real frame and outputs do not depend on batch padding. Outputs past an
+    utterance's length are zero. ``output_dim = hidden_dim * (2 if bidirectional else 1)``.
+
+    Args:
+        rnn_type: lstm or gru.
+        hidden_dim: units per direction.
+        num_layers: stacked recurrent layers.
+        bidirectional: read the utterance both ways (offline recognition).
+        dropout: between recurrent layers.
+        extractor: front end (``vgg``, ``deepspeech2``, ``conv2d_subsampling``, ...); ``null`` or
+            ``{name: none}`` feeds the features directly.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        rnn_type: str = "lstm",
+        hidden_dim: int = 256,
+        num_layers: int = 3,
+        bidirectional: bool = True,
+        dropout: float = 0.3,
+        extractor: component("extractor", "input_dim") = {"name": "vgg"},
+    ) -> None:
+        super().__init__()
+        self.extractor = self._build_extractor(extractor, input_dim)
+        rnn_input = self.extractor.output_dim if self.extractor is not None else input_dim
+        self.rnn = rnn_class(rnn_type, "encoder 'rnn'")(
+            rnn_input,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.output_dim = hidden_dim * (2 if bidirectional else 1)
+
+    @staticmethod
+    def _build_extractor(cfg: Mapping[str, Any] | None, input_dim: int) -> nn.Module | None:
+        if cfg is None:
+            return None
+        return build("extractor", cfg, path="encoder.extractor", input_dim=input_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), lengths (B,) -> (B, T', output_dim), lengths (B,)."""
+        if self.extractor is not None:
+            x, lengths = self.extractor(x, lengths)
+        total = x.size(1)
+        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
+        return out, lengths

@@ -1,0 +1,87 @@
+"""Extractors on real fbank features: shapes, lengths, masking and padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from kospeech.errors import ConfigError
+from kospeech.nn.mask import lengths_to_mask
+from kospeech.registry import build
+
+EXTRACTORS = {
+    "vgg": ("name: vgg", 128 * 20, 4),
+    "vgg_relu": ("{name: vgg, activation: relu}", 128 * 20, 4),
+    "deepspeech2": ("name: deepspeech2", 32 * 20, 2),
+    "deepspeech2_3": ("{name: deepspeech2, num_layers: 3, channels: 8}", 24 * 10, 2),
+    "sub4": ("{name: conv2d_subsampling, output_dim: 48, channels: 8, subsampling: 4}", 48, 4),
+    "sub6": ("{name: conv2d_subsampling, output_dim: 48, channels: 8, subsampling: 6}", 48, 6),
+    "sub8": ("{name: conv2d_subsampling, output_dim: 48, channels: 8, subsampling: 8}", 48, 8),
+    "none": ("name: none", 80, 1),
+}
+
+
+def _small_batch(fbank_batch: dict, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = fbank_batch["feature_lengths"][:n]
+    return fbank_batch["features"][:n, : int(lengths.max())], lengths
+
+
+@pytest.mark.parametrize("key", list(EXTRACTORS))
+def test_extractor_forward_backward(key: str, fbank_batch: dict) -> None:
+    text, out_dim, factor = EXTRACTORS[key]
+    ext = build("extractor", yaml.safe_load(text), input_dim=80)
+    assert ext.output_dim == out_dim
+    x, lengths = _small_batch(fbank_batch)
+    x = x.clone().requires_grad_(True)
+    y, out_lengths = ext(x, lengths)
+    assert y.shape == (3, y.size(1), out_dim)
+    assert y.size(1) == int(out_lengths.max())
+    # each length shrinks by about the subsampling factor
+    assert torch.all((out_lengths - lengths // factor).abs() <= 2), (lengths, out_lengths)
+    # frames past each length are exactly zero
+    pad = ~lengths_to_mask(out_lengths, y.size(1))
+    assert y.detach()[pad].abs().max().item() == 0.0 if pad.any() else True
+    y.pow(2).mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # padded input frames receive no gradient: they never reach an output
+    assert x.grad[~lengths_to_mask(lengths, x.size(1))].abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("key", list(EXTRACTORS))
+def test_extractor_padding_invariance(key: str, fbank_batch: dict) -> None:
+    ext = build("extractor", yaml.safe_load(EXTRACTORS[key][0]), input_dim=80)
+    # the last four utterances (the shortest among them) keep the VGG runs cheap on CPU
+    lengths = fbank_batch["feature_lengths"][4:]
+    feats = fbank_batch["features"][4:, : int(lengths.max())]
+    # batch-norm statistics from one training pass, so eval mode is not the identity
+    ext.train()
+    with torch.no_grad():
+        ext(feats, lengths)
+    ext.eval()
+    short = int(lengths.argmin())
+    n = int(lengths[short])
+    noisy = feats.clone()
+    noisy[short, n:] = 100.0  # garbage in the padding must not matter either
+    with torch.no_grad():
+        batched, blen = ext(noisy, lengths)
+        alone, alen = ext(feats[short : short + 1, :n], lengths[short : short + 1])
+    assert int(alen[0]) == int(blen[short])
+    torch.testing.assert_close(batched[short, : alone.size(1)], alone[0], atol=1e-5, rtol=0)
+
+
+def test_extractor_errors_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="subsampling must be one of 4, 6, 8, got 5"):
+        build("extractor", {"name": "conv2d_subsampling", "subsampling": 5}, input_dim=80)
+    with pytest.raises(ConfigError, match="unknown activation 'swish'"):
+        build("extractor", {"name": "vgg", "activation": "swish"}, input_dim=80)
+    with pytest.raises(ConfigError, match="num_layers must be 2 or 3"):
+        build("extractor", {"name": "deepspeech2", "num_layers": 4}, input_dim=80)
+    with pytest.raises(ConfigError, match="input_dim=2 is too small"):
+        build("extractor", {"name": "vgg"}, input_dim=2)
+
+
+def test_subsampling_rejects_too_short_input() -> None:
+    ext = build("extractor", {"name": "conv2d_subsampling", "output_dim": 8, "channels": 4}, input_dim=80)
+    with pytest.raises(ValueError, match="needs at least 7 frames, the batch has 5"):
+        ext(torch.zeros(1, 5, 80), torch.tensor([5]))

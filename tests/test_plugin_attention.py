@@ -1,0 +1,140 @@
+"""A third-party attention, loaded from a folder, drives LAS after a one-line YAML change."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import kospeech.nn
+from kospeech.cli import main
+from kospeech.registry import REGISTRIES, build, load_user_dir, registry
+
+# A real attention written the way an outside user would: monotonic Gaussian windows (Graves
+# 2013) whose centre moves forward by a learned, positive step per decoder step, over the raw
+# encoder outputs (no key/value projections).
+PLUGIN = textwrap.dedent(
+    '''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import kospeech.nn
+    from kospeech.registry import register
+
+
+    @register("attention", "gaussian")
+    class GaussianAttention(kospeech.nn.Attention):
+        """Monotonic Gaussian-window attention; the state is each head's window centre."""
+
+        stepwise = True
+
+        def __init__(self, *, query_dim: int, key_dim: int, num_heads: int = 1, min_width: float = 0.5) -> None:
+            super().__init__()
+            self.num_heads = num_heads
+            self.out_dim = key_dim
+            self.min_width = min_width
+            self.window = nn.Linear(query_dim, 2 * num_heads)
+
+        def forward(self, query, keys, values, mask, state=None):
+            b, lq, _ = query.shape
+            centre = query.new_zeros(b, self.num_heads) if state is None else state
+            frames = torch.arange(keys.size(1), device=keys.device, dtype=query.dtype)
+            contexts, weights = [], []
+            for i in range(lq):
+                step, width = F.softplus(self.window(query[:, i])).chunk(2, dim=-1)
+                centre = centre + step
+                z = (frames[None, None, :] - centre[..., None]) / (width[..., None] + self.min_width)
+                w = kospeech.nn.masked_softmax(-0.5 * z * z, mask[:, None, :])
+                weights.append(w)
+                contexts.append(torch.einsum("bht,btd->bd", w, values) / self.num_heads)
+            return torch.stack(contexts, 1), torch.stack(weights, 2), centre
+    '''
+)
+
+LAS_YAML = """
+name: las
+init: default
+label_smoothing: 0.0
+encoder:
+  name: rnn
+  hidden_dim: 32
+  num_layers: 1
+  dropout: 0.0
+  extractor: {name: conv2d_subsampling, output_dim: 32, channels: 8}
+decoder:
+  name: rnn
+  hidden_dim: 32
+  num_layers: 1
+  dropout: 0.0
+  attention:
+    name: scaled_dot
+    num_heads: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the plugin file, loaded once; the registry is restored afterwards."""
+    registry("attention").names()  # built-ins first, so the snapshot has them
+    saved = {kind: dict(reg._entries) for kind, reg in REGISTRIES.items()}
+    folder = tmp_path_factory.mktemp("my_plugins")
+    (folder / "gaussian_attention.py").write_text(PLUGIN)
+    load_user_dir(folder)
+    yield folder
+    for kind, reg in REGISTRIES.items():
+        reg._entries.clear()
+        reg._entries.update(saved[kind])
+
+
+def test_plugin_attention_replaces_scaled_dot_in_las_and_trains(plugin_dir: Path, fbank_batch: dict) -> None:
+    assert "gaussian" in registry("attention").names()
+    lines = LAS_YAML.splitlines()
+    swapped = [line.replace("name: scaled_dot", "name: gaussian") for line in lines]
+    assert sum(a != b for a, b in zip(lines, swapped)) == 1  # exactly one line changed
+    model = build("model", yaml.safe_load("\n".join(swapped)), input_dim=80, vocab_size=fbank_batch["vocab_size"])
+    att = model.speller.attention
+    assert type(att).__name__ == "GaussianAttention" and isinstance(att, kospeech.nn.Attention)
+    assert model.speller.fc1.in_features == 32 + 64  # sized from the plugin's out_dim (the listener size)
+
+    batch = (
+        fbank_batch["features"],
+        fbank_batch["feature_lengths"],
+        fbank_batch["targets"],
+        fbank_batch["target_lengths"],
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(8):
+        loss = model(*batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert att.window.weight.grad is not None and att.window.weight.grad.abs().sum() > 0
+    # from ln(V) = 3.8 the loss must fall steadily: the last step well under the first
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert losses[-1] < min(losses[:3]), losses
+
+    # and it decodes through the model's step hook, carrying its state (the window centres)
+    model.eval()
+    with torch.no_grad():
+        enc, enc_len = model.encode(fbank_batch["features"], fbank_batch["feature_lengths"])
+        state = model.init_decoder_state(enc, enc_len)
+        _, state = model.decoder_step(torch.full((8,), 2), state, enc, enc_len)
+        _, state2 = model.decoder_step(torch.full((8,), 5), state, enc, enc_len)
+    assert state["attention"].shape == (8, 2) and torch.all(state2["attention"] > state["attention"])
+
+
+def test_registry_cli_lists_the_plugin_attention(plugin_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["registry", "list", "attention", "--user-dir", str(plugin_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "[attention]" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("gaussian "))
+    assert "GaussianAttention" in line
+    assert "num_heads=1, min_width=0.5" in out
+    for builtin in ("scaled_dot", "location_aware", "additive"):
+        assert builtin in out

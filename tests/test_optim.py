@@ -1,0 +1,210 @@
+"""Optimizers and LR schedulers: built from YAML, curves checked at key steps, exact resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kospeech.errors import ConfigError
+from tests.test_transformer import TINY_EXTRACTOR, build_yaml, model_args
+
+TINY_CTC_MODEL = (
+    f"{{name: conformer, head: ctc, encoder: {{name: conformer, extractor: {TINY_EXTRACTOR}, d_model: 32, "
+    "ff_dim: 64, num_layers: 1, kernel_size: 5, dropout: 0.0, attention: {name: relative_multi_head, heads: 2}}}"
+)
+
+
+def lr_curve(scheduler, optimizer, steps: int) -> list[float]:
+    """lr(1..steps): the rate each update uses, stepping the scheduler after each update."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def make(cfg: str, lr: float = 1e-3):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = build_yaml("optimizer", f"{{name: adam, lr: {lr}}}", params=params)
+    return optimizer, build_yaml("scheduler", cfg, optimizer=optimizer)
+
+
+# ---- optimizers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        "{name: adam, lr: 0.002, betas: [0.9, 0.98], weight_decay: 0.0001}",
+        "{name: adamw, lr: 0.002, weight_decay: 0.01}",
+        "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
+    ],
+)
+def test_optimizer_trains_a_model_on_fbank(fbank_batch, cfg):
+    model = build_yaml("model", TINY_CTC_MODEL, input_dim=80, vocab_size=fbank_batch["vocab_size"])
+    optimizer = build_yaml("optimizer", cfg, params=model.parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    losses = []
+    for _ in range(6):
+        loss = model(*model_args(fbank_batch))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses
+    state = optimizer.state_dict()
+    assert state["state"], "optimizer state must be saved for resume"
+
+
+def test_adam_takes_betas_from_a_yaml_list():
+    optimizer = build_yaml("optimizer", "{name: adam, betas: [0.8, 0.9]}", params=[torch.nn.Parameter(torch.zeros(1))])
+    assert optimizer.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_optimizer_errors_say_what_is_wrong():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        build_yaml("optimizer", "{name: adam, lr: 0}", params=params)
+    with pytest.raises(ConfigError, match="nesterov needs momentum > 0"):
+        build_yaml("optimizer", "{name: sgd, momentum: 0.0, nesterov: true}", params=params)
+    with pytest.raises(ConfigError, match="unknown argument 'beta'.*Did you mean 'betas'"):
+        build_yaml("optimizer", "{name: adam, beta: [0.9, 0.98]}", params=params)
+
+
+# ---- schedulers: curves -----------------------------------------------------------------------
+
+
+def test_tri_stage_curve():
+    opt, sched = make("{name: tri_stage, warmup_steps: 10, hold_steps: 5, decay_steps: 10, "
+                      "init_lr_scale: 0.01, final_lr_scale: 0.05}")
+    lrs = lr_curve(sched, opt, 30)
+    peak = 1e-3
+    assert lrs[0] == pytest.approx(0.01 * peak + 0.99 * peak / 10)  # update 1 of the ramp
+    assert lrs[4] == pytest.approx(0.01 * peak + 0.99 * peak * 5 / 10)  # linear
+    assert lrs[9] == pytest.approx(peak)  # update 10 reaches the peak
+    assert lrs[10:15] == pytest.approx([peak] * 5)  # hold
+    assert lrs[19] == pytest.approx(peak * 0.05**0.5)  # half way through the exponential decay
+    assert lrs[24] == pytest.approx(0.05 * peak)  # end of decay
+    assert lrs[29] == pytest.approx(0.05 * peak)  # stays at the floor
+
+
+def test_noam_curve():
+    opt, sched = make("{name: noam, d_model: 256, warmup_steps: 100, scale: 2.0}", lr=123.0)
+    lrs = lr_curve(sched, opt, 400)
+
+    def noam(n: int) -> float:
+        return 2.0 * 256**-0.5 * min(n**-0.5, n * 100**-1.5)
+
+    for n in (1, 50, 100, 101, 400):
+        assert lrs[n - 1] == pytest.approx(noam(n))
+    assert max(lrs) == pytest.approx(2.0 * (256 * 100) ** -0.5)  # the documented peak, at warm-up end
+    assert lrs.index(max(lrs)) == 99
+    assert lrs[399] == pytest.approx(lrs[99] / 2)  # 1/sqrt(n) decay: 4x the steps, half the rate
+
+
+def test_warmup_plateau_decay_curve():
+    opt, sched = make("{name: warmup_plateau_decay, init_lr: 0.0, peak_lr: 0.002, final_lr: 0.00002, "
+                      "warmup_steps: 4, hold_steps: 6, decay_steps: 10}")
+    lrs = lr_curve(sched, opt, 25)
+    assert lrs[:4] == pytest.approx([0.0005, 0.001, 0.0015, 0.002])  # ramp-up, own peak (not optimizer lr)
+    assert lrs[4:10] == pytest.approx([0.002] * 6)  # high plateau
+    assert lrs[14] == pytest.approx(0.002 * (0.01**0.5))  # exponential: geometric mean half way
+    assert lrs[19:] == pytest.approx([0.00002] * 6)  # low plateau from update 20 on
+
+
+def test_warmup_plateau_decay_peak_defaults_to_optimizer_lr():
+    opt, sched = make("{name: warmup_plateau_decay, warmup_steps: 2, hold_steps: 3, decay_steps: 5}", lr=0.01)
+    assert lr_curve(sched, opt, 4)[1:] == pytest.approx([0.01] * 3)
+
+
+def test_cosine_curve():
+    opt, sched = make("{name: cosine, warmup_steps: 10, total_steps: 110, min_lr: 0.0001}")
+    lrs = lr_curve(sched, opt, 130)
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[59] == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half way down the cosine
+    assert lrs[34] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lrs[109:] == pytest.approx([1e-4] * 21)  # the floor
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone after warm-up
+
+
+def test_warmup_reduce_on_plateau_cuts_after_patience():
+    opt, sched = make("{name: warmup_reduce_on_plateau, warmup_steps: 4, init_lr_scale: 0.0, factor: 0.5, "
+                      "patience: 1, min_lr: 0.0002}")
+    assert lr_curve(sched, opt, 4) == pytest.approx([0.00025, 0.0005, 0.00075, 0.001])
+    sched.step_metric(10.0)  # first value: the best so far
+    sched.step_metric(9.0)  # improved
+    sched.step_metric(9.0)  # 1 bad evaluation: within patience
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    sched.step_metric(9.5)  # 2 bad evaluations: cut
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert sched.get_last_lr() == pytest.approx([5e-4])
+    assert lr_curve(sched, opt, 3) == pytest.approx([5e-4] * 3)  # per-update steps keep the cut
+    for value in (9.6, 9.7, 9.8, 9.9, 10.0, 10.1):
+        sched.step_metric(value)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)  # 1/4 then 1/8 clamped to min_lr
+
+
+def test_warmup_reduce_on_plateau_max_mode_and_warmup_metrics():
+    opt, sched = make("{name: warmup_reduce_on_plateau, warmup_steps: 10, mode: max, patience: 0}")
+    sched.step_metric(0.5)
+    sched.step_metric(0.1)  # worse, but still in warm-up: no cut
+    assert sched.num_reductions == 0
+    lr_curve(sched, opt, 10)
+    sched.step_metric(0.6)  # better in max mode
+    sched.step_metric(0.55)  # worse, patience 0: cut
+    assert sched.num_reductions == 1
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        ("{name: cosine, warmup_steps: 10, total_steps: 10}", "total_steps \\(10\\) must exceed warmup_steps"),
+        ("{name: tri_stage, final_lr_scale: 0.0}", "final_lr_scale must be in"),
+        ("{name: noam, warmup_steps: 0}", "warmup_steps and d_model must be >= 1"),
+        ("{name: warmup_reduce_on_plateau, factor: 1.5}", "factor must be in \\(0, 1\\)"),
+        ("{name: warmup_plateau_decay, final_lr: 0.0}", "peak_lr and final_lr must be > 0"),
+        ("{name: tri_stage, warmup_steps: -1}", "warmup_steps must be >= 0"),
+    ],
+)
+def test_scheduler_config_errors(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        make(cfg)
+
+
+# ---- schedulers: exact resume --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        "{name: tri_stage, warmup_steps: 5, hold_steps: 3, decay_steps: 8}",
+        "{name: noam, warmup_steps: 5}",
+        "{name: warmup_plateau_decay, warmup_steps: 5, hold_steps: 3, decay_steps: 8}",
+        "{name: cosine, warmup_steps: 5, total_steps: 15}",
+        "{name: warmup_reduce_on_plateau, warmup_steps: 5, patience: 0}",
+    ],
+)
+def test_state_dict_resumes_exactly(cfg):
+    def run(sched, opt, metrics):
+        out = lr_curve(sched, opt, 4)
+        for m in metrics:
+            sched.step_metric(m) if hasattr(sched, "step_metric") else None
+        return out + lr_curve(sched, opt, 4)
+
+    opt, sched = make(cfg)
+    straight = run(sched, opt, []) + run(sched, opt, [1.0, 2.0]) + run(sched, opt, [3.0])
+
+    opt1, sched1 = make(cfg)
+    first = run(sched1, opt1, []) + run(sched1, opt1, [1.0, 2.0])
+    saved_opt, saved_sched = opt1.state_dict(), sched1.state_dict()
+    opt2, sched2 = make(cfg, lr=0.5)  # a different lr on purpose: the saved state must win
+    opt2.load_state_dict(saved_opt)
+    sched2.load_state_dict(saved_sched)
+    assert sched2.last_epoch == sched1.last_epoch
+    resumed = first + run(sched2, opt2, [3.0])
+    assert resumed == pytest.approx(straight, rel=1e-12)
+    assert len(set(straight)) > 3  # the curve really moves in this window

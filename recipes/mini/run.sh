@@ -4,14 +4,18 @@
 # scores eval_clean (voices seen in training, unseen sentences) and eval_other (unseen voices,
 # speeds and pitches, with noise: the robustness set). Minutes on 2 cores.
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/X.yaml] [--nj N]
-# MINI_HOURS (default 1.5) sets the amount of synthetic training speech.
+# MINI_HOURS (default 1.5) sets the amount of synthetic speech, MINI_MAX_UTTS caps the number
+# of utterances (for quick checks). Training reads the data dirs (raw audio, features on the
+# fly) because the configs add noise to the waveforms; stage 2 has nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 hours=${MINI_HOURS:-1.5}
 seed=${MINI_SEED:-1}
+max_utts=${MINI_MAX_UTTS:-}
 config=conf/deepspeech2.yaml
 tokenizer=jamo
+train_input=data
 train_set=train
 dev_set=dev
 test_sets="eval_clean eval_other"
@@ -19,7 +23,9 @@ test_sets="eval_clean eval_other"
 prepare_data() {
   local root=${corpus_root:-corpus}
   if [ ! -f "$root/.complete" ]; then
-    kospeech data synth --layout ksponspeech --out "$root" --hours "$hours" --seed "$seed" --nj "$nj"
+    local extra=()
+    [ -n "$max_utts" ] && extra=(--max-utts "$max_utts")
+    kospeech data synth --layout ksponspeech --out "$root" --hours "$hours" --seed "$seed" --nj "$nj" "${extra[@]}"
     touch "$root/.complete"
   fi
   kospeech data prep --corpus ksponspeech --root "$root" --out data --transcript phonetic --nj "$nj"

@@ -1,0 +1,360 @@
+"""The recipes: every shipped config builds (and the small ones train a step), and the staged
+``run.sh`` scripts run end to end on corpora synthesised in KsponSpeech's and Zeroth's real
+on-disk layouts.
+
+The end-to-end runs call the real ``kospeech`` console script once per stage, each a fresh
+Python process, so most of their time is process start-up; the corpus is a few dozen
+utterances and the model a tiny CTC network trained for one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kospeech.config import load_config
+from kospeech.data.datadir import read_data_dir, write_data_dir
+from kospeech.registry import build
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+RECIPE_NAMES = ("mini", "ksponspeech", "zeroth")
+MODEL_FILES = ("las", "deepspeech2", "transformer", "conformer_ctc_attention", "conformer_transducer")
+BIN = Path(sys.executable).parent
+
+# A tiny CTC model for the end-to-end runs: what is tested is that the stages connect.
+TINY_CONFIG = """
+seed: 1
+data: {train: dump/train, valid: dump/dev, lang: data/lang, batch_frames: 3000, max_frames: 3000}
+frontend: {name: fbank, n_mels: 40}
+augment: [{name: spec_augment, freq_mask_width: 5, num_freq_masks: 1, time_mask_ratio: 0.05, num_time_masks: 1}]
+model:
+  name: deepspeech2
+  encoder: {name: rnn, rnn_type: gru, hidden_dim: 32, num_layers: 1, bidirectional: true, dropout: 0.0,
+            extractor: {name: conv2d_subsampling, output_dim: 32, subsampling: 4, channels: 8}}
+optimizer: {name: adam, lr: 0.001}
+train: {max_epochs: 1, device: cpu, log_every: 1, keep_last: 2}
+decode: {search: {name: ctc_greedy}}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+
+def _config_files() -> list[Path]:
+    return [RECIPES / r / "conf" / f"{m}.yaml" for r in RECIPE_NAMES for m in MODEL_FILES]
+
+
+def _id(path: Path) -> str:
+    return f"{path.parent.parent.name}/{path.stem}"
+
+
+def test_every_recipe_has_the_model_configs() -> None:
+    for recipe in RECIPE_NAMES:
+        conf = RECIPES / recipe / "conf"
+        missing = [m for m in (*MODEL_FILES, "base") if not (conf / f"{m}.yaml").is_file()]
+        assert not missing, f"{conf} lacks {missing}"
+        for m in MODEL_FILES:  # model files stay short: the shared parts come from base.yaml
+            assert "extends: base.yaml" in (conf / f"{m}.yaml").read_text(encoding="utf-8")
+
+
+def _build_all(path: Path, vocab_size: int) -> tuple[dict, torch.nn.Module, torch.optim.Optimizer, object]:
+    from kospeech.train.trainer import TrainOptions
+
+    cfg = load_config(path)
+    for key in ("data", "frontend", "augment", "model", "optimizer", "train", "decode"):
+        assert key in cfg, f"{path}: no '{key}' section"
+    TrainOptions.from_config(cfg["train"])  # unknown or mistyped train options fail here
+    frontend = build("frontend", cfg["frontend"], path="frontend")
+    for i, spec in enumerate(cfg["augment"]):
+        build("augment", spec, path=f"augment[{i}]")
+    model = build("model", cfg["model"], path="model", input_dim=frontend.output_dim, vocab_size=vocab_size)
+    optimizer = build("optimizer", cfg["optimizer"], path="optimizer", params=model.parameters())
+    scheduler = build("scheduler", cfg["scheduler"], path="scheduler", optimizer=optimizer)
+    build("search", cfg["decode"]["search"], path="decode.search", model=model)
+    return cfg, model, optimizer, scheduler
+
+
+@pytest.mark.parametrize("path", [p for p in _config_files() if p.parent.parent.name != "mini"], ids=_id)
+def test_full_size_config_builds(path: Path) -> None:
+    cfg, model, _, _ = _build_all(path, vocab_size=5000)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 10e6 < n_params < 120e6, f"{_id(path)}: {n_params / 1e6:.1f}M parameters"
+    assert any(a["name"] == "spec_augment" for a in cfg["augment"])
+    assert cfg["frontend"]["n_mels"] == 80
+    if "conformer" in path.stem or "transformer" in path.stem:
+        assert cfg["scheduler"]["name"] == "noam"
+
+
+def test_las_configs_are_the_seed_model() -> None:
+    """Every recipe's las.yaml keeps KoSpeech's architecture (VGG, BiLSTM listener, 8-head attention)."""
+    for recipe in RECIPE_NAMES:
+        model = load_config(RECIPES / recipe / "conf" / "las.yaml")["model"]
+        assert model["name"] == "las"
+        assert model["encoder"]["extractor"] == {"name": "vgg"}
+        assert model["encoder"]["rnn_type"] == "lstm" and model["encoder"]["bidirectional"] is True
+        assert model["decoder"]["attention"] == {"name": "scaled_dot", "num_heads": 8}
+        if recipe != "mini":
+            assert (model["encoder"]["hidden_dim"], model["encoder"]["num_layers"]) == (256, 3)
+            assert (model["decoder"]["hidden_dim"], model["decoder"]["num_layers"]) == (512, 2)
+
+
+@pytest.mark.parametrize("path", [p for p in _config_files() if p.parent.parent.name == "mini"], ids=_id)
+def test_mini_config_trains_a_step(path: Path) -> None:
+    vocab = 72  # about the jamo inventory plus the specials
+    cfg, model, optimizer, scheduler = _build_all(path, vocab_size=vocab)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 9e6, f"{_id(path)}: {n_params / 1e6:.1f}M parameters is too big for CPU"
+    assert {a["name"] for a in cfg["augment"]} >= {"spec_augment", "noise"}
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 160, 80, generator=g)
+    feat_lens = torch.tensor([160, 120])
+    targets = torch.randint(5, vocab, (2, 9), generator=g)
+    target_lens = torch.tensor([9, 6])
+    targets[1, 6:] = 1  # <pad>
+    model.train()
+    out = model(feats, feat_lens, targets, target_lens)
+    loss = out["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss), f"{_id(path)}: loss {loss}"
+    optimizer.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g_ is not None and g_.abs().sum() > 0 for g_ in grads)
+    optimizer.step()
+    scheduler.step()
+
+
+def test_mini_default_is_a_small_jamo_ctc_model() -> None:
+    text = (RECIPES / "mini" / "run.sh").read_text(encoding="utf-8")
+    assert "config=conf/deepspeech2.yaml" in text and "tokenizer=jamo" in text
+    cfg = load_config(RECIPES / "mini" / "conf" / "deepspeech2.yaml")
+    model = build("model", cfg["model"], path="model", input_dim=80, vocab_size=72)
+    assert 2e6 < sum(p.numel() for p in model.parameters()) < 5e6
+    assert cfg["train"]["max_epochs"] <= 5  # the time bound of the CPU recipe
+
+
+# ---------------------------------------------------------------------------------------------
+# zeroth dev carving
+
+
+def _fake_zeroth(directory: Path, speakers: int, per_speaker: int) -> None:
+    utts = [f"{100 + s}_001_{i:04d}" for s in range(speakers) for i in range(per_speaker)]
+    write_data_dir(
+        directory,
+        wav={u: f"/corpus/{u}.flac" for u in utts},
+        text={u: f"문장 {u[-2:]}" for u in utts},
+        utt2spk={u: u.split("_")[0] for u in utts},
+        utt2dur={u: 2.5 for u in utts},
+        corpus="zeroth",
+        transcript="spelling",
+    )
+
+
+def _make_dev(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RECIPES / "zeroth" / "local" / "make_dev.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_zeroth_dev_is_carved_by_speaker_deterministically(tmp_path: Path) -> None:
+    _fake_zeroth(tmp_path / "train", speakers=40, per_speaker=5)
+    outs = []
+    for run in ("a", "b"):
+        res = _make_dev(
+            "--src", tmp_path / "train", "--train", tmp_path / run / "nodev", "--dev", tmp_path / run / "dev"
+        )
+        assert res.returncode == 0, res.stderr
+        outs.append((read_data_dir(tmp_path / run / "nodev"), read_data_dir(tmp_path / run / "dev")))
+    (train, dev), (train2, dev2) = outs
+    assert dev.wav == dev2.wav and train.wav == train2.wav  # the same split every time
+    assert set(train.wav).isdisjoint(dev.wav)
+    assert set(train.wav) | set(dev.wav) == set(read_data_dir(tmp_path / "train").wav)
+    assert set(train.utt2spk.values()).isdisjoint(dev.utt2spk.values())  # whole speakers held out
+    assert len(set(dev.utt2spk.values())) == 1  # 3% of 40 speakers, rounded
+    assert dev.meta["corpus"] == "zeroth" and dev.meta["transcript"] == "spelling"
+    assert (tmp_path / "train" / "wav.scp").read_text().count("\n") == 200  # source untouched
+
+
+def test_zeroth_dev_needs_two_speakers(tmp_path: Path) -> None:
+    _fake_zeroth(tmp_path / "train", speakers=1, per_speaker=4)
+    res = _make_dev("--src", tmp_path / "train", "--train", tmp_path / "nodev", "--dev", tmp_path / "dev")
+    assert res.returncode == 1
+    assert "1 speaker(s)" in res.stderr and "dev set of your own" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    return env
+
+
+def _run(cmd: list[str | Path], cwd: Path | None = None, extra_env: dict[str, str] | None = None) -> str:
+    env = _env()
+    env.update(extra_env or {})
+    res = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    )
+    return res.stdout + res.stderr
+
+
+def _copy_recipes(dest: Path) -> Path:
+    """The recipes into ``dest`` (run.sh works in its own folder), without any outputs of earlier runs."""
+    shutil.copytree(RECIPES, dest / "recipes", ignore=shutil.ignore_patterns("data", "dump", "exp", "corpus"))
+    return dest / "recipes"
+
+
+def _synth(out: Path, layout: str, utts: int) -> Path:
+    _run([BIN / "kospeech", "data", "synth", "--layout", layout, "--out", out, "--max-utts", str(utts), "--nj", "1"])
+    return out
+
+
+def _assert_scores(exp: Path, test_sets: list[str]) -> None:
+    for s in test_sets:
+        scores = exp / f"decode_{s}_default" / "scores.json"
+        assert scores.is_file(), f"no {scores}"
+        cer = json.loads(scores.read_text(encoding="utf-8"))["cer"]
+        assert isinstance(cer, int | float) and math.isfinite(cer) and cer >= 0
+        assert (scores.parent / "result.txt").is_file()
+    assert (exp / "compare.csv").is_file()
+
+
+def _ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+@pytest.fixture(scope="module")
+def kspon_run(tmp_path_factory: pytest.TempPathFactory, espeak_available: bool) -> tuple[Path, Path, str]:
+    """The KsponSpeech recipe, stages 1-5, on a 30-utterance corpus in KsponSpeech's layout."""
+    if not espeak_available:
+        pytest.skip("espeak-ng is not installed")
+    root = tmp_path_factory.mktemp("kspon")
+    corpus = _synth(root / "KsponSpeech", "ksponspeech", 30)
+    recipes = _copy_recipes(root)
+    (root / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    out = _run(
+        [
+            "bash",
+            recipes / "ksponspeech" / "run.sh",
+            "--corpus-root",
+            corpus,
+            "--config",
+            root / "tiny.yaml",
+            "--vocab-size",
+            "250",
+            "--nj",
+            "1",
+        ]
+    )
+    return recipes / "ksponspeech", root / "tiny.yaml", out
+
+
+def test_ksponspeech_recipe_end_to_end(kspon_run: tuple[Path, Path, str]) -> None:
+    recipe, _, out = kspon_run
+    for n in range(1, 6):
+        assert f"stage {n}:" in out
+    assert (recipe / "data" / "lang" / "tokenizer.yaml").read_text().startswith("name: sentencepiece")
+    for s in ("train", "dev", "eval_clean", "eval_other"):
+        assert (recipe / "dump" / s / "utt2num_frames").is_file()
+    assert (recipe / "dump" / "train" / "cmvn.npz").is_file()
+    _assert_scores(recipe / "exp" / "tiny", ["eval_clean", "eval_other"])
+    # the score table, which says the KsponSpeech transcript form that was scored
+    assert "| tiny | deepspeech2 | ksponspeech | eval_clean | phonetic |" in out
+
+
+def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]) -> None:
+    recipe, config, _ = kspon_run
+    exp = recipe / "exp" / "tiny"
+    step_before = _ckpt_step(exp / "checkpoints" / "last.pt")
+    dumps = {p: p.stat().st_mtime_ns for p in (recipe / "dump").rglob("*") if p.is_file()}
+    data = {p: p.stat().st_mtime_ns for p in (recipe / "data").rglob("*") if p.is_file()}
+    out = _run(["bash", recipe / "run.sh", "--config", config, "--stage", "3", "--stop-stage", "3"])
+    assert "stage 3:" in out
+    assert "stage 1:" not in out and "stage 2:" not in out and "stage 4:" not in out
+    assert {p: p.stat().st_mtime_ns for p in dumps} == dumps  # features were not redone
+    assert {p: p.stat().st_mtime_ns for p in data} == data
+    assert _ckpt_step(exp / "checkpoints" / "last.pt") >= step_before
+    # a second pass over stages 4-5 reuses the decodes of the unchanged checkpoint
+    out = _run(["bash", recipe / "run.sh", "--config", config, "--stage", "4"])
+    assert out.count("done, skipped") == 2
+    _assert_scores(exp, ["eval_clean", "eval_other"])
+
+
+def test_recipe_rejects_unknown_options_and_missing_config(tmp_path: Path) -> None:
+    recipes = _copy_recipes(tmp_path)
+    res = subprocess.run(
+        ["bash", str(recipes / "zeroth" / "run.sh"), "--bogus", "1"], env=_env(), capture_output=True, text=True
+    )
+    assert res.returncode == 2 and "unknown option --bogus" in res.stderr
+    res = subprocess.run(
+        ["bash", str(recipes / "zeroth" / "run.sh"), "--config", "conf/nope.yaml"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and "config not found: conf/nope.yaml" in res.stderr
+    res = subprocess.run(
+        ["bash", str(recipes / "zeroth" / "run.sh"), "--stop-stage", "1"], env=_env(), capture_output=True, text=True
+    )
+    assert res.returncode == 2 and "--corpus-root" in res.stderr
+
+
+@pytest.mark.slow
+def test_zeroth_recipe_end_to_end(tmp_path: Path, espeak_available: bool) -> None:
+    if not espeak_available:
+        pytest.skip("espeak-ng is not installed")
+    corpus = _synth(tmp_path / "zeroth_korean", "zeroth", 60)
+    recipes = _copy_recipes(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    out = _run(
+        [
+            "bash",
+            recipes / "zeroth" / "run.sh",
+            "--corpus-root",
+            corpus,
+            "--config",
+            tmp_path / "tiny.yaml",
+            "--tokenizer",
+            "character",
+            "--nj",
+            "1",
+        ]
+    )
+    recipe = recipes / "zeroth"
+    train, dev = read_data_dir(recipe / "data" / "train_nodev"), read_data_dir(recipe / "data" / "dev")
+    assert len(dev) > 0 and set(train.utt2spk.values()).isdisjoint(dev.utt2spk.values())
+    assert "spelling" in out
+    _assert_scores(recipe / "exp" / "tiny", ["test"])
+
+
+@pytest.mark.slow
+def test_mini_recipe_stages_connect(tmp_path: Path, espeak_available: bool) -> None:
+    """The mini recipe as shipped (its default config, raw-audio training with noise), cut to
+    40 utterances and one epoch."""
+    if not espeak_available:
+        pytest.skip("espeak-ng is not installed")
+    recipes = _copy_recipes(tmp_path)
+    out = _run(
+        ["bash", recipes / "mini" / "run.sh", "--nj", "1", "--train-opts", "train.max_epochs=1"],
+        extra_env={"MINI_MAX_UTTS": "40", "MINI_HOURS": "0.03"},
+    )
+    assert "stage 2: skipped" in out
+    _assert_scores(recipes / "mini" / "exp" / "deepspeech2", ["eval_clean", "eval_other"])
+    assert "| deepspeech2 |" in out  # the score table

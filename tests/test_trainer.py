@@ -266,3 +266,15 @@ def test_raw_audio_mode_runs_frontend_cmvn_and_wave_augments(corpus: dict[str, P
     dump_cfg["augment"] = [{"name": "speed"}]
     with pytest.raises(ConfigError, match=r"augment\[0\] 'speed' works on waveforms, but data.train is a feature dump"):
         Trainer(dump_cfg, tmp_path / "exp2")
+
+
+def test_wall_clock_budget_stops_and_checkpoints(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.train.trainer import Trainer
+
+    trainer = Trainer(base_config(corpus, max_epochs=50, max_minutes=1e-6), tmp_path / "t")
+    summary = trainer.train()
+    trainer.close()
+    # the budget is spent by the first update: one update, then validation and a checkpoint
+    assert summary["step"] == 1
+    assert summary["epoch"] == 0
+    assert (tmp_path / "t" / "checkpoints" / "last.pt").exists()

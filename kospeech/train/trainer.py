@@ -78,6 +78,9 @@ class TrainOptions:
     Args:
         max_epochs: passes over the training set.
         max_steps: stop after this many updates (0: no limit); a checkpoint is written there.
+        max_minutes: stop after this much wall-clock training time in this run (0: no limit),
+            validating and checkpointing there: a time budget (CPU recipes, shared machines)
+            that cannot overrun however fast the machine is. ``--resume`` continues the run.
         accum_grad: micro-batches per update (gradient accumulation).
         max_grad_norm: clip the global gradient norm to this (0: no clipping).
         amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
@@ -94,6 +97,7 @@ class TrainOptions:
 
     max_epochs: int = 10
     max_steps: int = 0
+    max_minutes: float = 0.0
     accum_grad: int = 1
     max_grad_norm: float = 5.0
     amp: str = "auto"
@@ -943,7 +947,13 @@ class Trainer:
         return (self.step, self.epoch, self.batches_done)
 
     def _done(self) -> bool:
-        return bool(self.opts.max_steps) and self.step >= self.opts.max_steps
+        if self.opts.max_steps and self.step >= self.opts.max_steps:
+            return True
+        if self.opts.max_minutes > 0:
+            out_of_time = time.monotonic() - self._run_start >= 60.0 * self.opts.max_minutes
+            # every rank must stop at the same update, or DDP hangs in the next all-reduce
+            return D.any_true(out_of_time, self.device) if self.dist.enabled else out_of_time
+        return False
 
     def train(self) -> dict[str, Any]:
         """Run until ``max_epochs`` (or ``max_steps``); returns a summary of the run."""
@@ -956,6 +966,7 @@ class Trainer:
         self._contributed = 0
         self._unsynced = False
         self._reset_stats()
+        self._run_start = time.monotonic()
         accum = self.opts.accum_grad
         while self.epoch < self.opts.max_epochs and not self._done():
             batches = self._epoch_batches(self.train_sampler, self.epoch, self.batches_done)

@@ -12,8 +12,8 @@ setup(
     packages=find_packages(include=["kospeech", "kospeech.*"]),
     package_data={"kospeech": ["resources/*", "resources/**/*"]},
     install_requires=[
-        "torch>=2.4",
-        "torchaudio>=2.4",
+        "torch>=2.4,<2.15",  # torchaudio 2.11 (no pin of its own) loads beside torch up to 2.14
+        "torchaudio>=2.4,<2.12",
         "librosa>=0.10",
         "numpy>=1.24",
         "sentencepiece>=0.2",

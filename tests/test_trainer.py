@@ -278,3 +278,18 @@ def test_wall_clock_budget_stops_and_checkpoints(corpus: dict[str, Path], tmp_pa
     assert summary["step"] == 1
     assert summary["epoch"] == 0
     assert (tmp_path / "t" / "checkpoints" / "last.pt").exists()
+
+
+def test_augmentation_starts_after_the_configured_update(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.data.dataset import collate
+    from kospeech.train.trainer import Trainer
+
+    spec = [{"name": "spec_augment", "freq_mask_width": 30, "num_freq_masks": 2}]
+    for after, expect_changed in ((1000, False), (0, True)):
+        cfg = {**base_config(corpus, max_steps=1, augment_after=after), "augment": spec}
+        trainer = Trainer(cfg, tmp_path / str(after))
+        raw = collate([trainer.train_set[i] for i in range(4)])
+        clean = trainer._prepare(dict(raw), train=False)["features"]
+        augmented = trainer._prepare(dict(raw), train=True)["features"]
+        trainer.close()
+        assert (not torch.equal(clean, augmented)) == expect_changed

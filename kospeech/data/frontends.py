@@ -96,6 +96,11 @@ def _check_args(backend: str, window: str, sample_rate: int, frame_length_ms: fl
         )
 
 
+def _arguments(local_vars: Mapping[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments, from ``locals()`` taken before anything else is assigned."""
+    return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
+
+
 class Frontend(nn.Module):
     """Shared machinery: framing, silence removal, dither, normalisation, reversal.
 
@@ -121,6 +126,7 @@ class Frontend(nn.Module):
         input_reverse: bool,
         dither: float,
     ) -> None:
+        args = _arguments(locals())
         super().__init__()
         _check_args(backend, window, sample_rate, frame_length_ms, frame_shift_ms)
         self.backend = backend
@@ -138,11 +144,9 @@ class Frontend(nn.Module):
         self.dither = float(dither)
         self._window_np = make_window(window, self.win_length)
         self.register_buffer("window", torch.from_numpy(self._window_np).float(), persistent=False)
-        self.config: dict[str, Any] = {"name": self.name}
-
-    def _record(self, args: Mapping[str, Any]) -> None:
-        """Keep the full argument set (defaults included) so a dump can write ``frontend.yaml``."""
-        self.config = {"name": self.name, **{k: v for k, v in args.items() if k not in ("self", "__class__")}}
+        # the full argument set (defaults included), so a dump can write ``frontend.yaml``;
+        # subclasses add their own arguments
+        self.config: dict[str, Any] = {"name": self.name, **args}
 
     @property
     def output_dim(self) -> int:
@@ -310,9 +314,21 @@ def remove_silence(waves: Tensor, wave_lengths: Tensor, *, top_db: float = 30.0)
 
 
 class _MelFrontend(Frontend):
-    """Adds a mel filterbank (same formula in both backends: triangles in Hz between mel-spaced points)."""
+    """Adds a mel filterbank (same formula in both backends: triangles in Hz between mel-spaced points);
+    its features are the log mel spectrum."""
 
-    def _setup_mel(self, *, n_mels: int, f_min: float, f_max: float | None, mel_scale: str, mel_norm: str | None):
+    def __init__(
+        self,
+        *,
+        n_mels: int,
+        f_min: float,
+        f_max: float | None,
+        mel_scale: str,
+        mel_norm: str | None,
+        **common: Any,
+    ) -> None:
+        super().__init__(**common)
+        self.config.update(n_mels=n_mels, f_min=f_min, f_max=f_max, mel_scale=mel_scale, mel_norm=mel_norm)
         if mel_scale not in ("htk", "slaney"):
             raise ConfigError(f"frontend mel_scale '{mel_scale}' is not 'htk' or 'slaney'")
         if mel_norm not in (None, "slaney"):
@@ -348,6 +364,16 @@ class _MelFrontend(Frontend):
 
     def _log_mel_librosa(self, power: np.ndarray) -> np.ndarray:
         return np.log(power @ self._mel_np.T + np.float32(self.log_offset))
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_mels
+
+    def _features_torch(self, power: Tensor) -> Tensor:
+        return self._log_mel_torch(power)
+
+    def _features_librosa(self, power: np.ndarray) -> np.ndarray:
+        return self._log_mel_librosa(power)
 
 
 @register("frontend", "spectrogram")
@@ -387,9 +413,7 @@ class Spectrogram(Frontend):
         input_reverse: bool = False,
         dither: float = 0.0,
     ) -> None:
-        args = dict(locals())
-        super().__init__(**{k: v for k, v in args.items() if k not in ("self", "__class__")})
-        self._record(args)
+        super().__init__(**_arguments(locals()))
 
     @property
     def output_dim(self) -> int:
@@ -436,21 +460,7 @@ class MelSpectrogram(_MelFrontend):
         input_reverse: bool = False,
         dither: float = 0.0,
     ) -> None:
-        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        mel = {k: args.pop(k) for k in ("n_mels", "f_min", "f_max", "mel_scale", "mel_norm")}
-        super().__init__(**args)
-        self._setup_mel(**mel)
-        self._record({**args, **mel})
-
-    @property
-    def output_dim(self) -> int:
-        return self.n_mels
-
-    def _features_torch(self, power: Tensor) -> Tensor:
-        return self._log_mel_torch(power)
-
-    def _features_librosa(self, power: np.ndarray) -> np.ndarray:
-        return self._log_mel_librosa(power)
+        super().__init__(**_arguments(locals()))
 
 
 @register("frontend", "fbank")
@@ -488,21 +498,7 @@ class FilterBank(_MelFrontend):
         input_reverse: bool = False,
         dither: float = 0.0,
     ) -> None:
-        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        mel = {k: args.pop(k) for k in ("n_mels", "f_min", "f_max", "mel_scale", "mel_norm")}
-        super().__init__(**args)
-        self._setup_mel(**mel)
-        self._record({**args, **mel})
-
-    @property
-    def output_dim(self) -> int:
-        return self.n_mels
-
-    def _features_torch(self, power: Tensor) -> Tensor:
-        return self._log_mel_torch(power)
-
-    def _features_librosa(self, power: np.ndarray) -> np.ndarray:
-        return self._log_mel_librosa(power)
+        super().__init__(**_arguments(locals()))
 
 
 @register("frontend", "mfcc")
@@ -537,19 +533,17 @@ class MFCC(_MelFrontend):
         input_reverse: bool = False,
         dither: float = 0.0,
     ) -> None:
-        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        args = _arguments(locals())
         n_mfcc = args.pop("n_mfcc")
-        mel = {k: args.pop(k) for k in ("n_mels", "f_min", "f_max", "mel_scale", "mel_norm")}
         if not 0 < n_mfcc <= n_mels:
             raise ConfigError(f"mfcc frontend needs 0 < n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
         super().__init__(**args)
-        self._setup_mel(**mel)
+        self.config["n_mfcc"] = n_mfcc
         self.n_mfcc = int(n_mfcc)
         if self.backend == "torchaudio":
             import torchaudio.functional as AF
 
             self.register_buffer("dct", AF.create_dct(self.n_mfcc, self.n_mels, norm="ortho"), persistent=False)
-        self._record({**args, **mel, "n_mfcc": n_mfcc})
 
     @property
     def output_dim(self) -> int:

@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kospeech.models.base import ASRModel, State
-from kospeech.models.rnnt import TransducerHead
-from kospeech.models.transformer import AttentionHead
+from kospeech.models.base import ASRModel
+from kospeech.models.rnnt import TransducerHead, TransducerHooks
+from kospeech.models.transformer import AttentionHead, AttentionHooks
 from kospeech.nn.losses import CTCLoss
 from kospeech.registry import build, component, register
 
 
 @register("model", "conformer")
-class ConformerASR(ASRModel):
+class ConformerASR(AttentionHooks, TransducerHooks, ASRModel):
     """Conformer encoder + CTC, attention or transducer head.
 
     Args:
@@ -112,21 +112,3 @@ class ConformerASR(ASRModel):
         if self.transducer is None:
             raise NotImplementedError(f"conformer with head '{self.head_kind}' is not a transducer")
         return self.transducer
-
-    def init_decoder_state(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> State:
-        return self._attention().init_decoder_state(encoder_out, encoder_lengths)
-
-    def decoder_step(
-        self, tokens: torch.Tensor, state: State, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, State]:
-        return self._attention().decoder_step(tokens, state, encoder_out, encoder_lengths)
-
-    def predictor_init_state(self, batch_size: int, device: torch.device) -> State:
-        return self._transducer().predictor_init_state(batch_size, device)
-
-    def predictor_step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        return self._transducer().predictor_step(tokens, state)
-
-    def joint(self, encoder_frame: torch.Tensor, predictor_out: torch.Tensor) -> torch.Tensor:
-        return self._transducer().joint(encoder_frame, predictor_out)
-

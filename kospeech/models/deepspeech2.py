@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from kospeech.models.base import ASRModel
-from kospeech.models.las import _NotAModule
+from kospeech.models.common import NotAModule
 from kospeech.nn.init import apply_init
 from kospeech.registry import build, component, register
 
@@ -46,7 +46,7 @@ class DeepSpeech2(ASRModel):
         self.vocab_size = vocab_size
         self.encoder = build("encoder", encoder, path="model.encoder", input_dim=input_dim)
         self.fc = nn.Linear(self.encoder.output_dim, vocab_size)
-        self._criterion = _NotAModule(build("loss", {"name": "ctc"}))
+        self._criterion = NotAModule(build("loss", {"name": "ctc"}))
         apply_init(self, init)
 
     def forward(  # type: ignore[override]

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from kospeech.models.base import ASRModel, State
+from kospeech.models.common import NotAModule, decoder_io
 from kospeech.nn.init import apply_init
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.registry import build, component, register
-from kospeech.text.special import EOS_ID, PAD_ID, SOS_ID
-
-
-def decoder_io(targets: torch.Tensor, target_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L) targets padded with ``<pad>`` -> decoder input ``<sos> y`` and output ``y <eos>``,
-    both (B, L + 1) and padded with ``<pad>``."""
-    b = targets.size(0)
-    sos = targets.new_full((b, 1), SOS_ID)
-    pad = targets.new_full((b, 1), PAD_ID)
-    dec_in = torch.cat([sos, targets], dim=1)
-    dec_out = torch.cat([targets, pad], dim=1)
-    dec_out = dec_out.scatter(1, target_lengths[:, None].long(), EOS_ID)
-    return dec_in, dec_out
-
-
-class _NotAModule:
-    """Holds a parameterless loss outside the module tree, so the printed model matches the
-    architecture (KoSpeech's README tree) and the state dict holds only learned tensors."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
 
 
 @register("model", "las")
@@ -88,7 +63,7 @@ class ListenAttendSpell(ASRModel):
                                   "label_smoothing": label_smoothing})
         else:
             loss = build("loss", {"name": "cross_entropy", "label_smoothing": label_smoothing})
-        self._criterion = _NotAModule(loss)
+        self._criterion = NotAModule(loss)
         apply_init(self, init)
 
     def step_teacher_forcing(self) -> float:

@@ -65,18 +65,22 @@ class TransducerHead(nn.Module):
 
 
 class TransducerHooks:
-    """Decoding hooks of a model whose ``self.transducer`` is a :class:`TransducerHead`."""
+    """Decoding hooks of a model with a :class:`TransducerHead`, by default ``self.transducer``;
+    a model whose head is optional overrides :meth:`_transducer` to raise when it is absent."""
 
     transducer: TransducerHead
 
+    def _transducer(self) -> TransducerHead:
+        return self.transducer
+
     def predictor_init_state(self, batch_size: int, device: torch.device) -> State:
-        return self.transducer.predictor_init_state(batch_size, device)
+        return self._transducer().predictor_init_state(batch_size, device)
 
     def predictor_step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        return self.transducer.predictor_step(tokens, state)
+        return self._transducer().predictor_step(tokens, state)
 
     def joint(self, encoder_frame: torch.Tensor, predictor_out: torch.Tensor) -> torch.Tensor:
-        return self.transducer.joint(encoder_frame, predictor_out)
+        return self._transducer().joint(encoder_frame, predictor_out)
 
 
 @register("model", "rnnt")

@@ -14,23 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kospeech.models.base import ASRModel, State
+from kospeech.models.common import decoder_io
 from kospeech.nn.losses import JointCTCAttentionLoss
 from kospeech.registry import build, component, register
-from kospeech.text.special import EOS_ID, PAD_ID, SOS_ID
-
-
-def decoder_io(targets: torch.Tensor, target_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """targets (B, L) without sos/eos -> decoder input ``<sos> y`` and output ``y <eos>``, (B, L+1) each.
-
-    Positions past an utterance's end are ``<pad>`` in the output, so the loss ignores them.
-    """
-    b = targets.size(0)
-    sos = torch.full((b, 1), SOS_ID, dtype=targets.dtype, device=targets.device)
-    pad = torch.full((b, 1), PAD_ID, dtype=targets.dtype, device=targets.device)
-    dec_in = torch.cat([sos, targets], dim=1)
-    dec_out = torch.cat([targets, pad], dim=1)
-    dec_out = dec_out.scatter(1, target_lengths[:, None].to(targets.device), EOS_ID)
-    return dec_in, dec_out
 
 
 class AttentionHead(nn.Module):
@@ -81,8 +67,24 @@ class AttentionHead(nn.Module):
         return F.log_softmax(logits, dim=-1), state
 
 
+class AttentionHooks:
+    """Decoding hooks of a model with an :class:`AttentionHead`, the one :meth:`_attention`
+    returns (which raises ``NotImplementedError`` where the model has none)."""
+
+    def _attention(self) -> AttentionHead:
+        raise NotImplementedError(f"{type(self).__name__} has no attention decoder")
+
+    def init_decoder_state(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> State:
+        return self._attention().init_decoder_state(encoder_out, encoder_lengths)
+
+    def decoder_step(
+        self, tokens: torch.Tensor, state: State, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
+        return self._attention().decoder_step(tokens, state, encoder_out, encoder_lengths)
+
+
 @register("model", "transformer")
-class TransformerASR(ASRModel):
+class TransformerASR(AttentionHooks, ASRModel):
     """Speech Transformer with a joint CTC/attention objective, ESPnet style.
 
     Args:
@@ -138,10 +140,5 @@ class TransformerASR(ASRModel):
     def ctc_log_probs(self, encoder_out: torch.Tensor) -> torch.Tensor:
         return self.head.ctc_log_probs(encoder_out)
 
-    def init_decoder_state(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> State:
-        return self.head.init_decoder_state(encoder_out, encoder_lengths)
-
-    def decoder_step(
-        self, tokens: torch.Tensor, state: State, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, State]:
-        return self.head.decoder_step(tokens, state, encoder_out, encoder_lengths)
+    def _attention(self) -> AttentionHead:
+        return self.head

@@ -143,8 +143,40 @@ class ScaledDotAttention(Attention):
         return _merge_heads(torch.matmul(attn, v)), weights, None
 
 
+class _ScoredAttention(Attention):
+    """Base of the attentions that score each head as ``w·tanh(W s_i + V h_j + ... + b)``
+    (``additive``, ``location_aware``): queries (with the bias ``b``), keys (without) and
+    values are projected to ``attention_dim`` and split into heads."""
+
+    def __init__(self, name: str, *, query_dim: int, key_dim: int, num_heads: int, attention_dim: int | None) -> None:
+        super().__init__()
+        attention_dim = attention_dim or query_dim
+        _check_heads(name, attention_dim, num_heads)
+        self.num_heads = num_heads
+        self.out_dim = attention_dim
+        self.query_proj = nn.Linear(query_dim, attention_dim)
+        self.key_proj = nn.Linear(key_dim, attention_dim, bias=False)
+        self.value_proj = nn.Linear(key_dim, attention_dim)
+
+    def _score_vector(self) -> nn.Parameter:
+        """A new per-head ``w`` (heads, d); subclasses create it after their own layers."""
+        d = self.out_dim // self.num_heads
+        w = nn.Parameter(torch.empty(self.num_heads, d))
+        nn.init.normal_(w, std=d**-0.5)
+        return w
+
+    def _project(
+        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> q (B, H, Lq, d), k (B, H, T, d), v (B, H, T, d)."""
+        h = self.num_heads
+        k = _split_heads(self.key_proj(keys), h)
+        v = _split_heads(self.value_proj(values), h)
+        return _split_heads(self.query_proj(query), h), k, v
+
+
 @register("attention", "location_aware")
-class LocationAwareAttention(Attention):
+class LocationAwareAttention(_ScoredAttention):
     """Multi-head location-aware attention (Chorowski et al. 2015, "Attention-based models for
     speech recognition"): each head scores ``w·tanh(W s_i + V h_j + U f_ij + b)`` where
     ``f_i = F * alpha_{i-1}`` convolves the head's previous alignment, so the alignment moves
@@ -176,25 +208,18 @@ class LocationAwareAttention(Attention):
         conv_kernel_size: int = 31,
         smoothing: bool = False,
     ) -> None:
-        super().__init__()
-        attention_dim = attention_dim or query_dim
-        _check_heads("location_aware", attention_dim, num_heads)
+        super().__init__(
+            "location_aware", query_dim=query_dim, key_dim=key_dim, num_heads=num_heads, attention_dim=attention_dim
+        )
         if conv_kernel_size % 2 == 0:
             raise ConfigError(f"attention 'location_aware': conv_kernel_size must be odd, got {conv_kernel_size}")
-        self.num_heads = num_heads
-        self.out_dim = attention_dim
         self.smoothing = smoothing
-        d = attention_dim // num_heads
-        self.query_proj = nn.Linear(query_dim, attention_dim)  # its bias is the paper's b
-        self.key_proj = nn.Linear(key_dim, attention_dim, bias=False)
-        self.value_proj = nn.Linear(key_dim, attention_dim)
         self.loc_conv = nn.Conv1d(
             num_heads, num_heads * conv_channels, conv_kernel_size, padding=conv_kernel_size // 2,
             groups=num_heads, bias=False,
         )
-        self.loc_proj = nn.Linear(conv_channels, d, bias=False)
-        self.score_proj = nn.Parameter(torch.empty(num_heads, d))
-        nn.init.normal_(self.score_proj, std=d**-0.5)
+        self.loc_proj = nn.Linear(conv_channels, self.out_dim // num_heads, bias=False)
+        self.score_proj = self._score_vector()
 
     def _initial_alignment(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         m = mask.to(dtype)
@@ -211,9 +236,7 @@ class LocationAwareAttention(Attention):
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         b, t, _ = keys.shape
         h = self.num_heads
-        k = _split_heads(self.key_proj(keys), h)  # (B, H, T, d)
-        v = _split_heads(self.value_proj(values), h)
-        q_all = _split_heads(self.query_proj(query), h)  # (B, H, Lq, d)
+        q_all, k, v = self._project(query, keys, values)
         prev = self._initial_alignment(mask, keys.dtype) if state is None else state
         valid = mask[:, None, :]
         contexts, all_weights = [], []
@@ -234,7 +257,7 @@ class LocationAwareAttention(Attention):
 
 
 @register("attention", "additive")
-class AdditiveAttention(Attention):
+class AdditiveAttention(_ScoredAttention):
     """Additive (Bahdanau et al. 2015) attention: ``w·tanh(W s_i + V h_j + b)`` per head.
 
     Content-only, so all queries are scored at once; they are processed in chunks to bound the
@@ -255,18 +278,11 @@ class AdditiveAttention(Attention):
         attention_dim: int | None = None,
         max_chunk_elements: int = 1 << 24,
     ) -> None:
-        super().__init__()
-        attention_dim = attention_dim or query_dim
-        _check_heads("additive", attention_dim, num_heads)
-        self.num_heads = num_heads
-        self.out_dim = attention_dim
+        super().__init__(
+            "additive", query_dim=query_dim, key_dim=key_dim, num_heads=num_heads, attention_dim=attention_dim
+        )
         self.max_chunk_elements = max_chunk_elements
-        d = attention_dim // num_heads
-        self.query_proj = nn.Linear(query_dim, attention_dim)
-        self.key_proj = nn.Linear(key_dim, attention_dim, bias=False)
-        self.value_proj = nn.Linear(key_dim, attention_dim)
-        self.score_proj = nn.Parameter(torch.empty(num_heads, d))
-        nn.init.normal_(self.score_proj, std=d**-0.5)
+        self.score_proj = self._score_vector()
 
     def forward(
         self,
@@ -276,11 +292,8 @@ class AdditiveAttention(Attention):
         mask: torch.Tensor,
         state: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        h = self.num_heads
         b, t, _ = keys.shape
-        k = _split_heads(self.key_proj(keys), h)  # (B, H, T, d)
-        v = _split_heads(self.value_proj(values), h)
-        q = _split_heads(self.query_proj(query), h)  # (B, H, Lq, d)
+        q, k, v = self._project(query, keys, values)
         chunk = max(1, self.max_chunk_elements // max(1, b * t * self.out_dim))
         scores = []
         for start in range(0, q.size(2), chunk):

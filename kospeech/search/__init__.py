@@ -20,7 +20,8 @@ Registered names: ``greedy``, ``beam`` (attention decoder), ``ctc_greedy``,
 LSTM LM (``kospeech lm train``) by shallow fusion.
 
 This module stays light on purpose (no torch import at module level): it holds only the
-shared result type, the base class and small helpers.
+shared result type, the base class and small helpers. The prefix bookkeeping that the CTC and
+transducer beams share is in :mod:`kospeech.search.common`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from kospeech.lm.model import LSTMLM
     from kospeech.models.base import ASRModel
+
+
+NEG_INF = float("-inf")
 
 
 @dataclass
@@ -70,6 +74,11 @@ def require_head(search_name: str, model: Any, head: str) -> None:
         )
 
 
+def check_beam_size(search_name: str, beam_size: int) -> None:
+    if beam_size < 1:
+        raise ValueError(f"{search_name}: beam_size must be >= 1, got {beam_size}")
+
+
 class Search:
     """Base of every search: ``__call__`` on encoder output, ``decode`` on features."""
 
@@ -77,6 +86,18 @@ class Search:
 
     def __init__(self, *, model: ASRModel) -> None:
         self.model = model
+
+    def _init_lm(self, lm: str | None, lm_weight: float) -> None:
+        """For searches with ``lm`` and ``lm_weight`` arguments: the LM is loaded at first use."""
+        self.lm_path = lm
+        self.lm_weight = lm_weight
+        self._lm: LSTMLM | None = None
+
+    def _fusion_lm(self, device: Any) -> LSTMLM | None:
+        """The shallow-fusion LM on ``device`` (loaded once), or None when none is asked for."""
+        if self._lm is None and self.lm_path and self.lm_weight:
+            self._lm = load_fusion_lm(self.lm_path, self.lm_weight, device)
+        return self._lm
 
     def __call__(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[list[Hypothesis]]:
         raise NotImplementedError

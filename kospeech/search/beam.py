@@ -18,8 +18,8 @@ import torch
 
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
-from kospeech.search import Hypothesis, Search, check_lm_vocab, load_fusion_lm, require_head
-from kospeech.search.greedy import NEG_INF, mask_decoder_specials, max_output_lengths
+from kospeech.search import NEG_INF, Hypothesis, Search, check_beam_size, check_lm_vocab, require_head
+from kospeech.search.greedy import mask_decoder_specials, max_output_lengths
 from kospeech.text.special import EOS_ID, SOS_ID
 
 
@@ -54,20 +54,12 @@ class BeamSearch(Search):
     ) -> None:
         super().__init__(model=model)
         require_head(self.name, model, "decoder")
-        if beam_size < 1:
-            raise ValueError(f"{self.name}: beam_size must be >= 1, got {beam_size}")
+        check_beam_size(self.name, beam_size)
         self.beam_size = beam_size
         self.max_len_ratio = max_len_ratio
         self.length_penalty = length_penalty
         self.length_normalize = length_normalize
-        self.lm_weight = lm_weight
-        self.lm_path = lm
-        self._lm: Any = None
-
-    def _get_lm(self, device: torch.device) -> Any:
-        if self._lm is None and self.lm_path and self.lm_weight:
-            self._lm = load_fusion_lm(self.lm_path, self.lm_weight, device)
-        return self._lm
+        self._init_lm(lm, lm_weight)
 
     def _final(self, score: float, n_tokens: int) -> float:
         return score / (n_tokens + 1) if self.length_normalize else score
@@ -90,7 +82,7 @@ class BeamSearch(Search):
         parts = {k: torch.zeros(B, K, device=device) for k in ("att", "ctc", "lm")}
         seqs = torch.empty(B, K, 0, dtype=torch.long, device=device)
 
-        lm = self._get_lm(device)
+        lm = self._fusion_lm(device)
         lm_logp = lm_state = None
         if lm is not None:
             lm_logp, lm_state = lm.start(N, device)

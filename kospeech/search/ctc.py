@@ -19,19 +19,9 @@ import torch
 
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
-from kospeech.search import (
-    Hypothesis,
-    Search,
-    check_lm_vocab,
-    child_matrix,
-    load_fusion_lm,
-    mask_non_units,
-    require_head,
-    where_state,
-)
+from kospeech.search import NEG_INF, Hypothesis, Search, check_beam_size, check_lm_vocab, mask_non_units, require_head
+from kospeech.search.common import advance_lm, extend_prefixes, merge_extensions, nbest
 from kospeech.text.special import BLANK_ID, EOS_ID
-
-NEG_INF = float("-inf")
 
 
 def ctc_best_path(log_probs: torch.Tensor, lengths: torch.Tensor) -> tuple[list[list[int]], torch.Tensor]:
@@ -110,12 +100,8 @@ def ctc_prefix_beam_search(
         ext[..., BLANK_ID] = NEG_INF
         # an extension k + c that equals prefix j already in the beam adds to j instead
         if prefixes.size(-1) > 0:
-            child = child_matrix(prefixes, plen) & valid.unsqueeze(1)  # (B, K parent, K child)
-            idx = last.clamp(min=0).unsqueeze(1).expand(B, K, K)  # token of child j, per parent k
-            into = ext.gather(2, idx).masked_fill(~child, NEG_INF)
-            stay_nb = torch.logaddexp(stay_nb, into.logsumexp(1))
-            hits = torch.zeros(B, K, V, device=device).scatter_add_(2, idx, child.float())
-            ext = ext.masked_fill(hits > 0, NEG_INF)
+            into, ext = merge_extensions(ext, prefixes, plen, last, valid)
+            stay_nb = torch.logaddexp(stay_nb, into)
         same_total = torch.logaddexp(stay_b, stay_nb) + lm_weight * lm_score + length_bonus * plen
         ext_total = ext + length_bonus * (plen + 1).unsqueeze(-1)
         if lm is not None:
@@ -129,35 +115,15 @@ def ctc_prefix_beam_search(
 
         new_pb = torch.where(is_ext, torch.full_like(pb, NEG_INF), stay_b.gather(1, parent_k))
         new_pnb = torch.where(is_ext, ext.view(B, K * V).gather(1, e), stay_nb.gather(1, parent_k))
-        new_plen = plen.gather(1, parent_k) + is_ext.long()
         new_last = torch.where(is_ext, tok, last.gather(1, parent_k))
-        grow = bool((is_ext & active.unsqueeze(1)).any())
-        new_prefixes = prefixes.gather(1, parent_k.unsqueeze(-1).expand(-1, -1, prefixes.size(-1)))
-        if grow:
-            new_prefixes = torch.nn.functional.pad(new_prefixes, (0, 1), value=-1)
-            pos = plen.gather(1, parent_k).clamp(max=new_prefixes.size(-1) - 1).unsqueeze(-1)
-            cur = new_prefixes.gather(2, pos)
-            new_prefixes = new_prefixes.scatter(2, pos, torch.where(is_ext.unsqueeze(-1), tok.unsqueeze(-1), cur))
-            prefixes = torch.nn.functional.pad(prefixes, (0, 1), value=-1)
         a2 = active.unsqueeze(1)
         if lm is not None:
-            parent_rows = (base + parent_k).view(-1)
-            p_logp = lm_logp.index_select(0, parent_rows)
-            p_state = tuple(s.index_select(0, parent_rows) for s in lm_state)
-            gained = p_logp.gather(1, tok.clamp(min=0).view(-1, 1)).view(B, K)
-            new_lm_score = lm_score.gather(1, parent_k) + torch.where(is_ext, gained, torch.zeros_like(gained))
-            s_logp, s_state = lm.step(tok.clamp(min=0).view(-1), p_state)
-            emit = (is_ext & a2).view(-1)
-            keep_rows = a2.expand(B, K).reshape(-1)
-            p_logp = torch.where(emit.unsqueeze(1), s_logp, p_logp)
-            p_state = where_state(emit, s_state, p_state)
-            lm_logp = torch.where(keep_rows.unsqueeze(1), p_logp, lm_logp)
-            lm_state = where_state(keep_rows, p_state, lm_state)
-            lm_score = torch.where(a2, new_lm_score, lm_score)
+            lm_logp, lm_state, lm_score = advance_lm(
+                lm, lm_logp, lm_state, lm_score, (base + parent_k).view(-1), parent_k, tok, is_ext, a2
+            )
         pb = torch.where(a2, new_pb, pb)
         pnb = torch.where(a2, new_pnb, pnb)
-        prefixes = torch.where(a2.unsqueeze(-1), new_prefixes, prefixes)
-        plen = torch.where(a2, new_plen, plen)
+        prefixes, plen = extend_prefixes(prefixes, plen, parent_k, tok, is_ext, a2)
         last = torch.where(a2, new_last, last)
 
     ctc = torch.logaddexp(pb, pnb)
@@ -165,19 +131,7 @@ def ctc_prefix_beam_search(
     if lm is not None:
         lm_total = lm_score + lm_logp[:, EOS_ID].view(B, K)
     final = ctc + lm_weight * lm_total + length_bonus * plen
-    results = []
-    for b in range(B):
-        hyps = []
-        for k in final[b].argsort(descending=True).tolist():
-            if not torch.isfinite(final[b, k]):
-                continue
-            toks = prefixes[b, k, : int(plen[b, k])].tolist()
-            parts = {"ctc": float(ctc[b, k])}
-            if lm is not None:
-                parts["lm"] = float(lm_total[b, k])
-            hyps.append(Hypothesis(toks, float(final[b, k]), parts))
-        results.append(hyps)
-    return results
+    return nbest(final, prefixes, plen, {"ctc": ctc} if lm is None else {"ctc": ctc, "lm": lm_total})
 
 
 @register("search", "ctc_prefix_beam")
@@ -205,23 +159,18 @@ class CTCPrefixBeamSearch(Search):
     ) -> None:
         super().__init__(model=model)
         require_head(self.name, model, "ctc")
-        if beam_size < 1:
-            raise ValueError(f"{self.name}: beam_size must be >= 1, got {beam_size}")
+        check_beam_size(self.name, beam_size)
         self.beam_size = beam_size
-        self.lm_path = lm
-        self.lm_weight = lm_weight
+        self._init_lm(lm, lm_weight)
         self.length_bonus = length_bonus
-        self._lm: Any = None
 
     @torch.no_grad()
     def __call__(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[list[Hypothesis]]:
-        if self._lm is None and self.lm_path and self.lm_weight:
-            self._lm = load_fusion_lm(self.lm_path, self.lm_weight, encoder_out.device)
         return ctc_prefix_beam_search(
             self.model.ctc_log_probs(encoder_out),
             encoder_lengths,
             self.beam_size,
-            lm=self._lm,
+            lm=self._fusion_lm(encoder_out.device),
             lm_weight=self.lm_weight,
             length_bonus=self.length_bonus,
         )

@@ -6,10 +6,8 @@ import torch
 
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
-from kospeech.search import Hypothesis, Search, require_head
+from kospeech.search import NEG_INF, Hypothesis, Search, require_head
 from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
-
-NEG_INF = float("-inf")
 
 
 def mask_decoder_specials(logp: torch.Tensor) -> torch.Tensor:

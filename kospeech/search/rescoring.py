@@ -6,7 +6,7 @@ import torch
 
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
-from kospeech.search import Hypothesis, Search, require_head
+from kospeech.search import Hypothesis, Search, check_beam_size, require_head
 from kospeech.search.ctc import ctc_prefix_beam_search
 from kospeech.text.special import EOS_ID, SOS_ID
 
@@ -64,8 +64,7 @@ class AttentionRescoring(Search):
         super().__init__(model=model)
         require_head(self.name, model, "ctc")
         require_head(self.name, model, "decoder")
-        if beam_size < 1:
-            raise ValueError(f"{self.name}: beam_size must be >= 1, got {beam_size}")
+        check_beam_size(self.name, beam_size)
         self.beam_size = beam_size
         self.ctc_weight = ctc_weight
 

@@ -9,25 +9,22 @@ rectangular; the two ways of reaching the same sequence (``a`` + blank and ``a' 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
 from kospeech.search import (
+    NEG_INF,
     Hypothesis,
     Search,
+    check_beam_size,
     check_lm_vocab,
-    child_matrix,
-    load_fusion_lm,
     mask_non_units,
     require_head,
     where_state,
 )
+from kospeech.search.common import advance_lm, extend_prefixes, merge_extensions, nbest
 from kospeech.text.special import BLANK_ID, EOS_ID
-
-NEG_INF = float("-inf")
 
 
 @register("search", "transducer_greedy")
@@ -96,12 +93,9 @@ class TransducerBeamSearch(Search):
     def __init__(self, *, model: ASRModel, beam_size: int = 4, lm: str | None = None, lm_weight: float = 0.0) -> None:
         super().__init__(model=model)
         require_head(self.name, model, "transducer")
-        if beam_size < 1:
-            raise ValueError(f"{self.name}: beam_size must be >= 1, got {beam_size}")
+        check_beam_size(self.name, beam_size)
         self.beam_size = beam_size
-        self.lm_path = lm
-        self.lm_weight = lm_weight
-        self._lm: Any = None
+        self._init_lm(lm, lm_weight)
 
     @torch.no_grad()
     def __call__(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[list[Hypothesis]]:
@@ -110,9 +104,7 @@ class TransducerBeamSearch(Search):
         B, K = encoder_out.size(0), self.beam_size
         N = B * K
         lengths = encoder_lengths.to(device)
-        if self._lm is None and self.lm_path and self.lm_weight:
-            self._lm = load_fusion_lm(self.lm_path, self.lm_weight, device)
-        lm, w = self._lm, self.lm_weight
+        lm, w = self._fusion_lm(device), self.lm_weight
         rows = torch.arange(B, device=device).repeat_interleave(K)
         base = (torch.arange(B, device=device) * K).unsqueeze(1)
         blank = torch.full((N,), BLANK_ID, dtype=torch.long, device=device)
@@ -139,27 +131,14 @@ class TransducerBeamSearch(Search):
             fused[:, BLANK_ID] = logp[:, BLANK_ID]
             cand = score.unsqueeze(-1) + fused.view(B, K, V)
             if prefixes.size(-1) > 0:  # merge k + c into j when they spell the same sequence
-                child = child_matrix(prefixes, plen) & torch.isfinite(score).unsqueeze(1)
-                idx = last.clamp(min=0).unsqueeze(1).expand(B, K, K)
-                into = cand.gather(2, idx).masked_fill(~child, NEG_INF).logsumexp(1)  # (B, K)
+                into, cand = merge_extensions(cand, prefixes, plen, last, torch.isfinite(score))
                 cand[..., BLANK_ID] = torch.logaddexp(cand[..., BLANK_ID], into)
-                hits = torch.zeros(B, K, V, device=device).scatter_add_(2, idx, child.float())
-                cand = cand.masked_fill(hits > 0, NEG_INF)
             top_val, top = cand.view(B, K * V).topk(K, dim=-1)
             parent_k, tok = top // V, top % V
             emit = tok != BLANK_ID
             parent = (base + parent_k).view(-1)
             gained = logp[parent, tok.view(-1)].view(B, K)
             new_am = am.gather(1, parent_k) + gained
-            new_prefixes = prefixes.gather(1, parent_k.unsqueeze(-1).expand(-1, -1, prefixes.size(-1)))
-            new_plen = plen.gather(1, parent_k)
-            if bool((emit & active).any()):
-                new_prefixes = torch.nn.functional.pad(new_prefixes, (0, 1), value=-1)
-                prefixes = torch.nn.functional.pad(prefixes, (0, 1), value=-1)
-                pos = new_plen.unsqueeze(-1)
-                cur = new_prefixes.gather(2, pos)
-                new_prefixes = new_prefixes.scatter(2, pos, torch.where(emit.unsqueeze(-1), tok.unsqueeze(-1), cur))
-            new_plen = new_plen + emit.long()
             new_last = torch.where(emit, tok, last.gather(1, parent_k))
             # predictor (and LM) advance only where a token was emitted
             flat_emit = (emit & active).view(-1)
@@ -173,20 +152,12 @@ class TransducerBeamSearch(Search):
             pred_out = torch.where(keep.unsqueeze(1), p_out, pred_out)
             pred_state = where_state(keep, p_state, pred_state)
             if lm is not None:
-                l_logp = lm_logp.index_select(0, parent)
-                l_state = tuple(s.index_select(0, parent) for s in lm_state)
-                l_gain = l_logp.gather(1, tok.view(-1, 1)).view(B, K)
-                new_lm = lm_score.gather(1, parent_k) + torch.where(emit, l_gain, torch.zeros_like(l_gain))
-                s_logp, s_state = lm.step(tok.view(-1), l_state)
-                l_logp = torch.where(flat_emit.unsqueeze(1), s_logp, l_logp)
-                l_state = where_state(flat_emit, s_state, l_state)
-                lm_logp = torch.where(keep.unsqueeze(1), l_logp, lm_logp)
-                lm_state = where_state(keep, l_state, lm_state)
-                lm_score = torch.where(active, new_lm, lm_score)
+                lm_logp, lm_state, lm_score = advance_lm(
+                    lm, lm_logp, lm_state, lm_score, parent, parent_k, tok, emit, active
+                )
             score = torch.where(active, top_val, score)
             am = torch.where(active, new_am, am)
-            prefixes = torch.where(active.unsqueeze(-1), new_prefixes, prefixes)
-            plen = torch.where(active, new_plen, plen)
+            prefixes, plen = extend_prefixes(prefixes, plen, parent_k, tok, emit, active)
             last = torch.where(active, new_last, last)
 
         final = score
@@ -194,15 +165,4 @@ class TransducerBeamSearch(Search):
         if lm is not None:
             lm_total = lm_score + lm_logp[:, EOS_ID].view(B, K)
             final = score + w * lm_logp[:, EOS_ID].view(B, K)
-        results = []
-        for b in range(B):
-            hyps = []
-            for k in final[b].argsort(descending=True).tolist():
-                if not torch.isfinite(final[b, k]):
-                    continue
-                parts = {"transducer": float(am[b, k])}
-                if lm is not None:
-                    parts["lm"] = float(lm_total[b, k])
-                hyps.append(Hypothesis(prefixes[b, k, : int(plen[b, k])].tolist(), float(final[b, k]), parts))
-            results.append(hyps)
-        return results
+        return nbest(final, prefixes, plen, {"transducer": am} if lm is None else {"transducer": am, "lm": lm_total})

@@ -81,6 +81,8 @@ class TrainOptions:
         max_minutes: stop after this much wall-clock training time in this run (0: no limit),
             validating and checkpointing there: a time budget (CPU recipes, shared machines)
             that cannot overrun however fast the machine is. ``--resume`` continues the run.
+        augment_after: apply the ``augment:`` list only from this update on. A CTC model leaves
+            its blank plateau sooner on clean batches; noise and masks then make it robust.
         accum_grad: micro-batches per update (gradient accumulation).
         max_grad_norm: clip the global gradient norm to this (0: no clipping).
         amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
@@ -98,6 +100,7 @@ class TrainOptions:
     max_epochs: int = 10
     max_steps: int = 0
     max_minutes: float = 0.0
+    augment_after: int = 0
     accum_grad: int = 1
     max_grad_norm: float = 5.0
     amp: str = "auto"
@@ -735,8 +738,10 @@ class Trainer:
         )
 
     def _prepare(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """Device, on-the-fly frontend, CMVN, then augmentation (training batches only)."""
+        """Device, on-the-fly frontend, CMVN, then augmentation (training batches only, once
+        ``train.augment_after`` updates are done)."""
         batch = _to_device(batch, self.device)
+        train = train and self.step >= self.opts.augment_after
         if self.mode == "raw":
             if train:
                 for aug in self.augments:

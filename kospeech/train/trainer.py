@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError, DataError
-from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
 from kospeech.train import distributed as D
 from kospeech.train.checkpoint import (
     BEST,
@@ -179,77 +178,18 @@ def _search_name(model: Any) -> str:
 
 
 def make_greedy(model: Any) -> Any:
-    """``(features, lengths) -> list[list[int]]``: greedy decoding with the model's cheapest head.
+    """``(features, lengths) -> list[list[int]]``: the registered greedy search for the model's
+    cheapest head, used for validation CER."""
+    from kospeech.registry import build
 
-    Uses the registered searches (``kospeech.search``) when present, else a minimal built-in
-    CTC or attention greedy through the model hooks.
-    """
-    name = _search_name(model)
-    from kospeech.registry import build, registry
-
-    if name in registry("search"):
-        return build("search", {"name": name}, path="valid_search", model=model).decode
-    if name == "ctc_greedy":
-        return lambda f, n: ctc_greedy(model, f, n)
-    if name == "greedy":
-        return lambda f, n: attention_greedy(model, f, n)
-    raise ConfigError("validating a transducer needs the 'transducer_greedy' search (kospeech.search)")
-
-
-@torch.no_grad()
-def ctc_greedy(model: Any, features: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path: argmax per frame, merge repeats, drop blanks (vectorised over the batch)."""
-    enc, enc_lens = model.encode(features, lengths)
-    ids = model.ctc_log_probs(enc).argmax(-1)
-    prev = torch.nn.functional.pad(ids[:, :-1], (1, 0), value=-1)
-    valid = torch.arange(ids.size(1), device=ids.device)[None, :] < enc_lens[:, None]
-    keep = valid & (ids != BLANK_ID) & (ids != prev)
-    return [row[k].tolist() for row, k in zip(ids, keep)]
-
-
-@torch.no_grad()
-def attention_greedy(model: Any, features: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Attention decoder, argmax per step until ``<eos>`` (at most as many steps as frames)."""
-    enc, enc_lens = model.encode(features, lengths)
-    B = enc.size(0)
-    state = model.init_decoder_state(enc, enc_lens)
-    tokens = torch.full((B,), SOS_ID, dtype=torch.long, device=enc.device)
-    done = torch.zeros(B, dtype=torch.bool, device=enc.device)
-    out = []
-    for _ in range(int(enc_lens.max())):
-        logp, state = model.decoder_step(tokens, state, enc, enc_lens)
-        logp = logp.float().clone()
-        logp[:, [BLANK_ID, PAD_ID, SOS_ID]] = float("-inf")
-        tokens = torch.where(done, torch.full_like(tokens, EOS_ID), logp.argmax(-1))
-        out.append(tokens)
-        done = done | (tokens == EOS_ID)
-        if bool(done.all()):
-            break
-    seqs = torch.stack(out, 1).tolist() if out else [[] for _ in range(B)]
-    return [s[: s.index(EOS_ID)] if EOS_ID in s else s for s in seqs]
-
-
-def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
-    """Levenshtein distance, one DP row at a time."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
+    return build("search", {"name": _search_name(model)}, path="valid_search", model=model).decode
 
 
 def corpus_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> float:
-    """Corpus CER in percent (spaces removed), by ``kospeech.metrics.score_corpus`` when present."""
-    try:
-        from kospeech.metrics import score_corpus
-    except ImportError:  # the metrics module is optional to the loop
-        score_corpus = None
-    if score_corpus is not None:
-        return float(score_corpus(dict(refs), dict(hyps)).cer)
-    errors = sum(edit_distance(r.replace(" ", ""), hyps.get(u, "").replace(" ", "")) for u, r in refs.items())
-    return 100.0 * errors / max(sum(len(r.replace(" ", "")) for r in refs.values()), 1)
+    """Corpus CER in percent (spaces removed), as ``kospeech score`` reports it."""
+    from kospeech.metrics import score_corpus
+
+    return float(score_corpus(dict(refs), dict(hyps)).cer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 
 from kospeech.errors import ConfigError
 from kospeech.nn.mask import lengths_to_mask
-from kospeech.nn.transformer import FeedForward, attention_output_dim, build_extractor
+from kospeech.nn.transformer import FeedForward, attention_output_dim, build_extractor, projection
 from kospeech.registry import build, component, register
 
 
@@ -149,7 +149,7 @@ class ConformerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.extractor, ext_dim = build_extractor(extractor, input_dim, "encoder.extractor")
-        self.input_proj = nn.Identity() if ext_dim == d_model else nn.Linear(ext_dim, d_model)
+        self.input_proj = projection(ext_dim, d_model)
         self.input_drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             ConformerBlock(d_model, ff_dim, kernel_size, dropout, conv_norm, attention, f"encoder.attention[{i}]")

@@ -141,7 +141,8 @@ class TransformerEncoderLayer(nn.Module):
         return self.norm2(x + self.drop(self.ff(x)))
 
 
-def _projection(in_dim: int, out_dim: int) -> nn.Module:
+def projection(in_dim: int, out_dim: int) -> nn.Module:
+    """A linear map between sizes, or nothing when they already agree."""
     return nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
 
 
@@ -188,7 +189,7 @@ class TransformerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.extractor, ext_dim = build_extractor(extractor, input_dim, "encoder.extractor")
-        self.input_proj = _projection(ext_dim, d_model)
+        self.input_proj = projection(ext_dim, d_model)
         self.pos = PositionalEncoding(d_model, dropout)
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(d_model, heads, ff_dim, dropout, pre_norm) for _ in range(num_layers)
@@ -231,7 +232,7 @@ class _CrossAttention(nn.Module):
                 "Transformer decoder attends for all positions at once; use a stateless attention "
                 "such as scaled_dot, or null for the built-in multi-head attention"
             )
-        self.proj = _projection(attention_output_dim(self.registered, encoder_dim), d_model)
+        self.proj = projection(attention_output_dim(self.registered, encoder_dim), d_model)
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.mha is not None:

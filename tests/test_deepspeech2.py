@@ -56,8 +56,13 @@ def test_deepspeech2_forward_backward(fbank_batch: dict) -> None:
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(8, enc.size(1)))
 
 
-def test_deepspeech2_padding_invariance(fbank_batch: dict) -> None:
-    model = _build(fbank_batch)
+BATCH_NORM_DS2 = SMALL_DS2.replace("  dropout: 0.0\n", "  dropout: 0.0\n  norm: batch\n")
+LAYER_NORM_DS2 = SMALL_DS2.replace("  dropout: 0.0\n", "  dropout: 0.0\n  norm: layer\n")
+
+
+@pytest.mark.parametrize("text", [SMALL_DS2, BATCH_NORM_DS2, LAYER_NORM_DS2], ids=["plain", "batch", "layer"])
+def test_deepspeech2_padding_invariance(fbank_batch: dict, text: str) -> None:
+    model = _build(fbank_batch, text)
     model.train()
     model(*_batch(fbank_batch))  # batch-norm statistics that are not the identity
     model.eval()
@@ -114,3 +119,45 @@ def test_deepspeech2_overfits_eight_utterances(fbank_batch: dict) -> None:
         hyps = ctc_greedy(model.ctc_log_probs(enc), enc_len)
     refs = [t[: int(n)].tolist() for t, n in zip(fbank_batch["targets"], fbank_batch["target_lengths"])]
     assert hyps == refs
+
+
+@pytest.mark.parametrize("text", [BATCH_NORM_DS2, LAYER_NORM_DS2], ids=["batch", "layer"])
+def test_normalised_stack_has_one_norm_per_layer_and_trains(fbank_batch: dict, text: str) -> None:
+    torch.manual_seed(0)
+    model = _build(fbank_batch, text)
+    enc = model.encoder
+    assert len(enc.layers) == 2 and len(enc.norms) == 2 and not hasattr(enc, "rnn")
+    kind = torch.nn.BatchNorm1d if enc.norm == "batch" else torch.nn.LayerNorm
+    assert all(isinstance(n, kind) for n in [*enc.norms, enc.out_norm])
+    assert sum(p.numel() for p in enc.out_norm.parameters()) == 2 * 64
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(*_batch(fbank_batch))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_batch_norm_statistics_ignore_padding(fbank_batch: dict) -> None:
+    """Training-mode statistics come from real frames only: padding a batch further changes nothing."""
+    torch.manual_seed(0)
+    # a front end without batch norm of its own, so only the recurrent stack's statistics count
+    text = BATCH_NORM_DS2.replace(
+        "{name: deepspeech2, channels: 4}", "{name: conv2d_subsampling, output_dim: 32, channels: 4}"
+    )
+    model = _build(fbank_batch, text)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    feats, flen = fbank_batch["features"], fbank_batch["feature_lengths"]
+    longer = torch.cat([feats, torch.randn(feats.size(0), 40, feats.size(2)) * 5], dim=1)
+    with torch.no_grad():
+        enc_a, len_a = model.encode(feats, flen)
+        enc_b, _ = model.encode(longer, flen)
+    for i in range(feats.size(0)):
+        n = int(len_a[i])
+        torch.testing.assert_close(enc_b[i, :n], enc_a[i, :n], atol=1e-5, rtol=0)

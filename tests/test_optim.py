@@ -131,6 +131,27 @@ def test_cosine_curve():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone after warm-up
 
 
+def test_budget_decay_follows_the_spent_budget_not_the_step_count():
+    opt, sched = make(
+        "{name: budget_decay, warmup_steps: 4, init_lr_scale: 0.0, decay_start: 0.5, final_lr_scale: 0.1}"
+    )
+    lrs = lr_curve(sched, opt, 6)
+    assert lrs[:5] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    rates = {}
+    for share in (0.3, 0.5, 0.75, 1.0):
+        sched.set_progress(share)
+        sched.step()
+        rates[share] = opt.param_groups[0]["lr"]
+    assert rates[0.3] == pytest.approx(1e-3) and rates[0.5] == pytest.approx(1e-3)
+    assert rates[0.75] == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half way down the cosine
+    assert rates[1.0] == pytest.approx(1e-4)
+    sched.set_progress(0.2)  # a resumed run's new clock: the rate never climbs back
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+    sched.set_progress(7.0)
+    assert sched.progress == 1.0
+
+
 def test_warmup_reduce_on_plateau_cuts_after_patience():
     opt, sched = make("{name: warmup_reduce_on_plateau, warmup_steps: 4, init_lr_scale: 0.0, factor: 0.5, "
                       "patience: 1, min_lr: 0.0002}")
@@ -168,6 +189,8 @@ def test_warmup_reduce_on_plateau_max_mode_and_warmup_metrics():
         ("{name: warmup_reduce_on_plateau, factor: 1.5}", "factor must be in \\(0, 1\\)"),
         ("{name: warmup_plateau_decay, final_lr: 0.0}", "peak_lr and final_lr must be > 0"),
         ("{name: tri_stage, warmup_steps: -1}", "warmup_steps must be >= 0"),
+        ("{name: budget_decay, decay_start: 1.0}", "decay_start must be in \\[0, 1\\)"),
+        ("{name: budget_decay, final_lr_scale: 2.0}", "final_lr_scale must be in \\[0, 1\\]"),
     ],
 )
 def test_scheduler_config_errors(cfg, message):
@@ -186,6 +209,7 @@ def test_scheduler_config_errors(cfg, message):
         "{name: warmup_plateau_decay, warmup_steps: 5, hold_steps: 3, decay_steps: 8}",
         "{name: cosine, warmup_steps: 5, total_steps: 15}",
         "{name: warmup_reduce_on_plateau, warmup_steps: 5, patience: 0}",
+        "{name: budget_decay, warmup_steps: 5, decay_start: 0.1}",
     ],
 )
 def test_state_dict_resumes_exactly(cfg):
@@ -193,6 +217,7 @@ def test_state_dict_resumes_exactly(cfg):
         out = lr_curve(sched, opt, 4)
         for m in metrics:
             sched.step_metric(m) if hasattr(sched, "step_metric") else None
+            sched.set_progress(m / 4) if hasattr(sched, "set_progress") else None
         return out + lr_curve(sched, opt, 4)
 
     opt, sched = make(cfg)

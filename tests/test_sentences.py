@@ -9,7 +9,7 @@ import pytest
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.text.normalize import normalize_kspon
-from kospeech.text.sentences import load_sentences, split_sentences
+from kospeech.text.sentences import load_sentences, raw_words, recombine, split_sentences
 
 NOTATION = re.compile(r"\(.*\)/\(.*\)|(?:^|\s)[아음어]/|(?:^|\s)[bnl]/|\+|\*")
 
@@ -106,3 +106,23 @@ def test_espeak_speaks_phonetic_forms(sentences: list[str], espeak_available: bo
     for s in [x for x in sentences if ")/(" in x][:2]:
         wave = espeak_wave(normalize_kspon(s))
         assert wave.ndim == 1 and len(wave) > 16000 * 0.5 and float(abs(wave).max()) > 0.01
+
+
+def test_raw_words_keep_dual_transcriptions_whole() -> None:
+    assert raw_words("(3시)/(세 시)에  b/ 만나 아/ 그래") == ["(3시)/(세 시)에", "b/", "만나", "아/", "그래"]
+    assert raw_words("") == []
+
+
+def test_recombine_makes_new_lines_never_a_test_sentence(sentences: list[str]) -> None:
+    train, test = split_sentences(sentences, test_fraction=0.2, seed=1)
+    new = recombine(train, 300, seed=3, forbidden=test)
+    assert len(new) == 300
+    old = {normalize_kspon(s, "phonetic") for s in [*train, *test]}
+    spoken = [normalize_kspon(s, "phonetic") for s in new]
+    assert all(spoken) and not old & set(spoken)
+    assert len(set(spoken)) > 250  # new word sequences, not a few repeated ones
+    # every word comes from the training side, notation intact
+    train_words = {w for s in train for w in raw_words(s)}
+    assert all(w in train_words for s in new for w in raw_words(s))
+    assert recombine(train, 300, seed=3, forbidden=test) == new
+    assert recombine(["하나"], 5, seed=1) == []

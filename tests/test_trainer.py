@@ -293,3 +293,19 @@ def test_augmentation_starts_after_the_configured_update(corpus: dict[str, Path]
         augmented = trainer._prepare(dict(raw), train=True)["features"]
         trainer.close()
         assert (not torch.equal(clean, augmented)) == expect_changed
+
+
+def test_budget_decay_scheduler_gets_the_spent_share_from_the_trainer(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from kospeech.train.trainer import Trainer
+
+    cfg = base_config(corpus, max_epochs=50, max_steps=8)
+    cfg["scheduler"] = {"name": "budget_decay", "warmup_steps": 1, "decay_start": 0.5, "final_lr_scale": 0.0}
+    trainer = Trainer(cfg, tmp_path / "b")
+    trainer.train()
+    trainer.close()
+    lrs = [r["lr"] for r in read_log(tmp_path / "b") if r.get("kind") == "train"]
+    assert len(lrs) == 8
+    # the peak until half of max_steps, then a cosine that reaches zero at the last update
+    assert lrs[:4] == pytest.approx([0.01] * 4)
+    assert lrs[4] > lrs[5] > lrs[6] > lrs[7]
+    assert lrs[7] == pytest.approx(0.0, abs=1e-12)

@@ -30,14 +30,13 @@ def prep(args: argparse.Namespace) -> int:
 
 
 def synth(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from kospeech.data.corpora.synthetic import SECONDS_PER_UTT, synthesize
+    from kospeech.progress import progress_bar
 
     total = int(round(args.hours * 3600 / SECONDS_PER_UTT))
     if args.max_utts is not None:
         total = min(total, args.max_utts) if args.hours > 0 else args.max_utts
-    with tqdm(total=total, unit="utt", desc=f"synth {args.layout}", dynamic_ncols=True) as bar:
+    with progress_bar(total=total, unit="utt", desc=f"synth {args.layout}") as bar:
         report = synthesize(
             args.layout,
             args.out,

@@ -6,9 +6,8 @@ import argparse
 
 
 def decode(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from kospeech.decode import decode_test_set, open_test_set, resolve_device, search_config
+    from kospeech.progress import progress_bar
     from kospeech.train.checkpoint import load_for_inference
 
     device = resolve_device(args.device)
@@ -16,7 +15,7 @@ def decode(args: argparse.Namespace) -> int:
     name = args.search[0] if args.search else None
     cfg = search_config(bundle.model, bundle.config, name, [*(args.search or [])[1:], *args.options])
     total = len(open_test_set(args.data).utt_ids)
-    with tqdm(total=total, desc=f"decode {cfg['name']}", unit="utt", dynamic_ncols=True) as bar:
+    with progress_bar(total=total, desc=f"decode {cfg['name']}", unit="utt") as bar:
         info = decode_test_set(
             bundle,
             args.data,

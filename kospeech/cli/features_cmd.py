@@ -34,11 +34,10 @@ def _speed_factors(text: str | None) -> list[float]:
 
 
 def dump(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from kospeech.data.dump import dump_features
+    from kospeech.progress import progress_bar
 
-    bar = tqdm(unit="utt", desc=f"dump {Path(args.data).name}", dynamic_ncols=True)
+    bar = progress_bar(unit="utt", desc=f"dump {Path(args.data).name}")
 
     def total(todo: int, done: int) -> None:
         bar.reset(total=todo)

@@ -15,15 +15,14 @@ def _device(name: str) -> str:
 
 
 def train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from kospeech.lm.train import read_transcripts, train_lm
+    from kospeech.progress import progress_bar
     from kospeech.text import load_tokenizer
 
     tokenizer = load_tokenizer(args.lang)
     texts = read_transcripts(args.text)
     valid = read_transcripts(args.valid_text) if args.valid_text else None
-    bar = tqdm(desc="lm train", unit="step", dynamic_ncols=True)
+    bar = progress_bar(desc="lm train", unit="step")
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)

@@ -18,11 +18,10 @@ import os
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from kospeech.audio import read_audio
     from kospeech.decode import build_search, frontend_sample_rate, resolve_device, search_config, transcribe_waves
     from kospeech.errors import DataError
+    from kospeech.progress import progress_bar
     from kospeech.train.checkpoint import load_for_inference
 
     audio = [a for a in args.items if "=" not in a or os.path.exists(a)]
@@ -38,7 +37,7 @@ def transcribe(args: argparse.Namespace) -> int:
     # longest first keeps padding small inside each batch; output keeps the order given
     order = sorted(range(len(audio)), key=lambda i: -os.path.getsize(audio[i]) if os.path.exists(audio[i]) else 0)
     results: dict[int, dict] = {}
-    with tqdm(total=len(audio), desc="transcribe", unit="file", disable=len(audio) < 2, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(audio), desc="transcribe", unit="file", disable=len(audio) < 2) as bar:
         for start in range(0, len(order), args.batch_size):
             idx = order[start : start + args.batch_size]
             waves = [read_audio(audio[i], sample_rate=sr) for i in idx]

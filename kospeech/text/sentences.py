@@ -77,3 +77,48 @@ def split_sentences(sentences: Sequence[str], *, test_fraction: float, seed: int
     train = [s for i, s in enumerate(sentences) if i not in test_idx and i not in empty]
     test = [s for i, s in enumerate(sentences) if i in test_idx]
     return train, test
+
+
+def raw_words(raw: str) -> list[str]:
+    """Split a notated line at the spaces outside ``( )``, so ``(3시)/(세 시)`` stays one unit."""
+    words: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in raw:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        if ch == " " and depth == 0:
+            if current:
+                words.append("".join(current))
+                current = []
+            continue
+        current.append(ch)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def recombine(sentences: Sequence[str], n: int, *, seed: int, forbidden: Sequence[str] = ()) -> list[str]:
+    """``n`` new notated lines, each the head of one sentence joined to the tail of another.
+
+    A few hundred sentences spoken many times let a recurrent model memorise whole sentences
+    instead of learning sounds; new word sequences built from the same words take that
+    shortcut away. A line whose phonetic form is one of ``forbidden`` (the test sentences) or of
+    its own sources is never produced, so the test side stays unseen.
+    """
+    split = [w for w in (raw_words(s) for s in sentences) if len(w) >= 2]
+    if len(split) < 2 or n <= 0:
+        return []
+    banned = {normalize_kspon(s, "phonetic") for s in (*forbidden, *sentences)}
+    rng = random.Random(seed)
+    out: list[str] = []
+    attempts = 0
+    while len(out) < n and attempts < 20 * n:
+        attempts += 1
+        head, tail = rng.sample(split, 2)
+        line = " ".join(head[: rng.randint(1, len(head) - 1)] + tail[rng.randint(1, len(tail) - 1) :])
+        if normalize_kspon(line, "phonetic") and normalize_kspon(line, "phonetic") not in banned:
+            out.append(line)
+    return out

@@ -110,3 +110,12 @@ def all_gather_objects(obj: object) -> list[object]:
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+def all_reduce_max_float(value: float, device: torch.device) -> float:
+    """The largest ``value`` over ranks (a no-op for one process)."""
+    if not is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())

@@ -301,6 +301,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batches_done = 0
+        self._epoch_len = 0  # batches in the current epoch, for the budget share
         self.skipped_batches = 0
         self.skipped_updates = 0
         self.best_cer = math.inf
@@ -782,6 +783,8 @@ class Trainer:
             self.skipped_updates += 1
             logger.warning("non-finite gradient norm at step %d: update skipped", self.step)
         if self.scheduler is not None:
+            if hasattr(self.scheduler, "set_progress"):
+                self.scheduler.set_progress(self._budget_spent())
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._grad_norm = float(norm) if finite else float("nan")
@@ -891,6 +894,19 @@ class Trainer:
     def _position(self) -> tuple[int, int, int]:
         return (self.step, self.epoch, self.batches_done)
 
+    def _budget_spent(self) -> float:
+        """Share of the training budget used after this update: the nearest of max_steps,
+        max_minutes (this run's clock) and max_epochs; the same value on every rank."""
+        shares = [0.0]
+        if self.opts.max_steps:
+            shares.append((self.step + 1) / self.opts.max_steps)
+        if self.opts.max_minutes > 0:
+            shares.append((time.monotonic() - self._run_start) / (60.0 * self.opts.max_minutes))
+        if self.opts.max_epochs and self._epoch_len:
+            shares.append((self.epoch + self.batches_done / self._epoch_len) / self.opts.max_epochs)
+        share = min(1.0, max(shares))
+        return D.all_reduce_max_float(share, self.device) if self.dist.enabled else share
+
     def _done(self) -> bool:
         if self.opts.max_steps and self.step >= self.opts.max_steps:
             return True
@@ -917,11 +933,12 @@ class Trainer:
             batches = self._epoch_batches(self.train_sampler, self.epoch, self.batches_done)
             first = self.batches_done
             total = first + len(batches)
+            self._epoch_len = total
             bar = None
             if self.progress and self.dist.is_main:
-                from tqdm import tqdm
+                from kospeech.progress import progress_bar
 
-                bar = tqdm(total=total, initial=first, desc=f"epoch {self.epoch + 1}", unit="batch", dynamic_ncols=True)
+                bar = progress_bar(total=total, initial=first, desc=f"epoch {self.epoch + 1}", unit="batch")
             stopped = False
             for i, batch in enumerate(self._loader(self.train_set, batches), start=first):
                 last_micro = (i + 1) % accum == 0 or i + 1 == total

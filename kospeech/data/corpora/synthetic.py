@@ -98,6 +98,9 @@ TRAIN_PITCH: tuple[int, int] = (30, 70)
 OTHER_SPEEDS: tuple[tuple[int, int], ...] = ((115, 135), (200, 220))
 OTHER_PITCHES: tuple[tuple[int, int], ...] = ((5, 22), (78, 95))
 TRAIN_NOISY_FRACTION = 0.3
+# Share of training utterances that speak a new word sequence (head of one training sentence +
+# tail of another, kospeech.text.sentences.recombine) instead of a listed sentence.
+TRAIN_RECOMBINED_FRACTION = 0.5
 TRAIN_SNR: tuple[float, float] = (10.0, 30.0)
 OTHER_SNR: tuple[float, float] = (5.0, 20.0)
 NOISE_TYPES: tuple[str, ...] = ("white", "pink", "babble")
@@ -315,6 +318,22 @@ def _prepare_sentences(sentences: Sequence[str], layout: str) -> tuple[list[_Sen
     return kept, dropped
 
 
+def _with_recombined(
+    texts: list[_Sentence], pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str, seed: int
+) -> list[_Sentence]:
+    """Swap the last ``TRAIN_RECOMBINED_FRACTION`` of ``texts`` for recombined sentences.
+
+    ``texts`` cycles through ``pool`` first, so every listed sentence is still spoken as long as
+    the kept share covers the pool.
+    """
+    from kospeech.text.sentences import recombine
+
+    n_new = min(int(round(len(texts) * TRAIN_RECOMBINED_FRACTION)), max(0, len(texts) - len(pool)))
+    new_raw = recombine([s.raw for s in pool], n_new, seed=seed, forbidden=[s.raw for s in test_side])
+    new, _ = _prepare_sentences(new_raw, layout)
+    return texts[: len(texts) - len(new)] + new
+
+
 def plan_corpus(
     layout: str,
     root: str | os.PathLike[str],
@@ -347,6 +366,9 @@ def plan_corpus(
     for split, count in counts.items():
         pool = sides[split in _TEST_SIDE]
         texts = _cycle(rng, pool, count)
+        if split == "train":
+            texts = _with_recombined(texts, pool, sides[True], layout, seed)
+            texts = [texts[i] for i in rng.permutation(len(texts))]
         variant_pool = OTHER_VARIANTS if split == "eval_other" else TRAIN_VARIANTS
         per_speaker = UTTS_PER_SPEAKER if split not in ("eval_clean", "eval_other") else 10
         n_speakers = math.ceil(count / per_speaker)
@@ -521,6 +543,7 @@ def synthesize(
         "splits": {s: len(j) for s, j in plan.jobs.items()},
         "speakers": plan.speakers,
         "dropped_sentences": plan.dropped_sentences,
+        "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }
     (tmp / MARKER).write_text(yaml.safe_dump(summary, sort_keys=False, allow_unicode=True), encoding="utf-8")

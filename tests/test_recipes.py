@@ -296,6 +296,13 @@ def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]
     out = _run(["bash", recipe / "run.sh", "--config", config, "--stage", "4"])
     assert out.count("done, skipped") == 2
     _assert_scores(exp, ["eval_clean", "eval_other"])
+    # the same search with other options is decoded again, never taken from the earlier run
+    runs = [("ctc_prefix_beam beam_size=2", 0), ("ctc_prefix_beam beam_size=3", 0), ("ctc_prefix_beam beam_size=3", 2)]
+    for search, skipped in runs:
+        args = ["--config", config, "--stage", "4", "--stop-stage", "4", "--search", search]
+        out = _run(["bash", recipe / "run.sh", *args])
+        assert out.count("done, skipped") == skipped
+        assert (exp / "decode_eval_clean_ctc_prefix_beam" / "search.txt").read_text() == search
 
 
 def test_recipe_rejects_unknown_options_and_missing_config(tmp_path: Path) -> None:

@@ -135,9 +135,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "stage 4: decoding with $ckpt"
   for s in $test_sets; do
     out=$exp/decode_${s}_${decode_tag}
-    # decode.yaml is written last: a decode dir that has it, newer than the model, is complete
-    if [ -f "$out/hyp.trn" ] && [ "$out/decode.yaml" -nt "$ckpt" ]; then log "  $out done, skipped"; continue; fi
+    # decode.yaml is written last: a decode dir that has it, newer than the model and made with
+    # the same --search string (options included), is complete
+    if [ -f "$out/hyp.trn" ] && [ "$out/decode.yaml" -nt "$ckpt" ] && [ -f "$out/search.txt" ] \
+      && [ "$(cat "$out/search.txt")" = "$search" ]; then
+      log "  $out done, skipped"; continue
+    fi
+    rm -f "$out/search.txt"
     kospeech decode --checkpoint "$ckpt" --data "$input_root/$s" --out "$out" --device "$device" "${search_args[@]}"
+    printf '%s' "$search" > "$out/search.txt"
   done
 fi
 

@@ -44,6 +44,12 @@ def tri_stage_lr(n: int, init: float, peak: float, final: float, warmup: int, ho
     return final
 
 
+def warmup_lr(n: int, peak: float, warmup: int, init_scale: float) -> float:
+    """Linear ramp from ``init_scale * peak`` at update 0 to ``peak`` at update ``warmup``."""
+    init = init_scale * peak
+    return init + (peak - init) * n / warmup
+
+
 class _ClosedForm(LRScheduler):
     """Base: subclasses give ``lr_for(n, base_lr)``; the rest is torch's bookkeeping."""
 
@@ -259,8 +265,7 @@ class WarmupReduceOnPlateauScheduler(_ClosedForm):
 
     def lr_for(self, n: int, base_lr: float) -> float:
         if n <= self.warmup_steps:
-            init = self.init_lr_scale * base_lr
-            return init + (base_lr - init) * n / self.warmup_steps
+            return warmup_lr(n, base_lr, self.warmup_steps, self.init_lr_scale)
         return max(self.min_lr, base_lr * self.factor**self.num_reductions)
 
     def _improved(self, value: float) -> bool:
@@ -338,8 +343,7 @@ class BudgetDecayScheduler(_ClosedForm):
 
     def lr_for(self, n: int, base_lr: float) -> float:
         if n <= self.warmup_steps:
-            init = self.init_lr_scale * base_lr
-            return init + (base_lr - init) * n / self.warmup_steps
+            return warmup_lr(n, base_lr, self.warmup_steps, self.init_lr_scale)
         if self.progress <= self.decay_start:
             return base_lr
         t = (self.progress - self.decay_start) / (1.0 - self.decay_start)

@@ -119,6 +119,7 @@ def recombine(sentences: Sequence[str], n: int, *, seed: int, forbidden: Sequenc
         attempts += 1
         head, tail = rng.sample(split, 2)
         line = " ".join(head[: rng.randint(1, len(head) - 1)] + tail[rng.randint(1, len(tail) - 1) :])
-        if normalize_kspon(line, "phonetic") and normalize_kspon(line, "phonetic") not in banned:
+        spoken = normalize_kspon(line, "phonetic")
+        if spoken and spoken not in banned:
             out.append(line)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -80,22 +81,28 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_min(value: int, device: torch.device) -> int:
-    """The smallest ``value`` over ranks, so every rank runs the same number of steps."""
+def _reduce_scalar(value: float, op: Any, dtype: torch.dtype, device: torch.device) -> float:
+    """One number reduced over ranks with ``op``; ``value`` itself for one process."""
     if not is_initialized():
         return value
-    t = torch.tensor([value], dtype=torch.long, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())
+    t = torch.tensor([value], dtype=dtype, device=device)
+    dist.all_reduce(t, op=op)
+    return t.item()
+
+
+def all_reduce_min(value: int, device: torch.device) -> int:
+    """The smallest ``value`` over ranks, so every rank runs the same number of steps."""
+    return int(_reduce_scalar(value, dist.ReduceOp.MIN, torch.long, device))
 
 
 def any_true(flag: bool, device: torch.device) -> bool:
     """True when ``flag`` is set on any rank: all ranks skip a bad batch together, or DDP hangs."""
-    if not is_initialized():
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.long, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_reduce_scalar(1 if flag else 0, dist.ReduceOp.MAX, torch.long, device))
+
+
+def all_reduce_max_float(value: float, device: torch.device) -> float:
+    """The largest ``value`` over ranks (a no-op for one process)."""
+    return float(_reduce_scalar(value, dist.ReduceOp.MAX, torch.float64, device))
 
 
 def all_gather_objects(obj: object) -> list[object]:
@@ -110,12 +117,3 @@ def all_gather_objects(obj: object) -> list[object]:
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()
-
-
-def all_reduce_max_float(value: float, device: torch.device) -> float:
-    """The largest ``value`` over ranks (a no-op for one process)."""
-    if not is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())

@@ -65,3 +65,26 @@ class DeepSpeech2(ASRModel):
 
     def ctc_log_probs(self, encoder_out: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.fc(encoder_out).float(), dim=-1)
+
+
+@register("model", "ctc")
+class CTCModel(DeepSpeech2):
+    """Any registered encoder, a linear layer and the CTC loss; by default the convolution-only
+    ``separable_conv`` encoder (QuartzNet-style), the fastest CTC model to train on a CPU here.
+
+    Deep Speech 2 is this model with a recurrent encoder; the decoding hooks are the same.
+
+    Args:
+        encoder: the acoustic encoder.
+        init: ``default`` (PyTorch's) or ``uniform`` (U(-0.08, 0.08)).
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        vocab_size: int,
+        encoder: component("encoder", "input_dim") = {"name": "separable_conv"},
+        init: str = "default",
+    ) -> None:
+        super().__init__(input_dim=input_dim, vocab_size=vocab_size, encoder=encoder, init=init)

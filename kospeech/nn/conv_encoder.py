@@ -1,0 +1,126 @@
+"""A convolution-only encoder, registered as ``encoder/separable_conv``.
+
+Time-channel separable 1D convolutions (QuartzNet, Kriman et al. 2020; in the spirit of
+Hannun et al.'s TDS blocks, 2019): every block is a depthwise convolution over time, a
+pointwise (1x1) convolution across channels, batch norm, ReLU and dropout, with a residual
+connection. There is no recurrence, so an update costs a few large matrix products instead of
+one small product per frame per layer, which is what bounds a BiGRU on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from kospeech.errors import ConfigError
+from kospeech.nn.mask import lengths_to_mask
+from kospeech.registry import build, component, register
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """Batch norm over ``(B, C, T)`` whose statistics count real frames only.
+
+    With plain ``BatchNorm1d`` the padding of a batch shifts the mean and variance, so an
+    utterance's output in training would depend on its batch mates' lengths. Padded outputs are
+    zero, which is also what the next convolution must see past the end of an utterance.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """x (B, C, T), mask (B, 1, T) float of 0/1 -> (B, C, T)."""
+        if not self.training and self.running_mean is not None:
+            return super().forward(x) * mask
+        count = mask.sum().clamp(min=2.0)
+        mean = (x * mask).sum(dim=(0, 2)) / count
+        centred = (x - mean[:, None]) * mask
+        var = centred.pow(2).sum(dim=(0, 2)) / count
+        if self.training and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * count / (count - 1), momentum)
+        y = centred * torch.rsqrt(var + self.eps)[:, None]
+        if self.affine:
+            y = y * self.weight[:, None] + self.bias[:, None]
+        return y * mask
+
+
+class SeparableConvBlock(nn.Module):
+    """Depthwise conv (time) -> pointwise conv (channels) -> masked BN -> ReLU -> dropout, + x."""
+
+    def __init__(self, dim: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.pointwise = nn.Conv1d(dim, dim, 1, bias=False)
+        self.norm = MaskedBatchNorm1d(dim)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, T), zero past each length; mask (B, 1, T)."""
+        y = self.norm(self.pointwise(self.depthwise(x)), mask)
+        return x + self.dropout(self.activation(y)) * mask
+
+
+@register("encoder", "separable_conv")
+class SeparableConvEncoder(nn.Module):
+    """A convolutional extractor, then residual time-channel separable convolution blocks.
+
+    The receptive field is ``num_blocks * (kernel_size - 1) + 1`` frames after the extractor
+    (10 blocks of kernel 11 after a x4 subsampling: 101 frames, 4 s), enough context for
+    characters or jamo. Outputs past an utterance's length are zero and do not depend on batch
+    padding, in training (masked batch norm) as in evaluation.
+
+    Measured on the mini corpus (one CPU thread, the same data and optimiser, no augmentation,
+    7.5 minutes): 256 x 10 blocks of kernel 11 (0.9M parameters) made 1,868 updates where a
+    3 x 256 BiGRU with batch norm (3.4M) made 706; eval_clean CER 34.0% against 38.2%. Per
+    update the two learn about equally fast; the convolutions are ~2.6x cheaper.
+
+    Args:
+        dim: channels of every block (``output_dim``).
+        num_blocks: residual blocks.
+        kernel_size: depthwise kernel over time (odd).
+        dropout: after each block's activation.
+        extractor: front end (default ``conv2d_subsampling`` x4 to ``dim``); ``null`` feeds the
+            features, projected to ``dim``.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        dim: int = 256,
+        num_blocks: int = 10,
+        kernel_size: int = 11,
+        dropout: float = 0.1,
+        extractor: component("extractor", "input_dim") = {"name": "conv2d_subsampling", "subsampling": 4},
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError(f"encoder 'separable_conv': kernel_size must be odd and positive, got {kernel_size}")
+        if num_blocks < 1:
+            raise ConfigError(f"encoder 'separable_conv': num_blocks must be >= 1, got {num_blocks}")
+        self.extractor = self._build_extractor(extractor, input_dim)
+        feature_dim = self.extractor.output_dim if self.extractor is not None else input_dim
+        self.project = nn.Linear(feature_dim, dim) if feature_dim != dim else nn.Identity()
+        self.blocks = nn.ModuleList(SeparableConvBlock(dim, kernel_size, dropout) for _ in range(num_blocks))
+        self.output_dim = dim
+
+    @staticmethod
+    def _build_extractor(cfg: Mapping[str, Any] | None, input_dim: int) -> nn.Module | None:
+        if cfg is None:
+            return None
+        return build("extractor", cfg, path="encoder.extractor", input_dim=input_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), lengths (B,) -> (B, T', dim), lengths (B,)."""
+        if self.extractor is not None:
+            x, lengths = self.extractor(x, lengths)
+        mask = lengths_to_mask(lengths, x.size(1))[:, None, :].to(x.dtype)
+        y = self.project(x).transpose(1, 2) * mask
+        for block in self.blocks:
+            y = block(y, mask)
+        return y.transpose(1, 2), lengths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,16 @@ def test_kspon_layout_and_encodings(kspon_corpus: Path) -> None:
     assert set(meta["voices"]["train"]) <= set(TRAIN_VARIANTS)
     assert set(meta["voices"]["eval_other"]) <= set(OTHER_VARIANTS)
     assert not set(meta["voices"]["eval_other"]) & set(TRAIN_VARIANTS)
+    # voices.tsv names the voice and noise of every utterance, matching synth.yaml
+    with (kspon_corpus / "voices.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert sorted(r["utt_id"] for r in rows) == sorted(p.stem for p in pcms)
+    for split in KSPON_SPLITS:
+        assert {r["variant"] for r in rows if r["split"] == split} == set(meta["voices"][split])
+        assert {r["utt_id"] for r in rows if r["split"] == split} == set(trn[split])
+    other = [r for r in rows if r["split"] == "eval_other"]
+    assert all(r["noise"] and 0.0 <= float(r["snr_db"]) <= 25.0 for r in other)
+    assert all(not r["noise"] and not r["snr_db"] for r in rows if r["split"] == "eval_clean")
     # eval_clean has no noise: its leading silence is digital zero; eval_other's is noise
     for pcm in sorted((kspon_corpus / "KsponSpeech_eval" / "eval_clean").glob("*.pcm")):
         assert not np.any(np.fromfile(pcm, dtype="<i2")[:1000])

@@ -135,10 +135,11 @@ def test_mini_config_trains_a_step(path: Path) -> None:
 
 def test_mini_default_is_a_small_jamo_ctc_model() -> None:
     text = (RECIPES / "mini" / "run.sh").read_text(encoding="utf-8")
-    assert "config=conf/deepspeech2.yaml" in text and "tokenizer=jamo" in text
-    cfg = load_config(RECIPES / "mini" / "conf" / "deepspeech2.yaml")
+    assert "config=conf/conv_ctc.yaml" in text and "tokenizer=jamo" in text
+    cfg = load_config(RECIPES / "mini" / "conf" / "conv_ctc.yaml")
     model = build("model", cfg["model"], path="model", input_dim=80, vocab_size=72)
-    assert 2e6 < sum(p.numel() for p in model.parameters()) < 5e6
+    assert model.has_ctc and not model.has_decoder
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 5e6
     # the CPU recipe's time bound is wall-clock: 15 minutes from nothing leave ~12 for training
     assert 0 < cfg["train"]["max_minutes"] <= 12
 
@@ -364,5 +365,31 @@ def test_mini_recipe_stages_connect(tmp_path: Path, espeak_available: bool) -> N
         extra_env={"MINI_MAX_UTTS": "40", "MINI_HOURS": "0.03"},
     )
     assert "stage 2: skipped" in out
-    _assert_scores(recipes / "mini" / "exp" / "deepspeech2", ["eval_clean", "eval_other"])
-    assert "| deepspeech2 |" in out  # the score table
+    _assert_scores(recipes / "mini" / "exp" / "conv_ctc", ["eval_clean", "eval_other"])
+    assert "| conv_ctc |" in out  # the score table
+
+
+def test_cer_by_voice_breaks_a_decode_down_by_voice_and_noise(tmp_path: Path) -> None:
+    corpus, decode = tmp_path / "corpus", tmp_path / "decode"
+    corpus.mkdir()
+    decode.mkdir()
+    (corpus / "voices.tsv").write_text(
+        "split\tutt_id\tvariant\tspeed\tpitch\tnoise\tsnr_db\n"
+        "eval_other\tE1\tcroak\t128\t13\twhite\t7.5\n"
+        "eval_other\tE2\tcroak\t128\t13\t\t\n"
+        "eval_other\tE3\twhisperf\t200\t93\twhite\t12.0\n",
+        encoding="utf-8",
+    )
+    (decode / "ref.trn").write_text("E1 가나\nE2 다라\nE3 마바사아\n", encoding="utf-8")
+    (decode / "hyp.trn").write_text("E1 가나\nE2 다\nE3 자\n", encoding="utf-8")
+    script = RECIPES / "mini" / "local" / "cer_by_voice.py"
+    out = _run([sys.executable, script, corpus, decode])
+    assert f"### {decode}: CER 62.50% over 3 utterances" in out  # (0 + 1 + 4) / 8
+    assert "| voice | whisperf (speed 200, pitch 93) | 1 | 100.0 | 1 | 3 | 0 |" in out
+    assert "| voice | croak (speed 128, pitch 13) | 2 | 25.0 | 0 | 1 | 0 |" in out
+    assert "| noise | white | 2 | 66.7 | 1 | 3 | 0 |" in out and "| noise | none | 1 | 50.0 |" in out
+    lines = out.splitlines()
+    assert lines.index(next(x for x in lines if "whisperf" in x)) < lines.index(next(x for x in lines if "croak" in x))
+    (corpus / "voices.tsv").write_text("split\tutt_id\tvariant\tspeed\tpitch\tnoise\tsnr_db\n", encoding="utf-8")
+    res = subprocess.run([sys.executable, str(script), str(corpus), str(decode)], capture_output=True, text=True)
+    assert res.returncode != 0 and "3 utterances are not in voices.tsv" in res.stderr

@@ -4,16 +4,16 @@
 # scores eval_clean (voices seen in training, unseen sentences) and eval_other (unseen voices,
 # speeds and pitches, with noise: the robustness set). Minutes on 2 cores.
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/X.yaml] [--nj N]
-# MINI_HOURS (default 1.5) sets the amount of synthetic speech, MINI_MAX_UTTS caps the number
+# MINI_HOURS (default 3) sets the amount of synthetic speech, MINI_MAX_UTTS caps the number
 # of utterances (for quick checks). Training reads the data dirs (raw audio, features on the
 # fly) because the configs add noise to the waveforms; stage 2 has nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-hours=${MINI_HOURS:-1.5}
+hours=${MINI_HOURS:-3}
 seed=${MINI_SEED:-1}
 max_utts=${MINI_MAX_UTTS:-}
-config=conf/deepspeech2.yaml
+config=conf/conv_ctc.yaml
 tokenizer=jamo
 train_input=data
 train_set=train

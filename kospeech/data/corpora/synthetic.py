@@ -73,6 +73,7 @@ SECONDS_PER_UTT = 2.75
 UTTS_PER_SPEAKER = 20
 TEST_FRACTION = 0.2
 MARKER = "synth.yaml"
+VOICES_FILE = "voices.tsv"
 
 OTHER_VARIANTS: tuple[str, ...] = (
     "klatt4", "klatt5", "klatt6", "croak", "grandma", "grandpa", "Storm", "Tweaky",
@@ -470,6 +471,20 @@ class SynthReport:
         return self.num_utts / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
+def voices_table(plan: Plan) -> str:
+    """``voices.tsv``: who spoke each utterance and with what noise, so that errors can be broken
+    down by voice (``recipes/mini/local/cer_by_voice.py``). The corpus layouts have no place for
+    it (KsponSpeech's evaluation sets carry no speaker at all), so it sits beside ``synth.yaml``."""
+    lines = ["split\tutt_id\tvariant\tspeed\tpitch\tnoise\tsnr_db\n"]
+    for split, jobs in plan.jobs.items():
+        for j in jobs:
+            snr = f"{j.snr_db:.1f}" if j.noise else ""
+            lines.append(
+                f"{split}\t{Path(j.path).stem}\t{j.voice.variant}\t{j.voice.speed}\t{j.voice.pitch}\t{j.noise or ''}\t{snr}\n"
+            )
+    return "".join(lines)
+
+
 def synthesize(
     layout: str,
     out: str | os.PathLike[str],
@@ -546,6 +561,7 @@ def synthesize(
         "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }
+    (tmp / VOICES_FILE).write_text(voices_table(plan), encoding="utf-8")
     (tmp / MARKER).write_text(yaml.safe_dump(summary, sort_keys=False, allow_unicode=True), encoding="utf-8")
     if out.exists():
         out.rmdir()  # empty (checked above)

@@ -109,3 +109,18 @@ def test_defaults_and_bad_options() -> None:
         build("encoder", {"name": "separable_conv", "kernel_size": 4}, input_dim=80)
     with pytest.raises(ConfigError, match="num_blocks"):
         build("encoder", {"name": "separable_conv", "num_blocks": 0}, input_dim=80)
+
+
+def test_trains_under_bf16_autocast() -> None:
+    """Autocast hands the norm bf16 activations; its statistics and fp32 buffers must cope."""
+    torch.manual_seed(0)
+    model = build("model", yaml.safe_load(SMALL_CONV), input_dim=80, vocab_size=20)
+    feats, lengths = torch.randn(2, 120, 80), torch.tensor([120, 90])
+    targets, target_lengths = torch.randint(5, 20, (2, 6)), torch.tensor([6, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(feats, lengths, targets, target_lengths)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    norm = model.encoder.blocks[0].norm
+    assert norm.running_mean.dtype == torch.float32 and int(norm.num_batches_tracked) == 1
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -32,6 +32,9 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         """x (B, C, T), mask (B, 1, T) float of 0/1 -> (B, C, T)."""
         if not self.training and self.running_mean is not None:
             return super().forward(x) * mask
+        # statistics in float32 whatever autocast made x (bf16 sums drift; the buffers are fp32)
+        out_dtype = x.dtype
+        x, mask = x.float(), mask.float()
         count = mask.sum().clamp(min=2.0)
         mean = (x * mask).sum(dim=(0, 2)) / count
         centred = (x - mean[:, None]) * mask
@@ -45,7 +48,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         y = centred * torch.rsqrt(var + self.eps)[:, None]
         if self.affine:
             y = y * self.weight[:, None] + self.bias[:, None]
-        return y * mask
+        return (y * mask).to(out_dtype)
 
 
 class SeparableConvBlock(nn.Module):

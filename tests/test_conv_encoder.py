@@ -10,7 +10,7 @@ from kospeech.errors import ConfigError
 from kospeech.nn.conv_encoder import MaskedBatchNorm1d
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.registry import build
-from tests.test_deepspeech2 import ctc_greedy
+from tests.test_deepspeech2 import assert_overfits
 
 SMALL_CONV = """
 name: ctc
@@ -76,24 +76,7 @@ def test_ctc_model_overfits_eight_utterances(fbank_batch: dict) -> None:
     torch.manual_seed(0)
     model = _model(fbank_batch, SMALL_CONV.replace("dim: 48", "dim: 96").replace("output_dim: 48", "output_dim: 96"))
     assert model.has_ctc and not model.has_decoder
-    opt = torch.optim.Adam(model.parameters(), lr=0.005)
-    batch = tuple(fbank_batch[k] for k in ("features", "feature_lengths", "targets", "target_lengths"))
-    losses = []
-    for _ in range(600):
-        loss = model(*batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if losses[-1] < 0.01:
-            break
-    assert losses[0] > 10.0 and losses[-1] < 0.01, losses[::20]
-    model.eval()
-    with torch.no_grad():
-        enc, enc_len = model.encode(fbank_batch["features"], fbank_batch["feature_lengths"])
-        hyps = ctc_greedy(model.ctc_log_probs(enc), enc_len)
-    refs = [t[: int(n)].tolist() for t, n in zip(fbank_batch["targets"], fbank_batch["target_lengths"])]
-    assert hyps == refs
+    assert_overfits(model, fbank_batch)
 
 
 def test_defaults_and_bad_options() -> None:

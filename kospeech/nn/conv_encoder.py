@@ -9,15 +9,13 @@ one small product per frame per layer, which is what bounds a BiGRU on a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
 from kospeech.nn.mask import lengths_to_mask
-from kospeech.registry import build, component, register
+from kospeech.nn.transformer import build_extractor, projection
+from kospeech.registry import component, register
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -106,17 +104,10 @@ class SeparableConvEncoder(nn.Module):
             raise ConfigError(f"encoder 'separable_conv': kernel_size must be odd and positive, got {kernel_size}")
         if num_blocks < 1:
             raise ConfigError(f"encoder 'separable_conv': num_blocks must be >= 1, got {num_blocks}")
-        self.extractor = self._build_extractor(extractor, input_dim)
-        feature_dim = self.extractor.output_dim if self.extractor is not None else input_dim
-        self.project = nn.Linear(feature_dim, dim) if feature_dim != dim else nn.Identity()
+        self.extractor, feature_dim = build_extractor(extractor, input_dim, "encoder.extractor")
+        self.project = projection(feature_dim, dim)
         self.blocks = nn.ModuleList(SeparableConvBlock(dim, kernel_size, dropout) for _ in range(num_blocks))
         self.output_dim = dim
-
-    @staticmethod
-    def _build_extractor(cfg: Mapping[str, Any] | None, input_dim: int) -> nn.Module | None:
-        if cfg is None:
-            return None
-        return build("extractor", cfg, path="encoder.extractor", input_dim=input_dim)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, D), lengths (B,) -> (B, T', dim), lengths (B,)."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from kospeech.errors import ConfigError
-from kospeech.registry import build, component, register
+from kospeech.nn.transformer import build_extractor
+from kospeech.registry import component, register
 
 RNN_TYPES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -59,8 +59,7 @@ class RNNEncoder(nn.Module):
         norm: Literal["none", "batch", "layer"] = "none",
     ) -> None:
         super().__init__()
-        self.extractor = self._build_extractor(extractor, input_dim)
-        rnn_input = self.extractor.output_dim if self.extractor is not None else input_dim
+        self.extractor, rnn_input = build_extractor(extractor, input_dim, "encoder.extractor")
         cls = rnn_class(rnn_type, "encoder 'rnn'")
         self.output_dim = hidden_dim * (2 if bidirectional else 1)
         self.norm = norm
@@ -81,12 +80,6 @@ class RNNEncoder(nn.Module):
         self.layers = nn.ModuleList(cls(d, hidden_dim, batch_first=True, bidirectional=bidirectional) for d in dims)
         self.out_norm = make_norm(self.output_dim)
         self.dropout = nn.Dropout(dropout)
-
-    @staticmethod
-    def _build_extractor(cfg: Mapping[str, Any] | None, input_dim: int) -> nn.Module | None:
-        if cfg is None:
-            return None
-        return build("extractor", cfg, path="encoder.extractor", input_dim=input_dim)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, D), lengths (B,) -> (B, T', output_dim), lengths (B,)."""

@@ -30,11 +30,21 @@ def _non_negative(name: str, **values: float) -> None:
             raise ConfigError(f"scheduler '{name}': {key} must be >= 0, got {value}")
 
 
+def warmup_lr(n: int, init: float, peak: float, warmup: int) -> float:
+    """Linear ramp from ``init`` at update 0 to ``peak`` at update ``warmup``."""
+    return init + (peak - init) * n / warmup
+
+
+def cosine_lr(t: float, peak: float, floor: float) -> float:
+    """Half a cosine from ``peak`` at ``t = 0`` to ``floor`` at ``t = 1``."""
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def tri_stage_lr(n: int, init: float, peak: float, final: float, warmup: int, hold: int, decay: int) -> float:
     """Linear ``init -> peak`` over ``warmup`` updates, ``peak`` for ``hold``, exponential
     ``peak -> final`` over ``decay``, then ``final`` for ever."""
     if n <= warmup:
-        return init + (peak - init) * n / warmup
+        return warmup_lr(n, init, peak, warmup)
     n -= warmup
     if n <= hold:
         return peak
@@ -42,12 +52,6 @@ def tri_stage_lr(n: int, init: float, peak: float, final: float, warmup: int, ho
     if n <= decay:
         return peak * math.exp(math.log(final / peak) * n / decay)
     return final
-
-
-def warmup_lr(n: int, peak: float, warmup: int, init_scale: float) -> float:
-    """Linear ramp from ``init_scale * peak`` at update 0 to ``peak`` at update ``warmup``."""
-    init = init_scale * peak
-    return init + (peak - init) * n / warmup
 
 
 class _ClosedForm(LRScheduler):
@@ -218,9 +222,9 @@ class CosineScheduler(_ClosedForm):
 
     def lr_for(self, n: int, base_lr: float) -> float:
         if n <= self.warmup_steps:
-            return base_lr * n / self.warmup_steps
+            return warmup_lr(n, 0.0, base_lr, self.warmup_steps)
         progress = min(1.0, (n - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-        return self.min_lr + (base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return cosine_lr(progress, base_lr, self.min_lr)
 
 
 @register("scheduler", "warmup_reduce_on_plateau")
@@ -265,7 +269,7 @@ class WarmupReduceOnPlateauScheduler(_ClosedForm):
 
     def lr_for(self, n: int, base_lr: float) -> float:
         if n <= self.warmup_steps:
-            return warmup_lr(n, base_lr, self.warmup_steps, self.init_lr_scale)
+            return warmup_lr(n, self.init_lr_scale * base_lr, base_lr, self.warmup_steps)
         return max(self.min_lr, base_lr * self.factor**self.num_reductions)
 
     def _improved(self, value: float) -> bool:
@@ -343,9 +347,8 @@ class BudgetDecayScheduler(_ClosedForm):
 
     def lr_for(self, n: int, base_lr: float) -> float:
         if n <= self.warmup_steps:
-            return warmup_lr(n, base_lr, self.warmup_steps, self.init_lr_scale)
+            return warmup_lr(n, self.init_lr_scale * base_lr, base_lr, self.warmup_steps)
         if self.progress <= self.decay_start:
             return base_lr
         t = (self.progress - self.decay_start) / (1.0 - self.decay_start)
-        scale = self.final_lr_scale + (1.0 - self.final_lr_scale) * 0.5 * (1.0 + math.cos(math.pi * t))
-        return base_lr * scale
+        return cosine_lr(t, base_lr, self.final_lr_scale * base_lr)

@@ -201,7 +201,8 @@ class UnitTokenizer(Tokenizer):
         return " ".join(self._finish(self._join(units)).split())
 
     def _finish(self, text: str) -> str:
-        return text
+        """Joined units -> output text: always valid Hangul (see ``hangul.to_valid_text``)."""
+        return hangul.to_valid_text(text)
 
     def files(self) -> dict[str, bytes]:
         self._require_ready()
@@ -251,9 +252,6 @@ class JamoTokenizer(UnitTokenizer):
 
     def _prepare(self, text: str) -> str:
         return hangul.decompose(text)
-
-    def _finish(self, text: str) -> str:
-        return hangul.compose(text)
 
 
 @register("tokenizer", "sentencepiece")
@@ -373,7 +371,7 @@ class SentencePieceTokenizer(Tokenizer):
     def decode(self, ids: Iterable[int]) -> str:
         self._require_ready()
         kept = [int(i) for i in ids if NUM_SPECIAL <= int(i) < self.vocab_size]
-        return " ".join(str(self._sp.decode(kept)).split())
+        return " ".join(hangul.to_valid_text(str(self._sp.decode(kept))).split())
 
     def files(self) -> dict[str, bytes]:
         self._require_ready()

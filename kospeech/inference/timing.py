@@ -1,0 +1,108 @@
+"""Token times -> syllable and word (eojeol) times, for every tokenizer kind, without torch.
+
+A CTC forced alignment (or a transducer's emission frames) gives each output unit a span of
+frames. Korean readers want spans of what they read: syllables and eojeol. Jamo units group
+into syllables the way :func:`kospeech.text.hangul.to_valid_text` composes them (a lead starts
+a syllable, vowel and tail join it, a vowel without a lead starts one with the silent ᄋ);
+characters are syllables already; a sentencepiece piece spreads its span evenly over its
+characters. The space unit (``|``) and sentencepiece's ``▁`` mark word boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kospeech.inference.result import Word
+from kospeech.text import hangul
+
+SPM_SPACE = "\u2581"
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One output unit in time: its text (as the tokenizer spells it), seconds, and a score."""
+
+    token: str
+    start: float
+    end: float
+    score: float | None = None
+
+
+def _is_lead(ch: str) -> bool:
+    return 0 <= ord(ch) - hangul.LBASE < hangul.LCOUNT
+
+
+def _joins_previous(ch: str, prev: str | None) -> bool:
+    """A vowel after a lead, or a tail after a vowel, continues the syllable being built."""
+    if prev is None:
+        return False
+    is_vowel = 0 <= ord(ch) - hangul.VBASE < hangul.VCOUNT
+    is_tail = 0 < ord(ch) - hangul.TBASE < hangul.TCOUNT
+    prev_vowel = 0 <= ord(prev) - hangul.VBASE < hangul.VCOUNT
+    return (is_vowel and _is_lead(prev)) or (is_tail and prev_vowel)
+
+
+def _mean(scores: list[float | None]) -> float | None:
+    vals = [s for s in scores if s is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def syllables_and_words(spans: Sequence[TokenSpan], space_symbol: str = "|") -> tuple[list[Word], list[Word]]:
+    """Group unit spans into (syllables, words); each word's text is its syllables joined."""
+    # 1. characters (jamo still separate) with their times and a word-boundary flag before each
+    chars: list[tuple[str, float, float, float | None, bool]] = []
+    boundary = False
+    for span in spans:
+        text = span.token
+        if text == space_symbol or text == SPM_SPACE or not text.strip():
+            boundary = True
+            continue
+        if text.startswith(SPM_SPACE):
+            boundary, text = True, text[len(SPM_SPACE):]
+        step = (span.end - span.start) / len(text)
+        for k, ch in enumerate(text):
+            chars.append((ch, span.start + k * step, span.start + (k + 1) * step, span.score, boundary and k == 0))
+        boundary = False
+    # 2. syllables: jamo grouped as hangul.to_valid_text composes them; orphans vanish there too
+    groups: list[list[tuple[str, float, float, float | None, bool]]] = []
+    prev: str | None = None
+    for item in chars:
+        ch = item[0]
+        if groups and not item[4] and hangul.is_conjoining_jamo(ch) and _joins_previous(ch, prev):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+        prev = ch
+    syllables: list[Word] = []
+    starts_word: list[bool] = []
+    for group in groups:
+        text = hangul.to_valid_text("".join(g[0] for g in group))
+        if not text:
+            if group[0][4] and starts_word:  # a dropped orphan still ends the word before it
+                starts_word.append(True)
+                syllables.append(Word("", group[0][1], group[-1][2]))
+            continue
+        syllables.append(Word(text, round(group[0][1], 3), round(group[-1][2], 3), _mean([g[3] for g in group])))
+        starts_word.append(group[0][4])
+    # 3. words: runs of syllables between boundaries
+    words: list[Word] = []
+    current: list[Word] = []
+    for syl, new_word in zip(syllables, starts_word):
+        if new_word and current:
+            words.append(_join(current))
+            current = []
+        if syl.text:
+            current.append(syl)
+    if current:
+        words.append(_join(current))
+    return [s for s in syllables if s.text], words
+
+
+def _join(parts: list[Word]) -> Word:
+    return Word("".join(p.text for p in parts), parts[0].start, parts[-1].end, _mean([p.score for p in parts]))
+
+
+def shift(words: Sequence[Word], offset: float) -> list[Word]:
+    """Times moved by ``offset`` seconds (a segment's start within the whole file)."""
+    return [Word(w.text, round(w.start + offset, 3), round(w.end + offset, 3), w.score) for w in words]

@@ -23,7 +23,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6"],
+        "optim": ["pytorch-optimizer>=3.0"],  # the adamp and novograd optimizers
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "pytorch-optimizer>=3.0"],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},
 )

@@ -12,6 +12,8 @@
 #   --search "NAME [k=v ...]" --tokenizer NAME --vocab-size N --train-input dump|data
 #   --train-opts "a.b=c ..." (dotted overrides for kospeech train) --average N (decode the
 #   mean of the last N checkpoints instead of best.pt) --corpus-root DIR
+#   --user-dir DIR (plugin folder, repeatable: passed to every kospeech command of every stage;
+#   a relative path is taken from where run.sh was started)
 # Each stage writes into temporary names and renames when complete, and skips finished work,
 # so `--stage N` resumes safely after an interruption.
 set -euo pipefail
@@ -20,6 +22,9 @@ set -euo pipefail
 : "${config:=conf/las.yaml}" "${search:=}" "${tokenizer:=jamo}" "${vocab_size:=0}"
 : "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}"
 : "${train_set:=train}" "${dev_set:=dev}" "${test_sets:=}" "${tag:=}"
+
+: "${start_dir:=$PWD}"  # where the user ran run.sh (set before it cds into its folder)
+user_dirs=()
 
 # Kaldi-style options: --stage 3 --stop-stage 4 --nj 4 --ngpu 1 --config conf/x.yaml --search beam
 while [ $# -gt 0 ]; do
@@ -37,7 +42,8 @@ while [ $# -gt 0 ]; do
     --train-opts|--train_opts) train_opts=$2; shift 2 ;;
     --average) average=$2; shift 2 ;;
     --corpus-root|--corpus_root) corpus_root=$2; shift 2 ;;
-    --help|-h) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --user-dir|--user_dir) user_dirs+=("$2"); shift 2 ;;
+    --help|-h) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -48,6 +54,14 @@ case "$train_input" in
   dump|data) ;;
   *) echo "--train-input must be dump (feature dumps from stage 2) or data (raw audio), got $train_input" >&2; exit 2 ;;
 esac
+# Plugin folders travel as absolute paths to every kospeech command (stages run in the recipe
+# folder; training, decoding and the tokenizer may all need the plugins' components).
+plugin_args=()
+for d in "${user_dirs[@]}"; do
+  case "$d" in /*) ;; *) d=$start_dir/$d ;; esac
+  [ -d "$d" ] || { echo "--user-dir $d: no such folder" >&2; exit 2; }
+  plugin_args+=(--user-dir "$(cd "$d" && pwd)")
+done
 name=${tag:-$(basename "$config" .yaml)}
 exp=exp/$name
 if [ "$ngpu" -gt 0 ]; then device=cuda; else device=cpu; fi
@@ -74,7 +88,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   if [ ! -f data/lang/tokenizer.yaml ]; then
     extra=()  # the vocabulary size is sentencepiece's; character and jamo take every unit they see
     [ "$tokenizer" = sentencepiece ] && [ "$vocab_size" -gt 0 ] && extra=(--vocab-size "$vocab_size")
-    kospeech tokenizer train --name "$tokenizer" --text "data/$train_set/text" --out data/lang "${extra[@]}"
+    kospeech tokenizer train --name "$tokenizer" --text "data/$train_set/text" --out data/lang "${extra[@]}" \
+      "${plugin_args[@]}"
   else
     log "  data/lang exists, tokenizer kept"
   fi
@@ -84,9 +99,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ "$train_input" = dump ]; then
     log "stage 2: features"
     # kospeech features dump resumes an unfinished dump and reuses finished shards.
-    kospeech features dump --data "data/$train_set" --out "dump/$train_set" --config "$config" --nj "$nj" --cmvn
+    kospeech features dump --data "data/$train_set" --out "dump/$train_set" --config "$config" --nj "$nj" --cmvn \
+      "${plugin_args[@]}"
     for s in $dev_set $test_sets; do
-      kospeech features dump --data "data/$s" --out "dump/$s" --config "$config" --nj "$nj"
+      kospeech features dump --data "data/$s" --out "dump/$s" --config "$config" --nj "$nj" "${plugin_args[@]}"
     done
   else
     log "stage 2: skipped (training from raw audio: features are computed on the fly)"
@@ -95,7 +111,7 @@ fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: training $exp"
-  train_args=(--config "$config" --exp-dir "$exp" --device "$device"
+  train_args=(--config "$config" --exp-dir "$exp" --device "$device" "${plugin_args[@]}"
     "data.train=$input_root/$train_set" "data.valid=$input_root/$dev_set" data.lang=data/lang)
   if [ "$train_input" = dump ]; then train_args+=("data.cmvn=dump/$train_set/cmvn.npz"); fi
   # shellcheck disable=SC2206  # word splitting of the overrides is intended
@@ -129,7 +145,7 @@ decode_tag=$search_name
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   if [ "$average" -gt 0 ] && { [ ! -f "$ckpt" ] || [ "$exp/checkpoints/last.pt" -nt "$ckpt" ]; }; then
     log "stage 4: averaging the last $average checkpoints -> $ckpt"
-    kospeech average --exp-dir "$exp" --last "$average" --out "$(basename "$ckpt")"
+    kospeech average --exp-dir "$exp" --last "$average" --out "$(basename "$ckpt")" "${plugin_args[@]}"
   fi
   [ -e "$ckpt" ] || { echo "no checkpoint $ckpt: run stage 3 first" >&2; exit 1; }
   log "stage 4: decoding with $ckpt"
@@ -142,7 +158,8 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
       log "  $out done, skipped"; continue
     fi
     rm -f "$out/search.txt"
-    kospeech decode --checkpoint "$ckpt" --data "$input_root/$s" --out "$out" --device "$device" "${search_args[@]}"
+    kospeech decode --checkpoint "$ckpt" --data "$input_root/$s" --out "$out" --device "$device" "${search_args[@]}" \
+      "${plugin_args[@]}"
     printf '%s' "$search" > "$out/search.txt"
   done
 fi
@@ -152,8 +169,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   dirs=()
   for s in $test_sets; do
     out=$exp/decode_${s}_${decode_tag}
-    kospeech score --dir "$out"
+    kospeech score --dir "$out" "${plugin_args[@]}"
     dirs+=("$out")
   done
-  kospeech compare "${dirs[@]}" --out "$exp"
+  kospeech compare "${dirs[@]}" --out "$exp" "${plugin_args[@]}"
 fi

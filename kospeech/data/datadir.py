@@ -151,20 +151,6 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def training_corpus(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """What a model trained on ``path`` (a data or feature dump dir) was trained on, for the
-    ``training_corpus`` field of a checkpoint's metadata: the corpus, transcript form and
-    normalisation from its ``meta.yaml``, and the resolved path. None when there is no meta.yaml."""
-    path = Path(path)
-    if not (path / "meta.yaml").is_file():
-        return None
-    meta = read_meta(path / "meta.yaml")
-    record = {"corpus": meta.get("corpus"), "transcript": meta.get("transcript"), "path": str(path.resolve())}
-    if meta.get("normalization"):
-        record["normalization"] = meta["normalization"]
-    return record
-
-
 @dataclass
 class DataDir:
     """The contents of a data dir, in memory (all mappings keyed by utterance id)."""

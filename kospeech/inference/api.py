@@ -355,17 +355,33 @@ def _name_of(item: Any) -> str:
 
 
 def load(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     device: str | torch.device = "auto",
     search: str | Mapping[str, Any] | None = None,
     max_segment_seconds: float = 20.0,
+    weights: Sequence[float] | None = None,
+    trust_plugins: bool = False,
+    user_dirs: Sequence[str | Path] = (),
     **options: Any,
 ) -> Transcriber:
-    """A :class:`Transcriber` for a checkpoint file or an exp dir (its ``checkpoints/last.pt``).
+    """A :class:`Transcriber` for a checkpoint file or an exp dir (its ``checkpoints/last.pt``),
+    or for a list of them: an ensemble (:mod:`kospeech.inference.ensemble`; ``weights`` per member).
 
     ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; ``search`` and ``options`` set the
     default search (``kospeech.load("exp/x", search="ctc_prefix_beam", beam_size=10)``).
+    ``user_dirs`` are plugin folders to load first; ``trust_plugins`` imports the plugin folders
+    a checkpoint recorded (only for checkpoints whose origin you trust: that runs their code).
     """
-    return Transcriber(load_for_inference(path, device=device), search=search,
-                       max_segment_seconds=max_segment_seconds, **options)
+    from kospeech.registry import load_plugins
+
+    load_plugins(user_dirs)
+    if isinstance(path, (list, tuple)):
+        from kospeech.inference.ensemble import load_ensemble
+
+        bundle = load_ensemble(path, device=device, weights=weights, trust_plugins=trust_plugins)
+    else:
+        if weights is not None:
+            raise ConfigError("weights apply to an ensemble: give a list of checkpoints")
+        bundle = load_for_inference(path, device=device, trust_plugins=trust_plugins)
+    return Transcriber(bundle, search=search, max_segment_seconds=max_segment_seconds, **options)

@@ -66,16 +66,23 @@ def build_model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     return model
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> InferenceBundle:
+def load_for_inference(
+    path: str | Path, device: str | torch.device = "cpu", *, trust_plugins: bool = False
+) -> InferenceBundle:
     """Rebuild model, tokenizer and input pipeline (frontend + CMVN) from a checkpoint file alone.
 
-    ``path`` is a ``.pt`` file or an exp dir (its ``checkpoints/last.pt``).
+    ``path`` is a ``.pt`` file or an exp dir (its ``checkpoints/last.pt``). Plugin components
+    the checkpoint recorded must be loaded already (``--user-dir``, entry points); with
+    ``trust_plugins`` their recorded folders are imported (see
+    :func:`kospeech.registry.require_plugins`).
     """
     from kospeech.data.cmvn import GlobalCMVN
+    from kospeech.registry import require_plugins
     from kospeech.train.checkpoint import load_checkpoint, tokenizer_from_files
 
     device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
+    require_plugins((ckpt.get("metadata") or {}).get("plugins"), str(path), trust_plugins=trust_plugins)
     cfg = dict(ckpt["config"])
     model = build_model_from_checkpoint(ckpt).to(device).eval()
     tokenizer = tokenizer_from_files(ckpt["tokenizer"]) if ckpt.get("tokenizer") else None

@@ -440,6 +440,14 @@ class Trainer:
         """Components that may own random generators besides the global streams."""
         return self.inputs.random_parts()
 
+    def _plugin_records(self) -> list[dict[str, str]]:
+        """The plugin modules behind the config's components and the tokenizer (metadata ``plugins``)."""
+        from kospeech.registry import plugin_records, registry
+
+        tokenizers = registry("tokenizer")
+        tok = [("tokenizer", n) for n in tokenizers.names() if tokenizers.get(n).obj is type(self.tokenizer)]
+        return plugin_records(self.cfg, tok)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything docs/contracts.md lists, for this moment (an update boundary)."""
         rng = rng_state()
@@ -448,8 +456,10 @@ class Trainer:
 
         corpus = {"corpus": self.train_meta.get("corpus"), "transcript": self.train_meta.get("transcript"),
                   "path": str(self.cfg["data"]["train"])}
+        if self.train_meta.get("normalization"):
+            corpus["normalization"] = self.train_meta["normalization"]
         return {
-            "metadata": make_metadata("checkpoint", training_corpus=corpus),
+            "metadata": make_metadata("checkpoint", training_corpus=corpus, plugins=self._plugin_records()),
             "model": model_state(self.model),
             "config": self.cfg,
             "model_args": dict(self.model_args),

@@ -12,7 +12,9 @@ import yaml
 import kospeech.nn
 from kospeech.cli import main
 from kospeech.registry import REGISTRIES, build, load_user_dir, registry
-from tests.test_trainer import corpus  # noqa: F401  (the fixture)
+from tests import test_trainer
+
+corpus = test_trainer.corpus  # the session fixture: one espeak-ng corpus for the training files
 
 # A real attention written the way an outside user would: monotonic Gaussian windows (Graves
 # 2013) whose centre moves forward by a learned, positive step per decoder step, over the raw
@@ -150,9 +152,7 @@ def test_checkpoint_records_the_plugin_and_decoding_asks_for_it(
     only with --trust-plugins."""
     from kospeech.registry import plugins
     from kospeech.train.checkpoint import load_checkpoint
-    from tests.test_trainer import base_config
-
-    cfg = base_config(corpus, max_epochs=1)
+    cfg = test_trainer.base_config(corpus, max_epochs=1)
     cfg["model"] = yaml.safe_load(LAS_YAML.replace("name: scaled_dot", "name: gaussian"))
     cfg["model"]["decoder"]["attention"].pop("num_heads")
     (tmp_path / "conf.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")

@@ -46,6 +46,16 @@ decode: {search: {name: ctc_greedy}}
 """
 
 
+# A plugin that notes which kospeech command imported it: run.sh must pass --user-dir to each.
+STAGE_LOG_PLUGIN = """
+import os
+import sys
+
+if os.environ.get("STAGE_LOG"):
+    with open(os.environ["STAGE_LOG"], "a", encoding="utf-8") as f:
+        f.write(" ".join(sys.argv[1:3]) + "\\n")
+"""
+
 # ---------------------------------------------------------------------------------------------
 # configs
 
@@ -251,6 +261,8 @@ def kspon_run(tmp_path_factory: pytest.TempPathFactory, espeak_available: bool) 
     corpus = _synth(root / "KsponSpeech", "ksponspeech", 30)
     recipes = _copy_recipes(root)
     (root / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    (root / "plugins").mkdir()
+    (root / "plugins" / "stage_log.py").write_text(STAGE_LOG_PLUGIN, encoding="utf-8")
     out = _run(
         [
             "bash",
@@ -263,7 +275,11 @@ def kspon_run(tmp_path_factory: pytest.TempPathFactory, espeak_available: bool) 
             "250",
             "--nj",
             "1",
-        ]
+            "--user-dir",
+            "plugins",  # relative: taken from where run.sh is started, not the recipe folder
+        ],
+        cwd=root,
+        extra_env={"STAGE_LOG": str(root / "stages.log")},
     )
     return recipes / "ksponspeech", root / "tiny.yaml", out
 
@@ -277,8 +293,13 @@ def test_ksponspeech_recipe_end_to_end(kspon_run: tuple[Path, Path, str]) -> Non
         assert (recipe / "dump" / s / "utt2num_frames").is_file()
     assert (recipe / "dump" / "train" / "cmvn.npz").is_file()
     _assert_scores(recipe / "exp" / "tiny", ["eval_clean", "eval_other"])
-    # the score table, which says the KsponSpeech transcript form that was scored
-    assert "| tiny | deepspeech2 | ksponspeech | eval_clean | phonetic |" in out
+    # the score table, which says the training corpus and the KsponSpeech transcript form scored
+    assert "| tiny | deepspeech2 | ksponspeech | ksponspeech | eval_clean | phonetic |" in out
+    # --user-dir reached every kospeech command of every stage
+    stages = (recipe.parents[1] / "stages.log").read_text(encoding="utf-8").splitlines()
+    expected = ["data prep", "tokenizer train", *["features dump"] * 4, "train --config", "decode --checkpoint",
+                "decode --checkpoint", "score --dir", "score --dir", "compare exp/tiny/decode_eval_clean_default"]
+    assert stages == expected, stages
 
 
 def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]) -> None:

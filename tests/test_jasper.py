@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from kospeech.errors import ConfigError
-from kospeech.nn.mask import lengths_to_mask
 from kospeech.registry import build
+from tests.test_conv_encoder import assert_padding_invariant
 from tests.test_deepspeech2 import assert_overfits
 
 SMALL_JASPER = """
@@ -61,24 +61,13 @@ def test_outputs_do_not_depend_on_batch_padding(fbank_batch: dict, mode: str) ->
         with torch.no_grad():
             enc(fbank_batch["features"], fbank_batch["feature_lengths"])
         model.eval()
-    feats, flen = fbank_batch["features"], fbank_batch["feature_lengths"]
-    longer = torch.cat([feats, torch.randn(feats.size(0), 41, feats.size(2)) * 5], dim=1)
-    with torch.no_grad():
-        a, alen = enc(feats, flen)
-        b, blen = enc(longer, flen)
-    assert torch.equal(alen, blen) and a.shape[-1] == enc.output_dim == 64
-    assert alen.tolist() == [(int(n) + 1) // 2 for n in flen]  # the prolog's stride 2
-    for i in range(feats.size(0)):
-        n = int(alen[i])
-        torch.testing.assert_close(b[i, :n], a[i, :n], atol=1e-5, rtol=0)
-    assert b[~lengths_to_mask(blen, b.size(1))].abs().max().item() == 0.0
-    if mode == "eval":  # an utterance alone gives what it gives in the batch, log-probs too
-        short = int(flen.argmin())
+    a, alen, alone, short = assert_padding_invariant(enc, fbank_batch, extra=41)  # odd: the stride-2 prolog
+    assert enc.output_dim == 64
+    assert alen.tolist() == [(int(n) + 1) // 2 for n in fbank_batch["feature_lengths"]]
+    if mode == "eval":  # the output norm's log-probs too
         with torch.no_grad():
-            alone, alone_len = enc(feats[short : short + 1, : int(flen[short])], flen[short : short + 1])
-            torch.testing.assert_close(alone[0], a[short, : alone.size(1)], atol=1e-5, rtol=0)
-            torch.testing.assert_close(model.ctc_log_probs(alone)[0],
-                                       model.ctc_log_probs(a)[short, : alone.size(1)], atol=1e-5, rtol=0)
+            torch.testing.assert_close(model.ctc_log_probs(alone)[0], model.ctc_log_probs(a)[short, : alone.size(1)],
+                                       atol=1e-5, rtol=0)
 
 
 def test_jasper_overfits_eight_utterances(fbank_batch: dict) -> None:

@@ -57,8 +57,12 @@ class DeepSpeech2(ASRModel):
         target_lengths: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         enc, enc_lengths = self.encode(features, feature_lengths)
-        loss = self._criterion(self.ctc_log_probs(enc), enc_lengths, targets, target_lengths)
+        loss = self._criterion(self.training_log_probs(enc, enc_lengths), enc_lengths, targets, target_lengths)
         return {"loss": loss, "ctc": loss.detach()}
+
+    def training_log_probs(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> torch.Tensor:
+        """The CTC head in training, where the lengths are known (a subclass may normalise with them)."""
+        return self.ctc_log_probs(encoder_out)
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(features, feature_lengths)

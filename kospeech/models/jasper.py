@@ -42,17 +42,8 @@ class Jasper(DeepSpeech2):
         super().__init__(input_dim=input_dim, vocab_size=vocab_size, encoder=encoder, init=init)
         self.out_norm = MaskedBatchNorm1d(vocab_size, eps=1e-3) if output_norm else None
 
-    def forward(  # type: ignore[override]
-        self,
-        features: torch.Tensor,
-        feature_lengths: torch.Tensor,
-        targets: torch.Tensor,
-        target_lengths: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        enc, enc_lengths = self.encode(features, feature_lengths)
-        log_probs = self._log_probs(enc, enc_lengths)
-        loss = self._criterion(log_probs, enc_lengths, targets, target_lengths)
-        return {"loss": loss, "ctc": loss.detach()}
+    def training_log_probs(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> torch.Tensor:
+        return self._log_probs(encoder_out, encoder_lengths)
 
     def _log_probs(self, encoder_out: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if self.out_norm is None:

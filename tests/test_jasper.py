@@ -111,7 +111,7 @@ def test_bad_options(encoder: dict, message: str) -> None:
 
 
 @pytest.mark.parametrize("recipe,count", [("mini", None), ("ksponspeech", 334_740_706)])
-def test_recipe_configs_build(recipe: str, count: int | None) -> None:
+def test_recipe_configs_build(recipe: str, count: int | None, fbank_batch: dict) -> None:
     from pathlib import Path
 
     from kospeech.config import load_config
@@ -123,3 +123,11 @@ def test_recipe_configs_build(recipe: str, count: int | None) -> None:
         build("optimizer", cfg["optimizer"], params=params)
     n = sum(p.numel() for p in model.parameters())
     assert n == count if count else 1_000_000 < n < 4_000_000
+    if recipe == "mini":  # small enough to train on a CPU: one real update
+        model = build("model", cfg["model"], input_dim=80, vocab_size=fbank_batch["vocab_size"])
+        optimizer = build("optimizer", cfg["optimizer"], params=model.parameters())
+        loss = model(fbank_batch["features"], fbank_batch["feature_lengths"], fbank_batch["targets"],
+                     fbank_batch["target_lengths"])["loss"]
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss)

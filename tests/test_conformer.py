@@ -11,7 +11,7 @@ import yaml
 
 from kospeech.errors import ConfigError
 from kospeech.models.transformer import decoder_io
-from kospeech.nn.conformer import MaskedBatchNorm1d
+from kospeech.nn.norm import MaskedBatchNorm1d
 from kospeech.nn.transformer import sinusoid_table
 from kospeech.registry import build
 from tests.test_transformer import (

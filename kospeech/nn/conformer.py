@@ -22,30 +22,9 @@ from torch import nn
 
 from kospeech.errors import ConfigError
 from kospeech.nn.mask import lengths_to_mask
+from kospeech.nn.norm import MaskedBatchNorm1d
 from kospeech.nn.transformer import FeedForward, attention_output_dim, build_extractor, projection
 from kospeech.registry import build, component, register
-
-
-class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over (B, C, T) whose batch statistics ignore padded frames."""
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        if not self.training or mask is None:
-            return super().forward(x)
-        m = mask[:, None, :].to(x.dtype)  # (B, 1, T)
-        n = m.sum().clamp(min=2.0)
-        mean = (x * m).sum(dim=(0, 2)) / n
-        var = (((x - mean[None, :, None]) ** 2) * m).sum(dim=(0, 2)) / n
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
-            with torch.no_grad():
-                momentum = 0.1 if self.momentum is None else self.momentum
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
-                self.num_batches_tracked += 1
-        y = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
-        if self.affine:
-            y = y * self.weight[None, :, None] + self.bias[None, :, None]
-        return y
 
 
 class ConvolutionModule(nn.Module):

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.nn.norm import MaskedBatchNorm1d
-from kospeech.nn.transformer import FeedForward, attention_output_dim, build_extractor, projection
+from kospeech.nn.transformer import FeedForward, attention_output_dim
 from kospeech.registry import build, component, register
 
 

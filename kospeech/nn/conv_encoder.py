@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.nn.norm import MaskedBatchNorm1d
-from kospeech.nn.transformer import build_extractor, projection
 from kospeech.registry import component, register
 
 

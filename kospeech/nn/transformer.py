@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import causal_mask, lengths_to_mask
 from kospeech.registry import build, component, register
 
@@ -141,22 +142,9 @@ class TransformerEncoderLayer(nn.Module):
         return self.norm2(x + self.drop(self.ff(x)))
 
 
-def projection(in_dim: int, out_dim: int) -> nn.Module:
-    """A linear map between sizes, or nothing when they already agree."""
-    return nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
-
-
 def attention_output_dim(attention: nn.Module, default: int) -> int:
     """Context size of a registered attention (``out_dim`` by the attention contract)."""
     return int(getattr(attention, "out_dim", getattr(attention, "output_dim", default)))
-
-
-def build_extractor(cfg: Mapping[str, Any] | None, input_dim: int, path: str) -> tuple[nn.Module | None, int]:
-    """The encoder front end and its output size; ``None`` (``extractor: null``) feeds features as they are."""
-    if cfg is None:
-        return None, input_dim
-    extractor = build("extractor", cfg, path=path, input_dim=input_dim)
-    return extractor, int(extractor.output_dim)
 
 
 @register("encoder", "transformer")

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.attention import attention_output_dim
 from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.nn.norm import MaskedBatchNorm1d
-from kospeech.nn.transformer import FeedForward, attention_output_dim
+from kospeech.nn.transformer import FeedForward
 from kospeech.registry import build, component, register
 
 
@@ -74,8 +75,7 @@ class ConformerBlock(nn.Module):
         self.ff1 = FeedForward(d_model, ff_dim, dropout, activation="swish")
         self.ff2 = FeedForward(d_model, ff_dim, dropout, activation="swish")
         self.attn = build("attention", attention, path=path, query_dim=d_model, key_dim=d_model)
-        out_dim = attention_output_dim(self.attn, d_model)
-        self.attn_proj = nn.Identity() if out_dim == d_model else nn.Linear(out_dim, d_model)
+        self.attn_proj = projection(attention_output_dim(self.attn, d_model), d_model)
         self.conv = ConvolutionModule(d_model, kernel_size, dropout, conv_norm)
         self.norm_ff1 = nn.LayerNorm(d_model)
         self.norm_attn = nn.LayerNorm(d_model)
@@ -110,8 +110,8 @@ class ConformerEncoder(nn.Module):
         conv_norm: ``layer_norm`` (default; per frame, padding cannot leak) or ``batch_norm``
             (paper; statistics over real frames only).
         attention: self-attention of each block; gets ``query_dim = key_dim = d_model``. Default
-            Transformer-XL relative positions; set ``heads`` here (``{name: relative_multi_head,
-            heads: 8}``).
+            Transformer-XL relative positions; set ``num_heads`` here (``{name: relative_multi_head,
+            num_heads: 8}``).
     """
 
     def __init__(

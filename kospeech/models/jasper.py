@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from kospeech.models.deepspeech2 import DeepSpeech2
+from kospeech.models.ctc import CTCModel
 from kospeech.nn.conv_encoder import MaskedBatchNorm1d
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.registry import component, register
 
 
 @register("model", "jasper")
-class Jasper(DeepSpeech2):
+class Jasper(CTCModel):
     """The ``jasper`` encoder, a 1x1 convolution to the vocabulary (``fc``) and batch norm, CTC.
 
     The output batch norm is the original KoSpeech's (its last Jasper sub-block keeps the norm

@@ -184,3 +184,16 @@ def test_checkpoint_records_the_plugin_and_decoding_asks_for_it(
     assert main([*decode, "--out", str(tmp_path / "d2"), "--user-dir", str(plugin_dir)]) == 0
     assert (tmp_path / "d2" / "hyp.trn").read_text(encoding="utf-8") == (tmp_path / "d1" / "hyp.trn").read_text(
         encoding="utf-8")
+
+    # a checkpoint from before the record still gets the hint
+    old = load_checkpoint(ckpt)
+    del old["metadata"]["plugins"]
+    torch.save(old, tmp_path / "old.pt")
+    monkeypatch.undo()
+    forget_the_plugin()
+    capsys.readouterr()
+    decode[2] = str(tmp_path / "old.pt")
+    assert main([*decode, "--out", str(tmp_path / "d3")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown attention 'gaussian'" in err and "does not record its plugin modules" in err
+    assert "pass --user-dir PATH" in err

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kospeech.data.inputs import InputPipeline, resolve_device
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import ConfigError, DataError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,17 @@ def load_for_inference(
 
     device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
-    require_plugins((ckpt.get("metadata") or {}).get("plugins"), str(path), trust_plugins=trust_plugins)
+    records = (ckpt.get("metadata") or {}).get("plugins")
+    require_plugins(records, str(path), trust_plugins=trust_plugins)
     cfg = dict(ckpt["config"])
-    model = build_model_from_checkpoint(ckpt).to(device).eval()
+    try:
+        model = build_model_from_checkpoint(ckpt).to(device).eval()
+    except RegistryError as err:
+        if records is not None or not str(err).startswith("unknown"):
+            raise
+        raise RegistryError(f"{path}: {err}. This checkpoint does not record its plugin modules: if the "
+                            "component comes from a plugin, pass --user-dir PATH with the folder that defines it"
+                            ) from None
     tokenizer = tokenizer_from_files(ckpt["tokenizer"]) if ckpt.get("tokenizer") else None
     if tokenizer is None:
         raise DataError(f"{path}: checkpoint carries no tokenizer files; it cannot decode on its own")

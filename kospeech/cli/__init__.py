@@ -29,6 +29,8 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "compare",
     "transcribe",
+    "export",
+    "serve",
 )
 
 

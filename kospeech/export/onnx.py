@@ -1,0 +1,238 @@
+"""Checkpoint -> ONNX export directory (see :mod:`kospeech.export.manifest` for the layout).
+
+What goes into the graph and what stays outside: the encoder and the CTC head (with its
+log-softmax) are the network, traced once with dynamic batch and time axes. The frontend and
+CMVN stay outside, as numpy in the runtime, because ``torch.stft`` has no portable ONNX form
+and because a client may want to feed its own features; their arrays (window, mel filters,
+DCT) are copied from the checkpoint's own frontend module, so the runtime does not re-derive
+the mel formulas and matches the PyTorch features to float rounding.
+
+The export checks itself: after writing, onnxruntime decodes a batch of another size and
+length than the traced one and the log-probabilities are compared with PyTorch's; a model
+whose code bakes a shape into the trace fails here rather than in a user's hands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from kospeech.errors import ConfigError, DataError
+from kospeech.export import manifest as mf
+from kospeech.metadata import check_metadata, make_metadata
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+QUANTIZE = ("int8",)
+#: largest |log-prob| difference between PyTorch and onnxruntime the self-check accepts
+CHECK_TOLERANCE = 1e-3
+
+
+class _CTCNetwork(nn.Module):
+    """features, lengths -> CTC log-probabilities and their lengths (the exported graph)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, enc_lengths = self.model.encode(features, feature_lengths)
+        return self.model.ctc_log_probs(enc), enc_lengths
+
+
+def frontend_arrays(frontend: nn.Module) -> dict[str, np.ndarray]:
+    """The arrays the numpy frontend needs, taken from the built module (torchaudio or librosa backend)."""
+    arrays: dict[str, np.ndarray] = {"window": np.asarray(frontend._window_np, np.float64)}
+    if hasattr(frontend, "n_mels"):
+        if hasattr(frontend, "mel_fb"):
+            arrays["mel_fb"] = frontend.mel_fb.detach().cpu().double().numpy()  # (F, n_mels)
+        else:
+            arrays["mel_fb"] = np.asarray(frontend._mel_np, np.float64).T
+    if hasattr(frontend, "n_mfcc"):
+        import torchaudio.functional as AF
+
+        arrays["dct"] = AF.create_dct(frontend.n_mfcc, frontend.n_mels, norm="ortho").double().numpy()
+    return arrays
+
+
+def _example_batch(input_dim: int, frames: int, lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(len(lengths), frames, input_dim, generator=gen)
+    lens = torch.tensor(lengths, dtype=torch.long)
+    feats = feats.masked_fill(torch.arange(frames)[None, :, None] >= lens[:, None, None], 0.0)
+    return feats, lens
+
+
+def _max_diff(session: Any, network: nn.Module, feats: torch.Tensor, lens: torch.Tensor) -> float:
+    """Largest |log-prob| difference on the valid frames of a batch."""
+    got, got_len = session.run(None, {"features": feats.numpy(), "feature_lengths": lens.numpy()})
+    with torch.no_grad():
+        ref, ref_len = network(feats, lens)
+    if got.shape != tuple(ref.shape) or not np.array_equal(got_len, ref_len.numpy()):
+        return float("inf")
+    return max(float(np.abs(got[b, :n] - ref[b, :n].numpy()).max()) for b, n in enumerate(ref_len.tolist()) if n)
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    quantize: str | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Write ``out_dir`` (model.onnx, frontend, CMVN, tokenizer, model.yaml) from ``checkpoint``."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(f"export needs onnx and onnxruntime: pip install 'kospeech[export]' ({err})") from None
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(QUANTIZE)}")
+    from kospeech.train.checkpoint import load_checkpoint, load_for_inference
+
+    source = Path(checkpoint)
+    ckpt_meta = check_metadata(load_checkpoint(source).get("metadata"), str(source))
+    bundle = load_for_inference(source, device="cpu")
+    model, frontend = bundle.model.eval(), bundle.frontend
+    name = bundle.config.get("model", {}).get("name", type(model).__name__)
+    if not getattr(model, "has_ctc", False):
+        raise ConfigError(
+            f"{source}: model '{name}' has no CTC head; ONNX export covers encoder + CTC models for now "
+            "(train with a CTC head, e.g. ctc_weight > 0, to export it)"
+        )
+    if frontend is None:
+        raise ConfigError(f"{source}: the checkpoint config names no frontend; the runtime needs one to read audio")
+    if frontend.del_silence:
+        raise ConfigError(f"{source}: frontend.del_silence is not supported by the runtime; export a model without it")
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        network = _CTCNetwork(model).eval()
+        input_dim = int(frontend.output_dim)
+        sr, hop = frontend.sample_rate, frontend.hop_length
+        feats, lens = _example_batch(input_dim, 300, [300, 211], seed=0)
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                network,
+                (feats, lens),
+                str(tmp / mf.ONNX_FILE),
+                dynamo=False,
+                input_names=list(mf.INPUTS),
+                output_names=list(mf.OUTPUTS),
+                dynamic_axes={
+                    "features": {0: "batch", 1: "time"},
+                    "feature_lengths": {0: "batch"},
+                    "log_probs": {0: "batch", 1: "frames"},
+                    "lengths": {0: "batch"},
+                },
+                opset_version=opset,
+            )
+        network.eval()  # the exporter puts back the wrapper's (training) mode on every submodule
+        check_feats, check_lens = _example_batch(input_dim, 523, [523, 97, 388], seed=1)
+        diff = _max_diff(_session(tmp / mf.ONNX_FILE), network, check_feats, check_lens)
+        if not diff <= CHECK_TOLERANCE:
+            raise DataError(
+                f"{source}: the exported graph of model '{name}' disagrees with PyTorch on another batch shape "
+                f"(max |log-prob| difference {diff:.3g}); its code fixes a shape while tracing, so it cannot be "
+                "exported yet"
+            )
+        with torch.no_grad():  # encoder frames per feature frame, from a long input
+            _, enc_len = model.encode(*_example_batch(input_dim, 4000, [4000], seed=2))
+        subsampling = max(1, round(4000 / int(enc_len[0])))
+        files = {"onnx": mf.ONNX_FILE}
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            root, level = logging.getLogger(), logging.getLogger().level
+            root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger to pre-process first
+            try:
+                quantize_dynamic(str(tmp / mf.ONNX_FILE), str(tmp / mf.INT8_FILE), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
+            files["int8"] = mf.INT8_FILE
+        np.savez(tmp / mf.FRONTEND_ARRAYS, **frontend_arrays(frontend))
+        if bundle.cmvn is not None:
+            from kospeech.data.cmvn import save_cmvn
+
+            save_cmvn(tmp / mf.CMVN_FILE, bundle.cmvn.mean.cpu().numpy(), bundle.cmvn.std.cpu().numpy())
+            files["cmvn"] = mf.CMVN_FILE
+        bundle.tokenizer.save(tmp / mf.TOKENIZER_DIR)
+        inherited = {k: ckpt_meta[k] for k in ("plugins", "training_corpus") if k in ckpt_meta}
+        manifest = {
+            "metadata": make_metadata("export", checksum=mf.sha256_file(tmp / mf.ONNX_FILE), **inherited),
+            "source": {"checkpoint": source.name, "model": name},
+            "files": {**files, "frontend_arrays": mf.FRONTEND_ARRAYS, "tokenizer": mf.TOKENIZER_DIR},
+            "network": {
+                "head": "ctc",
+                "inputs": list(mf.INPUTS),
+                "outputs": list(mf.OUTPUTS),
+                "input_dim": input_dim,
+                "vocab_size": int(bundle.tokenizer.vocab_size),
+                "subsampling": subsampling,
+                "frame_seconds": hop * subsampling / sr,
+                "min_frames": _min_frames(model),
+                "opset": opset,
+            },
+            "frontend": _plain(frontend.config),
+            "decode": {"search": _default_search(bundle.config)},
+            "check": {"max_abs_log_prob_diff": float(diff)},
+        }
+        (tmp / mf.MANIFEST).write_text(
+            yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("exported %s to %s (max |log-prob| difference %.2g)", source, out, diff)
+    return out
+
+
+def _min_frames(model: nn.Module) -> int:
+    """Shortest input the encoder's extractor takes (conv subsampling needs a few frames)."""
+    extractor = getattr(getattr(model, "encoder", None), "extractor", None)
+    return int(getattr(extractor, "min_frames", 1))
+
+
+def _default_search(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint's decode search when it is one the runtime has, else CTC greedy."""
+    search = (config.get("decode") or {}).get("search") or {}
+    if isinstance(search, Mapping) and search.get("name") in ("ctc_greedy", "ctc_prefix_beam"):
+        return {k: v for k, v in search.items() if k in ("name", "beam_size")}
+    return {"name": "ctc_greedy"}
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe copy (tuples to lists, numpy scalars to Python)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

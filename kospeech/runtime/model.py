@@ -1,0 +1,204 @@
+"""An exported model decoded with onnxruntime and numpy: the torch-free twin of ``kospeech.load``.
+
+``transcribe`` takes what the Python API takes (a path, a float wave at the model's rate, a
+file's bytes, or a list of them) and returns the same :class:`~kospeech.inference.result.Result`
+objects: text, words and syllables with times (from the CTC spans of the chosen tokens, grouped
+by :func:`kospeech.inference.timing.syllables_and_words`), duration. A bad item gives a failed
+Result naming it; the others still decode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from kospeech.audio import read_audio, read_audio_bytes
+from kospeech.errors import ConfigError, DataError, KoSpeechError
+from kospeech.export import manifest as mf
+from kospeech.inference.result import Result
+from kospeech.inference.timing import TokenSpan, syllables_and_words
+from kospeech.metadata import check_metadata
+from kospeech.runtime import ctc
+from kospeech.runtime.features import NumpyFrontend
+from kospeech.runtime.tokens import Detokenizer
+
+SEARCHES = ("ctc_greedy", "ctc_prefix_beam")
+Item = str | os.PathLike | np.ndarray | bytes
+
+
+class ExportedModel:
+    """A loaded export directory (see :func:`kospeech.runtime.load`)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, int8: bool | None = None, num_threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("kospeech.runtime needs onnxruntime: pip install onnxruntime") from None
+        d = Path(directory)
+        if not (d / mf.MANIFEST).is_file():
+            raise DataError(f"{d}: not an export directory (no {mf.MANIFEST}); make one with `kospeech export`")
+        self.directory = d
+        self.manifest: dict[str, Any] = yaml.safe_load((d / mf.MANIFEST).read_text(encoding="utf-8")) or {}
+        self.metadata = check_metadata(self.manifest.get("metadata"), str(d / mf.MANIFEST))
+        files = self.manifest.get("files", {})
+        net = self.manifest.get("network", {})
+        if net.get("head") != "ctc":
+            raise DataError(f"{d}: network head {net.get('head')!r} is not one this runtime decodes (ctc)")
+        use_int8 = ("int8" in files) if int8 is None else int8
+        if use_int8 and "int8" not in files:
+            raise ConfigError(f"{d}: has no int8 model; export with --quantize int8")
+        onnx_path = d / (files["int8"] if use_int8 else files.get("onnx", mf.ONNX_FILE))
+        if not onnx_path.is_file():
+            raise DataError(f"{onnx_path}: missing; export the checkpoint again")
+        checksum = self.metadata.get("checksum")
+        fp32 = d / files.get("onnx", mf.ONNX_FILE)
+        if checksum and not use_int8 and mf.sha256_file(fp32) != checksum:
+            raise DataError(f"{fp32}: sha256 differs from {mf.MANIFEST}'s checksum; the file is damaged, export again")
+        self.int8 = bool(use_int8)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if num_threads:
+            opts.intra_op_num_threads = num_threads
+            opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        with np.load(d / files.get("frontend_arrays", mf.FRONTEND_ARRAYS)) as arrays:
+            self.frontend = NumpyFrontend(self.manifest["frontend"], dict(arrays))
+        self.cmvn: tuple[np.ndarray, np.ndarray] | None = None
+        if files.get("cmvn"):
+            with np.load(d / files["cmvn"]) as stats:
+                self.cmvn = (stats["mean"].astype(np.float32), stats["std"].astype(np.float32))
+        self.tokenizer = Detokenizer(d / files.get("tokenizer", mf.TOKENIZER_DIR))
+        self.sample_rate = self.frontend.sample_rate
+        self.frame_seconds = float(net["frame_seconds"])
+        self.min_frames = int(net.get("min_frames", 1))
+        search = self.manifest.get("decode", {}).get("search")
+        self.default_search: dict[str, Any] = dict(search or {"name": "ctc_greedy"})
+
+    def __repr__(self) -> str:
+        src = self.manifest.get("source", {})
+        return f"ExportedModel({str(self.directory)!r}, model={src.get('model')!r}, int8={self.int8})"
+
+    # -- pieces (also used by the parity test and bench/export.py) ---------------------------
+
+    def read(self, item: Item) -> tuple[np.ndarray, str]:
+        """A wave at the model's rate and the item's name for results and errors."""
+        if isinstance(item, np.ndarray):
+            if item.ndim != 1 or item.size == 0:
+                raise DataError(f"<array>: expected a non-empty mono wave, got shape {item.shape}")
+            return item.astype(np.float32, copy=False), "<array>"
+        if isinstance(item, (bytes, bytearray)):
+            return read_audio_bytes(bytes(item), sample_rate=self.sample_rate), "<bytes>"
+        return read_audio(item, sample_rate=self.sample_rate), str(item)
+
+    def features(self, wave: np.ndarray) -> np.ndarray:
+        """(S,) wave -> (T, D) normalised features, as the checkpoint's frontend and CMVN give them."""
+        feats = self.frontend(wave)
+        if self.cmvn is not None:
+            feats = (feats - self.cmvn[0]) / self.cmvn[1]
+        return feats
+
+    def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """CTC log-probabilities (T', V) per wave, the waves decoded as one padded batch."""
+        feats = [self.features(w) for w in waves]
+        for f in feats:
+            if f.shape[0] < self.min_frames:
+                raise DataError(
+                    f"audio of {f.shape[0] * self.frontend.hop_length / self.sample_rate:.3f} s is too short; the "
+                    f"model needs at least {self.min_frames * self.frontend.hop_length / self.sample_rate:.3f} s"
+                )
+        lengths = np.array([f.shape[0] for f in feats], dtype=np.int64)
+        batch = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), dtype=np.float32)
+        for b, f in enumerate(feats):
+            batch[b, : f.shape[0]] = f
+        out, out_lengths = self.session.run(None, {"features": batch, "feature_lengths": lengths})
+        return [out[b, : int(n)] for b, n in enumerate(out_lengths)]
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def transcribe(
+        self,
+        items: Item | Sequence[Item],
+        *,
+        search: str | Mapping[str, Any] | None = None,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Result | list[Result]:
+        """Transcribe one item (returns a Result) or a list (returns a list, in order).
+
+        ``search``: ``ctc_greedy`` or ``ctc_prefix_beam`` (default: the export's); options such as
+        ``beam_size=10`` go with it.
+        """
+        single = not isinstance(items, (list, tuple))
+        todo: list[Item] = [items] if single else list(items)  # type: ignore[list-item]
+        cfg = self._search(search, options)
+        results: list[Result | None] = [None] * len(todo)
+        waves: list[tuple[int, np.ndarray, str]] = []
+        for i, item in enumerate(todo):
+            try:
+                wave, name = self.read(item)
+                waves.append((i, wave, name))
+            except KoSpeechError as err:
+                results[i] = Result.failed(_name(item), str(err))
+        waves.sort(key=lambda x: -x[1].size)  # similar lengths share a batch: little padding
+        for start in range(0, len(waves), max(1, batch_size)):
+            chunk = waves[start : start + batch_size]
+            try:
+                lps = self.log_probs([w for _, w, _ in chunk])
+            except KoSpeechError:
+                lps = [None] * len(chunk)  # decode one by one below, so one bad item names itself
+            for (i, wave, name), lp in zip(chunk, lps):
+                try:
+                    lp = self.log_probs([wave])[0] if lp is None else lp
+                    results[i] = self._result(lp, cfg, wave.size / self.sample_rate, name)
+                except KoSpeechError as err:
+                    results[i] = Result.failed(name, f"{name}: {err}")
+        return results[0] if single else results  # type: ignore[return-value]
+
+    def _search(self, search: str | Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
+        if search is None:
+            cfg = {**self.default_search, **options}
+        elif isinstance(search, str):
+            cfg = {"name": search, **options}
+        else:
+            cfg = {**search, **options}
+        if cfg.get("name") not in SEARCHES:
+            raise ConfigError(f"search {cfg.get('name')!r}: the runtime has {', '.join(SEARCHES)}")
+        unknown = set(cfg) - {"name", "beam_size"}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise ConfigError(f"search {cfg['name']}: unknown option(s) {names}; the runtime takes beam_size")
+        return cfg
+
+    def _result(self, lp: np.ndarray, cfg: Mapping[str, Any], duration: float, name: str) -> Result:
+        if cfg["name"] == "ctc_greedy":
+            tokens, spans = ctc.greedy(lp)
+        else:
+            tokens = ctc.prefix_beam(lp, int(cfg.get("beam_size", 10)))[0][0]
+            spans = ctc.align(lp, tokens) or []
+        step = self.frame_seconds
+        token_spans = [
+            TokenSpan(self.tokenizer.id_to_token(t), round(s * step, 3), round(min(e * step, duration), 3), round(p, 4))
+            for t, s, e, p in spans
+        ]
+        syllables, words = syllables_and_words(token_spans, self.tokenizer.space_symbol)
+        return Result(
+            text=self.tokenizer.decode(tokens),
+            words=words,
+            syllables=syllables,
+            duration=round(duration, 3),
+            source=name,
+            tokens=tokens,
+        )
+
+
+def _name(item: Any) -> str:
+    if isinstance(item, np.ndarray):
+        return "<array>"
+    if isinstance(item, (bytes, bytearray)):
+        return "<bytes>"
+    return str(item)

@@ -123,17 +123,17 @@ def resample_wave(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray
     return out.numpy()
 
 
-def read_audio_bytes(data: bytes, *, sample_rate: int = PCM_SAMPLE_RATE, name: str = "<bytes>") -> np.ndarray:
-    """An audio file's content (wav, flac, ogg) as a float32 mono wave at ``sample_rate``.
+def read_audio_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
+    """An audio file's content (wav, flac, ogg) as a float32 mono wave and its rate; ``name`` for errors.
 
-    For uploads and pipes, which have no path; raw PCM has no header, so the bytes must be a file format.
+    For uploads and standard input, which have no path; raw PCM has no header, so the bytes
+    must be a file format.
     """
     import io
 
     if not data:
-        raise DataError(f"{name} holds no audio data (0 bytes)")
-    wave, rate = _decode_soundfile(io.BytesIO(data), name)
-    return resample_wave(wave, rate, sample_rate)
+        raise DataError(f"{name}: no audio bytes (empty input)")
+    return _decode_soundfile(io.BytesIO(bytes(data)), name)
 
 
 def read_audio(

@@ -45,7 +45,7 @@ def cer(refs: list[str], hyps: list[str]) -> float:
 
 def torch_log_probs(checkpoint: Path, waves: list[np.ndarray]) -> list[np.ndarray]:
     """The PyTorch path: the checkpoint's frontend, CMVN, encoder and CTC head, one padded batch."""
-    from kospeech.train.checkpoint import load_for_inference
+    from kospeech.inference.loading import load_for_inference
 
     bundle = load_for_inference(checkpoint)
     lengths = torch.tensor([w.size for w in waves])
@@ -61,8 +61,8 @@ def torch_log_probs(checkpoint: Path, waves: list[np.ndarray]) -> list[np.ndarra
 
 
 def torch_greedy_texts(checkpoint: Path, waves: list[np.ndarray]) -> list[str]:
+    from kospeech.inference.loading import load_for_inference
     from kospeech.search.ctc import ctc_best_path
-    from kospeech.train.checkpoint import load_for_inference
 
     tok = load_for_inference(checkpoint).tokenizer
     out = []

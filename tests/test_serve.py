@@ -155,5 +155,20 @@ def test_serve_command(exported: Path, ctc_checkpoint: dict) -> None:
         proc.wait(timeout=10)
 
 
+def test_serve_a_checkpoint_with_the_pytorch_api(ctc_checkpoint: dict) -> None:
+    """A checkpoint (not an export) is served through kospeech.load, one worker; same answers."""
+    from kospeech.serve.app import create_app, open_model
+
+    model, workers = open_model(str(ctc_checkpoint["path"]))
+    assert workers == 1 and type(model).__name__ == "Transcriber"
+    for url in run_server(create_app(model, workers=workers)):
+        jobs = [wav_bytes(w) for w in ctc_checkpoint["waves"][:4]]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(post, [f"{url}/transcribe"] * len(jobs), jobs))
+    assert [a[0] for a in answers] == [200] * 4
+    assert [a[1]["text"] for a in answers] == ctc_checkpoint["texts"][:4]
+    assert [w["text"] for w in answers[0][1]["words"]] == ctc_checkpoint["texts"][0].split()
+
+
 def test_serve_refuses_a_missing_path(tmp_path: Path) -> None:
     assert main(["serve", str(tmp_path / "nothing.pt")]) == 1

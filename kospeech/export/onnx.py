@@ -29,7 +29,7 @@ from torch import nn
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
-from kospeech.metadata import check_metadata, make_metadata
+from kospeech.metadata import make_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,10 @@ def export_onnx(
         raise ConfigError(f"export needs onnx and onnxruntime: pip install 'kospeech[export]' ({err})") from None
     if quantize not in (None, *QUANTIZE):
         raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(QUANTIZE)}")
-    from kospeech.train.checkpoint import load_checkpoint, load_for_inference
+    from kospeech.inference.loading import load_for_inference
 
     source = Path(checkpoint)
-    ckpt_meta = check_metadata(load_checkpoint(source).get("metadata"), str(source))
-    bundle = load_for_inference(source, device="cpu")
+    bundle = load_for_inference(source, device="cpu")  # refuses a newer checkpoint format
     model, frontend = bundle.model.eval(), bundle.frontend
     name = bundle.config.get("model", {}).get("name", type(model).__name__)
     if not getattr(model, "has_ctc", False):
@@ -180,7 +179,7 @@ def export_onnx(
             save_cmvn(tmp / mf.CMVN_FILE, bundle.cmvn.mean.cpu().numpy(), bundle.cmvn.std.cpu().numpy())
             files["cmvn"] = mf.CMVN_FILE
         bundle.tokenizer.save(tmp / mf.TOKENIZER_DIR)
-        inherited = {k: ckpt_meta[k] for k in ("plugins", "training_corpus") if k in ckpt_meta}
+        inherited = {k: bundle.metadata[k] for k in ("plugins", "training_corpus") if k in bundle.metadata}
         manifest = {
             "metadata": make_metadata("export", checksum=mf.sha256_file(tmp / mf.ONNX_FILE), **inherited),
             "source": {"checkpoint": source.name, "model": name},

@@ -15,7 +15,6 @@ for models with a CTC head; other models give text without times.
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -200,7 +199,7 @@ class Transcriber:
     # ---- inputs ----------------------------------------------------------------------------
     def _open(self, item: Any, sample_rate: int | None) -> tuple[str, float, Callable[[], Iterator[np.ndarray]]]:
         """(name, seconds, blocks) of one input; raises DataError naming the item."""
-        from kospeech.audio import check_finite, resample_wave, stream_audio
+        from kospeech.audio import check_finite, read_audio_bytes, resample_wave, stream_audio
 
         rate = self.sample_rate
         if isinstance(item, (str, Path)) and str(item) == "-":
@@ -211,15 +210,7 @@ class Transcriber:
             seconds, blocks = stream_audio(item, sample_rate=rate, block_seconds=BLOCK_SECONDS)
             return name, seconds, lambda: blocks
         if isinstance(item, (bytes, bytearray)):
-            import soundfile as sf
-
-            if not item:
-                raise DataError(f"{name}: no audio bytes (empty input)")
-            try:
-                wave, native = sf.read(io.BytesIO(bytes(item)), dtype="float32", always_2d=True)
-            except (sf.SoundFileError, RuntimeError, TypeError) as err:
-                raise DataError(f"{name}: not audio that soundfile can decode (wav, flac, ogg): {err}") from None
-            wave = wave.mean(axis=1)
+            wave, native = read_audio_bytes(item, name)
         elif isinstance(item, (np.ndarray, torch.Tensor)):
             wave = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
             if wave.dtype == np.int16:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kospeech.audio import read_audio, read_audio_bytes
+from kospeech.audio import check_finite, read_audio, read_audio_bytes, resample_wave
 from kospeech.errors import ConfigError, DataError, KoSpeechError
 from kospeech.export import manifest as mf
 from kospeech.inference.result import Result
@@ -90,9 +90,12 @@ class ExportedModel:
         if isinstance(item, np.ndarray):
             if item.ndim != 1 or item.size == 0:
                 raise DataError(f"<array>: expected a non-empty mono wave, got shape {item.shape}")
+            check_finite(item, "<array>")
             return item.astype(np.float32, copy=False), "<array>"
         if isinstance(item, (bytes, bytearray)):
-            return read_audio_bytes(bytes(item), sample_rate=self.sample_rate), "<bytes>"
+            wave, rate = read_audio_bytes(item, "<bytes>")
+            check_finite(wave, "<bytes>")
+            return resample_wave(wave, rate, self.sample_rate), "<bytes>"
         return read_audio(item, sample_rate=self.sample_rate), str(item)
 
     def features(self, wave: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ def create_app(
         from flask import Flask, Response, jsonify, request
     except ImportError:
         raise ConfigError("the web demo needs flask: pip install 'kospeech[serve]'") from None
-    from kospeech.audio import read_audio_bytes
+    from kospeech.audio import check_finite, read_audio_bytes, resample_wave
 
     app = Flask("kospeech.serve")
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
@@ -78,12 +78,14 @@ def create_app(
             return error(400, "no audio: send a file in the multipart form field 'audio' or as the request body")
         source = (upload.filename if upload is not None else "") or "<upload>"
         try:
-            wave = read_audio_bytes(data, sample_rate=sample_rate, name=source)
+            wave, rate = read_audio_bytes(data, source)
+            check_finite(wave, source)
         except DataError as err:
             return error(415, str(err))
-        duration = wave.size / sample_rate
+        duration = wave.size / rate
         if duration > max_seconds:
             return error(413, f"{source}: {duration:.1f} s of audio is longer than the limit of {max_seconds:g} s")
+        wave = resample_wave(wave, rate, sample_rate)
         if not slots.acquire(timeout=queue_timeout):
             return error(503, f"all {workers} workers stayed busy for {queue_timeout:g} s; try again later")
         try:

@@ -27,14 +27,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.decode import SENTENCES  # noqa: E402  (the 20 sentences of the decoding benchmark)
 from kospeech.audio import resample_wave  # noqa: E402
 
-SENTENCES = [
-    "안녕하세요", "오늘 날씨가 좋네요", "밥 먹었어요", "지금 몇 시예요", "학교에 가요",
-    "커피 한 잔 주세요", "감사합니다", "내일 만나요", "어디 가세요", "이거 얼마예요",
-    "잘 지냈어요", "화장실이 어디예요", "천천히 말해 주세요", "다시 한번 말해 주세요", "배고파요",
-    "주말에 뭐 해요", "버스 정류장이 어디예요", "생일 축하해요", "괜찮아요", "좋은 하루 보내세요",
-]
 SR = 16000
 
 

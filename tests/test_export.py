@@ -198,3 +198,35 @@ def test_export_refuses_models_without_ctc_head(ctc_checkpoint: dict, tmp_path: 
         export_onnx(tmp_path / "rnnt.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert main(["export", str(tmp_path / "rnnt.pt"), "--out", str(tmp_path / "out")]) == 1
+
+
+OTHER_CTC_MODELS = {
+    "conformer": {"name": "conformer", "head": "attention", "ctc_weight": 0.3,
+                  "encoder": {"name": "conformer", "d_model": 32, "ff_dim": 64, "num_layers": 2, "kernel_size": 7,
+                              "attention": {"name": "relative_multi_head", "heads": 2},
+                              "extractor": {"name": "conv2d_subsampling", "output_dim": 32, "channels": 8}},
+                  "decoder": {"name": "transformer", "d_model": 32, "heads": 2, "ff_dim": 64, "num_layers": 1}},
+    "deepspeech2": {"name": "deepspeech2", "encoder": {"name": "rnn", "hidden_dim": 32, "num_layers": 2}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_CTC_MODELS))
+def test_other_models_with_a_ctc_head_export(name: str, ctc_checkpoint: dict, tmp_path: Path) -> None:
+    """A Conformer (relative attention, CTC branch beside its decoder) and Deep Speech 2 (packed BiGRU)
+    trace shape-generically: the runtime's log-probs match PyTorch's on real audio of three lengths."""
+    from kospeech import runtime
+    from kospeech.registry import build
+
+    ckpt = torch.load(ctc_checkpoint["path"], weights_only=True)
+    cfg = OTHER_CTC_MODELS[name]
+    torch.manual_seed(0)
+    model = build("model", cfg, path="model", **ckpt["model_args"])
+    ckpt.update(model=model.state_dict(), config={**ckpt["config"], "model": cfg})
+    torch.save(ckpt, tmp_path / f"{name}.pt")
+    out = main(["export", str(tmp_path / f"{name}.pt"), "--out", str(tmp_path / name)])
+    assert out == 0
+    waves = ctc_checkpoint["waves"][:3]
+    ours = runtime.load(tmp_path / name).log_probs(waves)
+    theirs = torch_log_probs(tmp_path / f"{name}.pt", waves)
+    assert [a.shape for a in ours] == [b.shape for b in theirs]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)) < 1e-3

@@ -51,6 +51,38 @@ class _CTCNetwork(nn.Module):
         return self.model.ctc_log_probs(enc), enc_lengths
 
 
+class _EncoderNetwork(nn.Module):
+    """features, lengths -> encoder output and its lengths (a transducer's first graph)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode(features, feature_lengths)
+
+
+class _PredictorNetwork(nn.Module):
+    """tokens, *state tensors -> predictor output, *next state tensors (state flattened for ONNX)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, new_state = self.model.predictor_step(tokens, tuple(state))
+        return (out, *new_state)
+
+
+class _JoinerNetwork(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, encoder_frame: torch.Tensor, predictor_out: torch.Tensor) -> torch.Tensor:
+        return self.model.joint(encoder_frame, predictor_out)
+
+
 def frontend_arrays(frontend: nn.Module) -> dict[str, np.ndarray]:
     """The arrays the numpy frontend needs, taken from the built module (torchaudio or librosa backend)."""
     arrays: dict[str, np.ndarray] = {"window": np.asarray(frontend._window_np, np.float64)}
@@ -74,14 +106,95 @@ def _example_batch(input_dim: int, frames: int, lengths: list[int], seed: int) -
     return feats, lens
 
 
-def _max_diff(session: Any, network: nn.Module, feats: torch.Tensor, lens: torch.Tensor) -> float:
-    """Largest |log-prob| difference on the valid frames of a batch."""
-    got, got_len = session.run(None, {"features": feats.numpy(), "feature_lengths": lens.numpy()})
+def _max_diff(session: Any, network: nn.Module, inputs: dict[str, torch.Tensor], valid: int | None = 0) -> float:
+    """Largest |difference| between onnxruntime and PyTorch outputs; with ``valid`` set, output
+    ``valid + 1`` holds lengths and only frames within them count in output ``valid``."""
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
-        ref, ref_len = network(feats, lens)
-    if got.shape != tuple(ref.shape) or not np.array_equal(got_len, ref_len.numpy()):
+        ref = network(*inputs.values())
+    ref = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
+    if [g.shape for g in got] != [r.shape for r in ref]:
         return float("inf")
-    return max(float(np.abs(got[b, :n] - ref[b, :n].numpy()).max()) for b, n in enumerate(ref_len.tolist()) if n)
+    if valid is None:
+        return max(float(np.abs(g - r).max()) for g, r in zip(got, ref))
+    lengths = ref[valid + 1]
+    if not np.array_equal(got[valid + 1], lengths):
+        return float("inf")
+    return max(float(np.abs(got[valid][b, :n] - ref[valid][b, :n]).max()) for b, n in enumerate(lengths.tolist()) if n)
+
+
+def _trace(network: nn.Module, inputs: dict[str, torch.Tensor], outputs: list[str], axes: dict[str, dict[int, str]],
+           path: Path, opset: int) -> None:
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, tuple(inputs.values()), str(path), dynamo=False, input_names=list(inputs),
+                          output_names=outputs, dynamic_axes=axes, opset_version=opset)
+    network.eval()  # the exporter puts back the wrapper's (training) mode on every submodule
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger to pre-process first
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def _export_ctc(model: nn.Module, input_dim: int, tmp: Path, opset: int) -> tuple[dict[str, str], float]:
+    network = _CTCNetwork(model).eval()
+    feats, lens = _example_batch(input_dim, 300, [300, 211], seed=0)
+    axes = {"features": {0: "batch", 1: "time"}, "feature_lengths": {0: "batch"},
+            "log_probs": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}}
+    _trace(network, {"features": feats, "feature_lengths": lens}, list(mf.OUTPUTS), axes, tmp / mf.ONNX_FILE, opset)
+    feats, lens = _example_batch(input_dim, 523, [523, 97, 388], seed=1)
+    diff = _max_diff(_session(tmp / mf.ONNX_FILE), network, {"features": feats, "feature_lengths": lens})
+    return {"onnx": mf.ONNX_FILE}, diff
+
+
+def _export_transducer(model: nn.Module, input_dim: int, tmp: Path, opset: int) -> tuple[dict[str, str], float]:
+    files = mf.TRANSDUCER_FILES
+    encoder = _EncoderNetwork(model).eval()
+    feats, lens = _example_batch(input_dim, 300, [300, 211], seed=0)
+    axes = {"features": {0: "batch", 1: "time"}, "feature_lengths": {0: "batch"},
+            "encoder_out": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}}
+    _trace(encoder, {"features": feats, "feature_lengths": lens}, ["encoder_out", "lengths"], axes,
+           tmp / files["onnx"], opset)
+    feats, lens = _example_batch(input_dim, 523, [523, 97, 388], seed=1)
+    diffs = [_max_diff(_session(tmp / files["onnx"]), encoder, {"features": feats, "feature_lengths": lens})]
+    predictor = _PredictorNetwork(model).eval()
+
+    def predictor_inputs(n: int, seed: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        state = model.predictor_init_state(n, torch.device("cpu"))
+        if not isinstance(state, (tuple, list)) or not all(torch.is_tensor(t) for t in state):
+            raise ConfigError(f"the prediction network's state is a {type(state).__name__}; export needs a tuple "
+                              "of tensors")
+        tokens = torch.randint(0, 5, (n,), generator=gen)
+        return {"tokens": tokens, **{f"state_{i}": torch.randn(t.shape, generator=gen) for i, t in enumerate(state)}}
+
+    inputs = predictor_inputs(2, 0)
+    n_state = len(inputs) - 1
+    outputs = ["predictor_out", *(f"next_state_{i}" for i in range(n_state))]
+    _trace(predictor, inputs, outputs, {k: {0: "n"} for k in [*inputs, *outputs]}, tmp / files["predictor"], opset)
+    diffs.append(_max_diff(_session(tmp / files["predictor"]), predictor, predictor_inputs(5, 1), valid=None))
+    joiner = _JoinerNetwork(model).eval()
+    with torch.no_grad():
+        pred_dim = int(predictor(*inputs.values())[0].shape[-1])
+    enc_dim = int(encoder(feats[:1], lens[:1])[0].shape[-1])
+
+    def joiner_inputs(n: int, seed: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return {"encoder_frame": torch.randn(n, enc_dim, generator=gen),
+                "predictor_out": torch.randn(n, pred_dim, generator=gen)}
+
+    _trace(joiner, joiner_inputs(2, 0), ["log_probs"], {k: {0: "n"} for k in ["encoder_frame", "predictor_out",
+                                                                              "log_probs"]},
+           tmp / files["joiner"], opset)
+    diffs.append(_max_diff(_session(tmp / files["joiner"]), joiner, joiner_inputs(6, 1), valid=None))
+    return dict(files), max(diffs)
 
 
 def _session(path: Path) -> Any:
@@ -113,10 +226,11 @@ def export_onnx(
     bundle = load_for_inference(source, device="cpu")  # refuses a newer checkpoint format
     model, frontend = bundle.model.eval(), bundle.frontend
     name = bundle.config.get("model", {}).get("name", type(model).__name__)
-    if not getattr(model, "has_ctc", False):
+    head = "transducer" if getattr(model, "is_transducer", False) else "ctc" if getattr(model, "has_ctc", False) else ""
+    if not head:
         raise ConfigError(
-            f"{source}: model '{name}' has no CTC head; ONNX export covers encoder + CTC models for now "
-            "(train with a CTC head, e.g. ctc_weight > 0, to export it)"
+            f"{source}: model '{name}' has neither a CTC head nor a transducer; ONNX export covers those two for "
+            "now (train an attention model with a CTC branch, ctc_weight > 0, to export it)"
         )
     if frontend is None:
         raise ConfigError(f"{source}: the checkpoint config names no frontend; the runtime needs one to read audio")
@@ -128,50 +242,24 @@ def export_onnx(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        network = _CTCNetwork(model).eval()
         input_dim = int(frontend.output_dim)
         sr, hop = frontend.sample_rate, frontend.hop_length
-        feats, lens = _example_batch(input_dim, 300, [300, 211], seed=0)
-        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                network,
-                (feats, lens),
-                str(tmp / mf.ONNX_FILE),
-                dynamo=False,
-                input_names=list(mf.INPUTS),
-                output_names=list(mf.OUTPUTS),
-                dynamic_axes={
-                    "features": {0: "batch", 1: "time"},
-                    "feature_lengths": {0: "batch"},
-                    "log_probs": {0: "batch", 1: "frames"},
-                    "lengths": {0: "batch"},
-                },
-                opset_version=opset,
-            )
-        network.eval()  # the exporter puts back the wrapper's (training) mode on every submodule
-        check_feats, check_lens = _example_batch(input_dim, 523, [523, 97, 388], seed=1)
-        diff = _max_diff(_session(tmp / mf.ONNX_FILE), network, check_feats, check_lens)
+        exporter = _export_transducer if head == "transducer" else _export_ctc
+        graphs, diff = exporter(model, input_dim, tmp, opset)
         if not diff <= CHECK_TOLERANCE:
             raise DataError(
                 f"{source}: the exported graph of model '{name}' disagrees with PyTorch on another batch shape "
-                f"(max |log-prob| difference {diff:.3g}); its code fixes a shape while tracing, so it cannot be "
-                "exported yet"
+                f"(max difference {diff:.3g}); its code fixes a shape while tracing, so it cannot be exported yet"
             )
         with torch.no_grad():  # encoder frames per feature frame, from a long input
             _, enc_len = model.encode(*_example_batch(input_dim, 4000, [4000], seed=2))
         subsampling = max(1, round(4000 / int(enc_len[0])))
-        files = {"onnx": mf.ONNX_FILE}
+        files = dict(graphs)
         if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            root, level = logging.getLogger(), logging.getLogger().level
-            root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger to pre-process first
-            try:
-                quantize_dynamic(str(tmp / mf.ONNX_FILE), str(tmp / mf.INT8_FILE), weight_type=QuantType.QInt8)
-            finally:
-                root.setLevel(level)
-            files["int8"] = mf.INT8_FILE
+            for key, fname in graphs.items():
+                int8_name = fname.replace(".onnx", ".int8.onnx")
+                _quantize(tmp / fname, tmp / int8_name)
+                files["int8" if key == "onnx" else f"{key}_int8"] = int8_name
         np.savez(tmp / mf.FRONTEND_ARRAYS, **frontend_arrays(frontend))
         if bundle.cmvn is not None:
             from kospeech.data.cmvn import save_cmvn
@@ -180,14 +268,14 @@ def export_onnx(
             files["cmvn"] = mf.CMVN_FILE
         bundle.tokenizer.save(tmp / mf.TOKENIZER_DIR)
         inherited = {k: bundle.metadata[k] for k in ("plugins", "training_corpus") if k in bundle.metadata}
+        checksum = mf.sha256_files(*(tmp / f for f in graphs.values()))
         manifest = {
-            "metadata": make_metadata("export", checksum=mf.sha256_file(tmp / mf.ONNX_FILE), **inherited),
+            "metadata": make_metadata("export", checksum=checksum, **inherited),
             "source": {"checkpoint": source.name, "model": name},
             "files": {**files, "frontend_arrays": mf.FRONTEND_ARRAYS, "tokenizer": mf.TOKENIZER_DIR},
             "network": {
-                "head": "ctc",
-                "inputs": list(mf.INPUTS),
-                "outputs": list(mf.OUTPUTS),
+                "head": head,
+                "graphs": list(graphs.values()),  # the fp32 files the checksum covers, in order
                 "input_dim": input_dim,
                 "vocab_size": int(bundle.tokenizer.vocab_size),
                 "subsampling": subsampling,
@@ -196,8 +284,8 @@ def export_onnx(
                 "opset": opset,
             },
             "frontend": _plain(frontend.config),
-            "decode": {"search": _default_search(bundle.config)},
-            "check": {"max_abs_log_prob_diff": float(diff)},
+            "decode": {"search": _default_search(bundle.config, head)},
+            "check": {"max_abs_diff": float(diff)},
         }
         (tmp / mf.MANIFEST).write_text(
             yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -208,7 +296,7 @@ def export_onnx(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("exported %s to %s (max |log-prob| difference %.2g)", source, out, diff)
+    logger.info("exported %s (%s) to %s (max |difference| to PyTorch %.2g)", source, head, out, diff)
     return out
 
 
@@ -218,12 +306,12 @@ def _min_frames(model: nn.Module) -> int:
     return int(getattr(extractor, "min_frames", 1))
 
 
-def _default_search(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The checkpoint's decode search when it is one the runtime has, else CTC greedy."""
+def _default_search(config: Mapping[str, Any], head: str) -> dict[str, Any]:
+    """The checkpoint's decode search when it is one the runtime has, else the head's greedy search."""
     search = (config.get("decode") or {}).get("search") or {}
-    if isinstance(search, Mapping) and search.get("name") in ("ctc_greedy", "ctc_prefix_beam"):
+    if head == "ctc" and isinstance(search, Mapping) and search.get("name") in ("ctc_greedy", "ctc_prefix_beam"):
         return {k: v for k, v in search.items() if k in ("name", "beam_size")}
-    return {"name": "ctc_greedy"}
+    return {"name": "transducer_greedy" if head == "transducer" else "ctc_greedy"}
 
 
 def _plain(value: Any) -> Any:

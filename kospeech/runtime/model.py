@@ -23,11 +23,12 @@ from kospeech.export import manifest as mf
 from kospeech.inference.result import Result
 from kospeech.inference.timing import TokenSpan, syllables_and_words
 from kospeech.metadata import check_metadata
-from kospeech.runtime import ctc
+from kospeech.runtime import ctc, transducer
 from kospeech.runtime.features import NumpyFrontend
 from kospeech.runtime.tokens import Detokenizer
 
-SEARCHES = ("ctc_greedy", "ctc_prefix_beam")
+SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",)}
+OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size",), "transducer_greedy": ("max_symbols_per_frame",)}
 Item = str | os.PathLike | np.ndarray | bytes
 
 
@@ -47,25 +48,37 @@ class ExportedModel:
         self.metadata = check_metadata(self.manifest.get("metadata"), str(d / mf.MANIFEST))
         files = self.manifest.get("files", {})
         net = self.manifest.get("network", {})
-        if net.get("head") != "ctc":
-            raise DataError(f"{d}: network head {net.get('head')!r} is not one this runtime decodes (ctc)")
+        self.head = str(net.get("head"))
+        if self.head not in ("ctc", "transducer"):
+            raise DataError(f"{d}: network head {self.head!r} is not one this runtime decodes (ctc, transducer)")
         use_int8 = ("int8" in files) if int8 is None else int8
         if use_int8 and "int8" not in files:
             raise ConfigError(f"{d}: has no int8 model; export with --quantize int8")
-        onnx_path = d / (files["int8"] if use_int8 else files.get("onnx", mf.ONNX_FILE))
-        if not onnx_path.is_file():
-            raise DataError(f"{onnx_path}: missing; export the checkpoint again")
+        graphs = [d / f for f in net.get("graphs", [files.get("onnx", mf.ONNX_FILE)])]
+        for path in graphs:
+            if not path.is_file():
+                raise DataError(f"{path}: missing; export the checkpoint again")
         checksum = self.metadata.get("checksum")
-        fp32 = d / files.get("onnx", mf.ONNX_FILE)
-        if checksum and not use_int8 and mf.sha256_file(fp32) != checksum:
-            raise DataError(f"{fp32}: sha256 differs from {mf.MANIFEST}'s checksum; the file is damaged, export again")
+        if checksum and mf.sha256_files(*graphs) != checksum:
+            names = ", ".join(p.name for p in graphs)
+            raise DataError(f"{d}: sha256 of {names} differs from {mf.MANIFEST}'s checksum; the files are damaged, "
+                            "export again")
         self.int8 = bool(use_int8)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if num_threads:
             opts.intra_op_num_threads = num_threads
             opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+        def session(key: str) -> Any:
+            name = files.get(f"{key}_int8" if key != "onnx" else "int8") if use_int8 else None
+            return ort.InferenceSession(str(d / (name or files[key])), opts, providers=["CPUExecutionProvider"])
+
+        self.session = session("onnx")
+        if self.head == "transducer":
+            self.predictor, self.joiner = session("predictor"), session("joiner")
+            self._state_inputs = [i.name for i in self.predictor.get_inputs()[1:]]
+            self._state_shapes = [[1, *i.shape[1:]] for i in self.predictor.get_inputs()[1:]]
         with np.load(d / files.get("frontend_arrays", mf.FRONTEND_ARRAYS)) as arrays:
             self.frontend = NumpyFrontend(self.manifest["frontend"], dict(arrays))
         self.cmvn: tuple[np.ndarray, np.ndarray] | None = None
@@ -105,8 +118,9 @@ class ExportedModel:
             feats = (feats - self.cmvn[0]) / self.cmvn[1]
         return feats
 
-    def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """CTC log-probabilities (T', V) per wave, the waves decoded as one padded batch."""
+    def network_outputs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The first graph's output per wave, the waves run as one padded batch: CTC log-probs
+        (T', V) for CTC models, encoder frames (T', H) for transducers."""
         feats = [self.features(w) for w in waves]
         for f in feats:
             if f.shape[0] < self.min_frames:
@@ -120,6 +134,19 @@ class ExportedModel:
             batch[b, : f.shape[0]] = f
         out, out_lengths = self.session.run(None, {"features": batch, "feature_lengths": lengths})
         return [out[b, : int(n)] for b, n in enumerate(out_lengths)]
+
+    def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """CTC log-probabilities (T', V) per wave (CTC exports)."""
+        if self.head != "ctc":
+            raise ConfigError(f"{self.directory}: a {self.head} export has no CTC log-probabilities")
+        return self.network_outputs(waves)
+
+    def _step(self, tokens: np.ndarray, state: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        out, *new_state = self.predictor.run(None, {"tokens": tokens, **dict(zip(self._state_inputs, state))})
+        return out, new_state
+
+    def _joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:
+        return self.joiner.run(None, {"encoder_frame": frame, "predictor_out": pred_out})[0]
 
     # -- the API --------------------------------------------------------------------------------
 
@@ -151,12 +178,12 @@ class ExportedModel:
         for start in range(0, len(waves), max(1, batch_size)):
             chunk = waves[start : start + batch_size]
             try:
-                lps = self.log_probs([w for _, w, _ in chunk])
+                lps = self.network_outputs([w for _, w, _ in chunk])
             except KoSpeechError:
                 lps = [None] * len(chunk)  # decode one by one below, so one bad item names itself
             for (i, wave, name), lp in zip(chunk, lps):
                 try:
-                    lp = self.log_probs([wave])[0] if lp is None else lp
+                    lp = self.network_outputs([wave])[0] if lp is None else lp
                     results[i] = self._result(lp, cfg, wave.size / self.sample_rate, name)
                 except KoSpeechError as err:
                     results[i] = Result.failed(name, f"{name}: {err}")
@@ -169,16 +196,22 @@ class ExportedModel:
             cfg = {"name": search, **options}
         else:
             cfg = {**search, **options}
-        if cfg.get("name") not in SEARCHES:
-            raise ConfigError(f"search {cfg.get('name')!r}: the runtime has {', '.join(SEARCHES)}")
-        unknown = set(cfg) - {"name", "beam_size"}
+        if cfg.get("name") not in SEARCHES[self.head]:
+            raise ConfigError(f"search {cfg.get('name')!r}: the runtime has {', '.join(SEARCHES[self.head])} for "
+                              f"{self.head} models")
+        unknown = set(cfg) - {"name", *OPTIONS[cfg["name"]]}
         if unknown:
             names = ", ".join(sorted(unknown))
-            raise ConfigError(f"search {cfg['name']}: unknown option(s) {names}; the runtime takes beam_size")
+            raise ConfigError(f"search {cfg['name']}: unknown option(s) {names}; it takes "
+                              f"{', '.join(OPTIONS[cfg['name']]) or 'none'}")
         return cfg
 
     def _result(self, lp: np.ndarray, cfg: Mapping[str, Any], duration: float, name: str) -> Result:
-        if cfg["name"] == "ctc_greedy":
+        if cfg["name"] == "transducer_greedy":
+            state = [np.zeros(shape, dtype=np.float32) for shape in self._state_shapes]
+            tokens, spans = transducer.greedy(lp, self._step, self._joint, state,
+                                              int(cfg.get("max_symbols_per_frame", 3)))
+        elif cfg["name"] == "ctc_greedy":
             tokens, spans = ctc.greedy(lp)
         else:
             tokens = ctc.prefix_beam(lp, int(cfg.get("beam_size", 10)))[0][0]

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -52,12 +53,6 @@ def speed_id(utt: str, factor: float) -> str:
 
 def _shard_name(kind: str, shard: int, suffix: str) -> str:
     return f"{kind}.{shard:04d}.{suffix}"
-
-
-def _write_atomic(path: Path, content: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +248,8 @@ def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], st
             result.audio_seconds += wave.size / sample_rate
             _report(1)
     os.replace(tmp_feats, feats_path)
-    _write_atomic(shard_dir / _shard_name("skipped", shard, "tsv"), "".join(f"{u}\t{r}\n" for u, r in result.skipped))
-    _write_atomic(shard_dir / _shard_name("index", shard, "tsv"), "".join(index_lines))
+    write_atomic(shard_dir / _shard_name("skipped", shard, "tsv"), "".join(f"{u}\t{r}\n" for u, r in result.skipped))
+    write_atomic(shard_dir / _shard_name("index", shard, "tsv"), "".join(index_lines))
     return result
 
 
@@ -323,7 +318,7 @@ def dump_features(
             logger.warning("%s holds shards of other audio or another frontend; starting the dump over", shard_dir)
             shutil.rmtree(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(plan_path, json.dumps(plan, indent=1, ensure_ascii=False))
+    write_atomic(plan_path, json.dumps(plan, indent=1, ensure_ascii=False))
     (out_dir / INDEX_FILE).unlink(missing_ok=True)  # the dump is unfinished until the index is rewritten
 
     num_shards = plan["num_shards"]
@@ -425,8 +420,8 @@ def _assemble(
     if len(skipped) > 5:
         logger.warning("... and %d more skipped utterances, listed in %s", len(skipped) - 5, out_dir / "skipped.txt")
 
-    _write_atomic(out_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
-    _write_atomic(out_dir / "skipped.txt", "".join(f"{s}\n" for s in sorted(skipped)))
+    write_atomic(out_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
+    write_atomic(out_dir / "skipped.txt", "".join(f"{s}\n" for s in sorted(skipped)))
     for name, prefix_values in (("text", False), ("utt2spk", True)):
         src = data_dir / name
         if not src.exists():
@@ -440,12 +435,12 @@ def _assemble(
                 out_id = speed_id(utt, f)
                 if out_id in frames:
                     lines.append(f"{out_id} {speed_id(value, f) if prefix_values else value}\n")
-        _write_atomic(out_dir / name, "".join(sorted(lines)))
-    _write_atomic(out_dir / "frontend.yaml", yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
+        write_atomic(out_dir / name, "".join(sorted(lines)))
+    write_atomic(out_dir / "frontend.yaml", yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
     if (data_dir / "meta.yaml").exists():  # corpus and transcript form travel on to decode and score
-        _write_atomic(out_dir / "meta.yaml", (data_dir / "meta.yaml").read_text(encoding="utf-8"))
+        write_atomic(out_dir / "meta.yaml", (data_dir / "meta.yaml").read_text(encoding="utf-8"))
     info = asdict(stats)
     info["speed_factors"] = list(factors)
     info["real_time_speedup"] = round(stats.real_time_speedup, 1) if stats.wall_seconds > 0 else None
-    _write_atomic(out_dir / "dump.yaml", yaml.safe_dump(info, sort_keys=False))
-    _write_atomic(out_dir / INDEX_FILE, "".join(index_lines))
+    write_atomic(out_dir / "dump.yaml", yaml.safe_dump(info, sort_keys=False))
+    write_atomic(out_dir / INDEX_FILE, "".join(index_lines))

@@ -243,9 +243,9 @@ def test_export_refuses_attention_only_models(ctc_checkpoint: dict, tmp_path: Pa
 OTHER_CTC_MODELS = {
     "conformer": {"name": "conformer", "head": "attention", "ctc_weight": 0.3,
                   "encoder": {"name": "conformer", "d_model": 32, "ff_dim": 64, "num_layers": 2, "kernel_size": 7,
-                              "attention": {"name": "relative_multi_head", "heads": 2},
+                              "attention": {"name": "relative_multi_head", "num_heads": 2},
                               "extractor": {"name": "conv2d_subsampling", "output_dim": 32, "channels": 8}},
-                  "decoder": {"name": "transformer", "d_model": 32, "heads": 2, "ff_dim": 64, "num_layers": 1}},
+                  "decoder": {"name": "transformer", "d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1}},
     "deepspeech2": {"name": "deepspeech2", "encoder": {"name": "rnn", "hidden_dim": 32, "num_layers": 2}},
 }
 

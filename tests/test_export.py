@@ -143,6 +143,26 @@ def test_int8_cost(exported: Path, ctc_checkpoint: dict, unseen_waves: list[np.n
     assert cost <= 5.0
 
 
+def test_long_audio_is_cut_as_the_pytorch_api_cuts_it(exported: Path, ctc_checkpoint: dict) -> None:
+    """Eight utterances with pauses (~20 s) cut into pieces of at most 6 s: the same segments, text,
+    tokens and word times as ``kospeech.load(..., max_segment_seconds=6)``."""
+    import kospeech
+    from kospeech import runtime
+
+    pause = np.zeros(12000, np.float32)
+    wave = np.concatenate([x for w in ctc_checkpoint["waves"] for x in (w, pause)])
+    ours = runtime.load(exported, int8=False).transcribe(wave, max_segment_seconds=6.0)
+    theirs = kospeech.load(ctc_checkpoint["path"], device="cpu", max_segment_seconds=6.0).transcribe(wave)
+    assert ours.ok and len(ours.segments) >= 4 and ours.segments == theirs.segments
+    assert ours.tokens == theirs.tokens and ours.text == theirs.text
+    assert ours.duration == pytest.approx(wave.size / 16000, abs=1e-3)
+    assert [w.text for w in ours.words] == ours.text.split()
+    # times: the runtime's greedy spans against PyTorch's forced alignment, within two encoder frames
+    assert [w.text for w in ours.words] == [w.text for w in theirs.words]
+    assert all(abs(a.start - b.start) <= 0.08 for a, b in zip(ours.words, theirs.words))
+    assert all(a.end <= b.start for a, b in zip(ours.words, ours.words[1:]))
+
+
 def test_transcribe_inputs_and_bad_items(exported: Path, ctc_checkpoint: dict, tmp_path: Path) -> None:
     from kospeech import runtime
     from kospeech.audio import write_audio

@@ -28,7 +28,7 @@ from kospeech.errors import ConfigError, DataError, KoSpeechError
 from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.result import Result
 from kospeech.inference.segment import segment_stream
-from kospeech.inference.timing import TokenSpan, shift, syllables_and_words
+from kospeech.inference.timing import TokenSpan, assemble
 from kospeech.text.special import NUM_SPECIAL
 
 logger = logging.getLogger(__name__)
@@ -325,20 +325,8 @@ class Transcriber:
 
     def _result(self, name: str, seconds: float, pieces: list[tuple[float, float, _Decoded]]) -> Result:
         """Texts, words and syllables of the pieces of one item, in the item's time."""
-        space = getattr(self.tokenizer, "space_symbol", "|")
-        texts, words, syllables, tokens = [], [], [], []
-        for start, end, d in pieces:
-            text = self.tokenizer.decode(d.tokens)
-            if text:
-                texts.append(text)
-            tokens.extend(d.tokens)
-            if d.spans:
-                syl, wrd = syllables_and_words(d.spans, space)
-                syllables.extend(shift(syl, start, end))
-                words.extend(shift(wrd, start, end))
-        segments = [(round(a, 3), round(b, 3)) for a, b, _ in pieces] if len(pieces) > 1 else []
-        return Result(text=" ".join(texts), words=words, syllables=syllables, duration=round(seconds, 3), source=name,
-                      segments=segments, tokens=tokens)
+        return assemble([(start, end, d.tokens, d.spans) for start, end, d in pieces], self.tokenizer.decode,
+                        space_symbol=getattr(self.tokenizer, "space_symbol", "|"), seconds=seconds, source=name)
 
 
 def _name_of(item: Any) -> str:

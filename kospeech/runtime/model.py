@@ -21,7 +21,8 @@ from kospeech.audio import check_finite, read_audio, read_audio_bytes, resample_
 from kospeech.errors import ConfigError, DataError, KoSpeechError
 from kospeech.export import manifest as mf
 from kospeech.inference.result import Result
-from kospeech.inference.timing import TokenSpan, syllables_and_words
+from kospeech.inference.segment import segment_stream
+from kospeech.inference.timing import Piece, TokenSpan, assemble
 from kospeech.metadata import check_metadata
 from kospeech.runtime import ctc, transducer
 from kospeech.runtime.features import NumpyFrontend
@@ -156,37 +157,62 @@ class ExportedModel:
         *,
         search: str | Mapping[str, Any] | None = None,
         batch_size: int = 8,
+        segment: bool = True,
+        max_segment_seconds: float = 20.0,
         **options: Any,
     ) -> Result | list[Result]:
         """Transcribe one item (returns a Result) or a list (returns a list, in order).
 
-        ``search``: ``ctc_greedy`` or ``ctc_prefix_beam`` (default: the export's); options such as
-        ``beam_size=10`` go with it.
+        ``search``: ``ctc_greedy``, ``ctc_prefix_beam`` or ``transducer_greedy`` (default: the
+        export's); options such as ``beam_size=10`` go with it. Audio longer than
+        ``max_segment_seconds`` is cut at its longest pauses (:mod:`kospeech.inference.segment`,
+        as the PyTorch API does) and the pieces' times are put back on the whole item.
         """
         single = not isinstance(items, (list, tuple))
         todo: list[Item] = [items] if single else list(items)  # type: ignore[list-item]
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         cfg = self._search(search, options)
         results: list[Result | None] = [None] * len(todo)
-        waves: list[tuple[int, np.ndarray, str]] = []
+        rate = self.sample_rate
+        pieces: list[tuple[int, int, np.ndarray]] = []  # (item, start sample, wave)
+        names: dict[int, tuple[str, float]] = {}
         for i, item in enumerate(todo):
             try:
                 wave, name = self.read(item)
-                waves.append((i, wave, name))
             except KoSpeechError as err:
                 results[i] = Result.failed(_name(item), str(err))
-        waves.sort(key=lambda x: -x[1].size)  # similar lengths share a batch: little padding
-        for start in range(0, len(waves), max(1, batch_size)):
-            chunk = waves[start : start + batch_size]
+                continue
+            names[i] = (name, wave.size / rate)
+            if segment and wave.size > max_segment_seconds * rate:
+                cuts = segment_stream([wave], rate, max_seconds=max_segment_seconds,
+                                      min_seconds=max_segment_seconds / 4)
+                pieces.extend((i, start, piece) for start, piece in cuts)
+            else:
+                pieces.append((i, 0, wave))
+        pieces.sort(key=lambda p: -p[2].size)  # similar lengths share a batch: little padding
+        decoded: dict[int, list[Piece]] = {i: [] for i in names}
+        failed: dict[int, str] = {}
+        for start in range(0, len(pieces), batch_size):
+            chunk = pieces[start : start + batch_size]
             try:
-                lps = self.network_outputs([w for _, w, _ in chunk])
+                outs: list[np.ndarray | None] = list(self.network_outputs([w for _, _, w in chunk]))
             except KoSpeechError:
-                lps = [None] * len(chunk)  # decode one by one below, so one bad item names itself
-            for (i, wave, name), lp in zip(chunk, lps):
+                outs = [None] * len(chunk)  # decode one by one below, so one bad item names itself
+            for (i, offset, wave), out in zip(chunk, outs):
                 try:
-                    lp = self.network_outputs([wave])[0] if lp is None else lp
-                    results[i] = self._result(lp, cfg, wave.size / self.sample_rate, name)
+                    out = self.network_outputs([wave])[0] if out is None else out
+                    tokens, spans = self._decode(out, cfg)
+                    decoded[i].append((offset / rate, (offset + wave.size) / rate, tokens, spans))
                 except KoSpeechError as err:
-                    results[i] = Result.failed(name, f"{name}: {err}")
+                    failed[i] = f"{names[i][0]}: {err}"
+        space = self.tokenizer.space_symbol
+        for i, (name, seconds) in names.items():
+            if i in failed:
+                results[i] = Result.failed(name, failed[i])
+            else:
+                results[i] = assemble(sorted(decoded[i], key=lambda p: p[0]), self.tokenizer.decode,
+                                      space_symbol=space, seconds=seconds, source=name)
         return results[0] if single else results  # type: ignore[return-value]
 
     def _search(self, search: str | Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,30 +232,20 @@ class ExportedModel:
                               f"{', '.join(OPTIONS[cfg['name']]) or 'none'}")
         return cfg
 
-    def _result(self, lp: np.ndarray, cfg: Mapping[str, Any], duration: float, name: str) -> Result:
+    def _decode(self, out: np.ndarray, cfg: Mapping[str, Any]) -> tuple[list[int], list[TokenSpan]]:
+        """One piece's network output -> token ids and their spans in seconds from the piece's start."""
         if cfg["name"] == "transducer_greedy":
             state = [np.zeros(shape, dtype=np.float32) for shape in self._state_shapes]
-            tokens, spans = transducer.greedy(lp, self._step, self._joint, state,
+            tokens, spans = transducer.greedy(out, self._step, self._joint, state,
                                               int(cfg.get("max_symbols_per_frame", 3)))
         elif cfg["name"] == "ctc_greedy":
-            tokens, spans = ctc.greedy(lp)
+            tokens, spans = ctc.greedy(out)
         else:
-            tokens = ctc.prefix_beam(lp, int(cfg.get("beam_size", 10)))[0][0]
-            spans = ctc.align(lp, tokens) or []
+            tokens = ctc.prefix_beam(out, int(cfg.get("beam_size", 10)))[0][0]
+            spans = ctc.align(out, tokens) or []
         step = self.frame_seconds
-        token_spans = [
-            TokenSpan(self.tokenizer.id_to_token(t), round(s * step, 3), round(min(e * step, duration), 3), round(p, 4))
-            for t, s, e, p in spans
-        ]
-        syllables, words = syllables_and_words(token_spans, self.tokenizer.space_symbol)
-        return Result(
-            text=self.tokenizer.decode(tokens),
-            words=words,
-            syllables=syllables,
-            duration=round(duration, 3),
-            source=name,
-            tokens=tokens,
-        )
+        return tokens, [TokenSpan(self.tokenizer.id_to_token(t), s * step, e * step, round(p, 4))
+                        for t, s, e, p in spans]
 
 
 def _name(item: Any) -> str:

@@ -158,3 +158,23 @@ def test_fft_resampling_keeps_a_tone() -> None:
     ref = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
     assert np.abs(out - ref)[200:-200].max() < 1e-3
     assert np.abs(out - resample_wave(tone, 44100, 16000))[200:-200].max() < 2e-2
+
+
+@pytest.mark.parametrize("name,options", [("character", {}), ("jamo", {}), ("sentencepiece", {"vocab_size": 60})])
+def test_detokenizer_decodes_as_the_tokenizer(name: str, options: dict, tmp_path: Path) -> None:
+    from kospeech.runtime.tokens import Detokenizer
+    from kospeech.text import train_tokenizer
+
+    from .conftest import SHORT_SENTENCES
+
+    tok = train_tokenizer(name, SHORT_SENTENCES, tmp_path / "lang", **options)
+    ours = Detokenizer(tmp_path / "lang")
+    assert ours.vocab_size == tok.vocab_size
+    assert [ours.id_to_token(i) for i in range(tok.vocab_size)] == [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    rng = np.random.default_rng(0)
+    for text in SHORT_SENTENCES:
+        ids = tok.encode(text)
+        assert ours.decode(ids) == tok.decode(ids) == text
+    for _ in range(20):  # arbitrary id sequences, orphan jamo and specials included
+        ids = rng.integers(0, tok.vocab_size, size=int(rng.integers(1, 15))).tolist()
+        assert ours.decode(ids) == tok.decode(ids)

@@ -129,6 +129,22 @@ def test_page_offers_upload_and_recording(server: str) -> None:
         assert json.loads(resp.read())["ok"] is True
 
 
+def test_a_failing_model_gives_json_500() -> None:
+    from kospeech.serve.app import create_app
+
+    class Broken:
+        sample_rate = 16000
+
+        def transcribe(self, wave: np.ndarray) -> None:
+            raise RuntimeError("out of memory")
+
+    for url in run_server(create_app(Broken())):
+        status, body = post(f"{url}/transcribe", wav_bytes(np.ones(16000, np.float32) * 0.1))
+        assert status == 500 and "RuntimeError" in body["error"]
+        status, _ = post(f"{url}/transcribe", wav_bytes(np.ones(16000, np.float32) * 0.1))
+        assert status == 500  # and the server still answers
+
+
 def test_serve_command(exported: Path, ctc_checkpoint: dict) -> None:
     """The real console command in its own process: starts, answers, stops on SIGTERM."""
     with socket.socket() as s:

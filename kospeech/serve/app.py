@@ -4,7 +4,8 @@
 body (wav, flac or ogg; any rate, resampled) and answers ``{"text", "words": [{"text", "start",
 "end", "score"}], "duration"}``. Errors are JSON ``{"error": ...}`` with a 4xx status: 400 no
 audio, 413 a body over ``max_bytes`` or audio over ``max_seconds``, 415 bytes that are not audio,
-503 when every worker stayed busy for ``queue_timeout`` seconds.
+503 when every worker stayed busy for ``queue_timeout`` seconds; 422 when the model cannot take the
+audio (too short), 500 (JSON too) for a failure of the server itself.
 
 Browsers record WebM/Opus, which soundfile cannot read, so the page does not use
 MediaRecorder: it captures samples with the Web Audio API, resamples them to 16 kHz in an
@@ -61,6 +62,12 @@ def create_app(
     @app.errorhandler(413)
     def too_large(_: Any) -> Any:
         return error(413, f"the request is larger than the limit of {max_bytes / 1e6:.1f} MB")
+
+    @app.errorhandler(500)
+    def failed(err: Any) -> Any:
+        cause = getattr(err, "original_exception", None) or err
+        logger.error("transcription failed: %s: %s", type(cause).__name__, cause)
+        return error(500, f"the server failed on this request ({type(cause).__name__}); see its log")
 
     @app.get("/")
     def index() -> Any:

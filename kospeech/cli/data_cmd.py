@@ -2,7 +2,7 @@
 
 kospeech data prep --corpus ksponspeech --root /db/KsponSpeech --out data [--transcript spelling] [--nj 4]
 kospeech data synth --layout ksponspeech --out db/mini --hours 1 --seed 1 [--nj 2] [--max-utts 40]
-kospeech data validate data/train [--fix]
+kospeech data validate data/train [--fix [--force]]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def synth(args: argparse.Namespace) -> int:
 def validate(args: argparse.Namespace) -> int:
     from kospeech.data.datadir import validate_data_dir
 
-    report = validate_data_dir(args.dir, fix=args.fix)
+    report = validate_data_dir(args.dir, fix=args.fix, force=args.force)
     print(report.summary())
     if args.fix:
         after = validate_data_dir(args.dir)
@@ -102,5 +102,14 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
 
     vp = dsub.add_parser("validate", parents=[parent], help="check a data dir like Kaldi's validate_data_dir.sh")
     vp.add_argument("dir")
-    vp.add_argument("--fix", action="store_true", help="sort, drop broken utterances, keep the ids all lists share")
+    vp.add_argument(
+        "--fix",
+        action="store_true",
+        help="sort, drop broken utterances, keep the ids all lists share (the originals go to DIR/.backup/)",
+    )
+    vp.add_argument(
+        "--force",
+        action="store_true",
+        help="with --fix: rewrite even when one reason would remove most utterances (refused otherwise)",
+    )
     vp.set_defaults(func=validate)

@@ -105,11 +105,19 @@ def test_ctrl_c_and_full_disk_are_one_line(monkeypatch: pytest.MonkeyPatch, caps
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "exp/checkpoints/.ckpt_00000100.pt.x.tmp")
 
     monkeypatch.setattr(config_cmd, "show", interrupted)
-    assert main(["config", "show", "--config", str(CONV_CTC)]) == 130
+    try:
+        code = main(["config", "show", "--config", str(CONV_CTC)])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended in a traceback")
+    assert code == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "interrupted" in err and "intact" in err
     monkeypatch.setattr(config_cmd, "show", disk_full)
-    assert main(["config", "show", "--config", str(CONV_CTC)]) == 1
+    try:
+        code = main(["config", "show", "--config", str(CONV_CTC)])
+    except OSError:
+        pytest.fail("a full disk ended in a traceback")
+    assert code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "intact" in err
 

@@ -52,10 +52,9 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
             "char_lengths": lengths.tolist(),
         },
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "scores.json.tmp"
-    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(out_dir / "scores.json")
+    from kospeech.data.datadir import write_atomic
+
+    write_atomic(out_dir / "scores.json", json.dumps(result, ensure_ascii=False, indent=1))
     header = [
         f"# {score.summary()}",
         f"# test set: {result['test_set']}  corpus: {result['corpus']}  transcript: {result['transcript']}  "
@@ -63,7 +62,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
         "",
     ]
     blocks = [format_alignment(u.utt_id, u.ref, u.hyp) for u in score.utts]
-    (out_dir / "result.txt").write_text("\n".join(header) + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    write_atomic(out_dir / "result.txt", "\n".join(header) + "\n\n".join(blocks) + "\n")
     result["summary"] = score.summary()
     return result
 

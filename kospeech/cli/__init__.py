@@ -68,23 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-KEY_VALUE_DESTS: tuple[str, ...] = ("overrides", "options")
-"""Positional ``KEY=VALUE`` lists of sub-commands; such words may stand anywhere on the line."""
-
-
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """``parser.parse_args`` where ``KEY=VALUE`` words may sit between options.
+    """``parser.parse_args`` where a command's trailing positionals may sit between options.
 
     argparse fills a ``nargs="*"`` positional from one run of words only, so
-    ``train --config c.yaml seed=3 --exp-dir e seed=4`` left ``seed=4`` unrecognised; such
-    words are appended, in order, to the command's override list instead.
+    ``train --config c.yaml seed=3 --exp-dir e seed=4`` left ``seed=4`` unrecognised; a command
+    that names its list in ``set_defaults(extra_positionals=DEST)`` gets such words appended, in
+    order (`transcribe CKPT a.wav --search beam beam_size=4` alike). Anything else that looks like
+    an option is still an error. ``-v``/``--user-dir`` count before the command too.
     """
     args, extra = parser.parse_known_args(argv)
-    if extra:
-        dest = next((d for d in KEY_VALUE_DESTS if isinstance(getattr(args, d, None), list)), None)
-        if dest is None or not all("=" in word and not word.startswith("-") for word in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        setattr(args, dest, [*getattr(args, dest), *extra])
+    target = getattr(args, "extra_positionals", None)
+    if extra and target and not any(e.startswith("-") and e != "-" for e in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.verbose = bool(getattr(args, "verbose", False) or args.top_verbose)
     args.user_dir = [*args.top_user_dir, *getattr(args, "user_dir", [])]
     return args

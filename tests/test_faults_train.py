@@ -63,10 +63,10 @@ def test_a_damaged_checkpoint_is_refused_and_resume_falls_back(corpus: dict[str,
     exp = tmp_path / "exp"
     _trainer(base_config(corpus, max_steps=4, save_every=2, keep_last=5, max_epochs=5), exp).train()
     ckpts = exp / "checkpoints"
-    assert load_checkpoint(ckpts / "ckpt_00000004.pt")["metadata"]["checksum"].startswith("sha256:")
     _damage(ckpts / "ckpt_00000004.pt")  # last.pt is the same file (a hard link)
     with pytest.raises(DataError, match="do not match the checksum"):
         load_checkpoint(ckpts / "last.pt")
+    assert load_checkpoint(ckpts / "ckpt_00000002.pt")["metadata"]["checksum"].startswith("sha256:")
     stale = ckpts / ".ckpt_00000006.pt.4242.deadbeef.tmp"  # a save killed before its rename
     stale.write_bytes(b"half a checkpoint")
     resumed = _trainer(base_config(corpus, max_steps=6, save_every=2, keep_last=5, max_epochs=5), exp, resume=True)

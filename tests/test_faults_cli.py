@@ -156,3 +156,13 @@ def test_one_run_per_exp_dir_and_the_lock_dies_with_its_holder(
         assert lock.held and time.monotonic() < deadline
     code, err = _train(tmp_path, capsys)
     assert code == 1 and "not found" in err and "in use" not in err  # past the lock, on to the (missing) data
+
+
+@pytest.mark.parametrize("command", [["decode", "--checkpoint", "x.pt", "--data", "d", "--out", "o"],
+                                     ["transcribe", "x.pt", "a.wav"]])
+def test_batch_size_zero_is_a_usage_error(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch-size: must be at least 1, got 0" in err and "Traceback" not in err

@@ -33,6 +33,17 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (``--batch-size 0`` was a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def common_parser() -> argparse.ArgumentParser:
     """Options every sub-command takes: plugin folders and verbosity."""
     parent = argparse.ArgumentParser(add_help=False)

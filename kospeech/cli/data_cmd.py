@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from kospeech.cli import positive_int
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         default=None,
         help="KsponSpeech form kept from each (spelling)/(phonetic) pair (default phonetic)",
     )
-    pp.add_argument("--nj", type=int, default=1, help="worker processes")
+    pp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
     pp.set_defaults(func=prep)
 
     sp = dsub.add_parser("synth", parents=[parent], help="speak Korean sentences with espeak-ng in a real layout")
@@ -96,8 +97,8 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     sp.add_argument("--hours", type=float, default=1.0, help="audio to make (about 2.75 s per utterance)")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--text", default=None, metavar="FILE", help="raw notated sentences, one per line")
-    sp.add_argument("--nj", type=int, default=1, help="worker processes")
-    sp.add_argument("--max-utts", type=int, default=None, help="cap on the number of utterances")
+    sp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
+    sp.add_argument("--max-utts", type=positive_int, default=None, help="cap on the number of utterances")
     sp.set_defaults(func=synth)
 
     vp = dsub.add_parser("validate", parents=[parent], help="check a data dir like Kaldi's validate_data_dir.sh")

@@ -30,6 +30,7 @@ from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.result import Result
 from kospeech.inference.segment import segment_stream
 from kospeech.inference.timing import TokenSpan, shift, syllables_and_words
+from kospeech.text.special import NUM_SPECIAL
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +146,11 @@ class Transcriber:
             logger.warning("CTC forced alignment failed (%s); no word times for this piece", err)
             return None
         spans = AF.merge_tokens(labels[0], scores[0].exp())
-        return [
+        return [  # <unk> and other specials are aligned but not text
             TokenSpan(self.tokenizer.id_to_token(int(s.token)), s.start * frame_seconds, s.end * frame_seconds,
                       round(float(s.score), 4))
             for s in spans
+            if int(s.token) >= NUM_SPECIAL
         ]
 
     def decode_features(self, arrays: Sequence[np.ndarray], search: Any) -> tuple[list[str], float]:
@@ -319,15 +321,15 @@ class Transcriber:
         """Texts, words and syllables of the pieces of one item, in the item's time."""
         space = getattr(self.tokenizer, "space_symbol", "|")
         texts, words, syllables, tokens = [], [], [], []
-        for start, _end, d in pieces:
+        for start, end, d in pieces:
             text = self.tokenizer.decode(d.tokens)
             if text:
                 texts.append(text)
             tokens.extend(d.tokens)
             if d.spans:
                 syl, wrd = syllables_and_words(d.spans, space)
-                syllables.extend(shift(syl, start))
-                words.extend(shift(wrd, start))
+                syllables.extend(shift(syl, start, end))
+                words.extend(shift(wrd, start, end))
         segments = [(round(a, 3), round(b, 3)) for a, b, _ in pieces] if len(pieces) > 1 else []
         return Result(text=" ".join(texts), words=words, syllables=syllables, duration=round(seconds, 3), source=name,
                       segments=segments, tokens=tokens)

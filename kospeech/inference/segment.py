@@ -19,7 +19,12 @@ HOP_SECONDS = 0.01
 
 
 def quietest_cut(wave: np.ndarray, sample_rate: int, lo: int, hi: int, window_seconds: float = 0.2) -> int:
-    """Sample index in ``[lo, hi)`` at the centre of the quietest ``window_seconds`` stretch."""
+    """Sample index in ``[lo, hi)`` in the middle of the longest quiet stretch.
+
+    Quiet means within 6 dB of the quietest ``window_seconds`` average in the range (the local
+    noise floor, so no absolute threshold); of several quiet stretches the longest wins, since
+    a pause between sentences outlasts the short ones between words.
+    """
     hop = max(1, int(sample_rate * HOP_SECONDS))
     region = wave[lo:hi]
     n = len(region) // hop
@@ -28,9 +33,13 @@ def quietest_cut(wave: np.ndarray, sample_rate: int, lo: int, hi: int, window_se
     energy = np.square(region[: n * hop].astype(np.float64)).reshape(n, hop).mean(axis=1)
     w = max(1, min(n, int(round(window_seconds / HOP_SECONDS))))
     csum = np.concatenate(([0.0], np.cumsum(energy)))
-    smoothed = (csum[w:] - csum[:-w]) / w
-    best = int(np.argmin(smoothed))
-    return lo + (best + w // 2) * hop
+    level = 10.0 * np.log10((csum[w:] - csum[:-w]) / w + 1e-12)  # dB of each window
+    quiet = np.concatenate(([False], level <= level.min() + 6.0, [False]))
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
+    starts, ends = edges[0::2], edges[1::2]  # runs of quiet windows [start, end)
+    longest = int(np.argmax(ends - starts))
+    centre = (starts[longest] + ends[longest]) // 2 + w // 2
+    return lo + int(centre) * hop
 
 
 def segment_stream(

@@ -215,6 +215,9 @@ class Trainer:
         progress: bool = False,
         dist_info: D.DistInfo | None = None,
     ) -> None:
+        from kospeech.train.schema import check_train_config
+
+        check_train_config(cfg)  # every key and component, before any data is read
         self.cfg: dict[str, Any] = copy.deepcopy(dict(cfg))
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / CKPT_DIR

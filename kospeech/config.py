@@ -151,12 +151,9 @@ def dump_config(cfg: Mapping[str, Any]) -> str:
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> Path:
     """Write the resolved config atomically, so a crash never leaves half a file beside a model."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(cfg), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from kospeech.data.datadir import write_atomic
+
+    return write_atomic(path, dump_config(cfg))
 
 
 def get_path(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

@@ -30,7 +30,7 @@ from .conftest import SHORT_SENTENCES
 FRONTEND = {"name": "fbank", "n_mels": 40}
 CTC_GRU = {"name": "ctc", "encoder": {"name": "rnn", "rnn_type": "gru", "hidden_dim": 96, "num_layers": 2,
                                        "bidirectional": True, "dropout": 0.0, "extractor": {"name": "deepspeech2"}}}
-TINY = {"d_model": 32, "heads": 2, "ff_dim": 64, "num_layers": 1, "dropout": 0.0}
+TINY = {"d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1, "dropout": 0.0}
 JOINT = {"name": "transformer", "encoder": {"name": "transformer", **TINY}, "decoder": {"name": "transformer", **TINY},
          "ctc_weight": 0.3}
 TRANSDUCER = {"name": "rnnt", "encoder": {"name": "conformer", "d_model": 32, "ff_dim": 64, "num_layers": 1},

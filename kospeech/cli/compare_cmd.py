@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 from kospeech.cli import positive_int
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
 
 
@@ -101,10 +103,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("CER % (95% bootstrap CI)")
     ax.set_title("Character error rate by run and test set")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, buf.getvalue())
 
 
 def compare(args: argparse.Namespace) -> int:

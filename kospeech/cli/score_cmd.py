@@ -25,6 +25,7 @@ def _decode_info(directory: Path) -> dict[str, Any]:
 
 def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]:
     """Score ``hyp_path`` against ``ref_path``; write ``scores.json`` and ``result.txt`` into ``out_dir``."""
+    from kospeech.data.datadir import write_atomic
     from kospeech.decode import read_trn
     from kospeech.metrics import format_alignment, score_corpus
 
@@ -52,8 +53,6 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
             "char_lengths": lengths.tolist(),
         },
     }
-    from kospeech.data.datadir import write_atomic
-
     write_atomic(out_dir / "scores.json", json.dumps(result, ensure_ascii=False, indent=1))
     header = [
         f"# {score.summary()}",

@@ -49,13 +49,28 @@ REQUIRED_FILES: tuple[str, ...] = ("wav.scp", "text", "utt2spk")
 # plain readers and writers
 
 
-def write_atomic(path: str | os.PathLike[str], content: str) -> None:
-    """Write ``content`` (UTF-8) to ``path`` through a temporary file and a rename."""
+def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:
+    """Write ``content`` (text as UTF-8, or bytes) to ``path`` through a temporary file, an
+    fsync and a rename, so a crash leaves the old file or the new one, never half of one.
+
+    The temporary file is created like any other (its mode follows the umask), in the same
+    folder so the rename stays on one file system. Every text or in-memory file the toolkit
+    writes goes through here; ``torch.save`` streams use ``train.checkpoint.atomic_save``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 TEXT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp949")

@@ -87,12 +87,9 @@ class LSTMLM(nn.Module):
 
 def save_lm(lm: LSTMLM, path: str | Path, **extra: Any) -> Path:
     """Write ``lm.pt``: config, weights and vocabulary size (plus ``extra`` such as perplexity)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": lm.hparams, "model": lm.state_dict(), "vocab_size": lm.vocab_size, **extra}, tmp)
-    tmp.replace(path)
-    return path
+    from kospeech.train.checkpoint import atomic_save
+
+    return atomic_save({"config": lm.hparams, "model": lm.state_dict(), "vocab_size": lm.vocab_size, **extra}, path)
 
 
 def load_lm(path: str | Path, device: torch.device | str = "cpu") -> LSTMLM:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register, registry, validate
 from kospeech.text import hangul
@@ -91,10 +92,8 @@ class Tokenizer:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_dump({"name": self.name, **self.options()}, allow_unicode=True, sort_keys=False)
-        for fname, data in [*self.files().items(), (CONFIG_FILE, config.encode("utf-8"))]:
-            tmp = out / f".{fname}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, out / fname)
+        for fname, data in [*self.files().items(), (CONFIG_FILE, config)]:
+            write_atomic(out / fname, data)
         return out
 
     def __eq__(self, other: object) -> bool:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kospeech.data.datadir import write_atomic
 from kospeech.data.inputs import (
     DUMP,
     InputPipeline,
@@ -612,9 +613,7 @@ class Trainer:
                     keep.append(line)
             except (json.JSONDecodeError, ValueError, AttributeError):
                 continue
-        tmp = log.with_name(log.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-        tmp.replace(log)
+        write_atomic(log, "".join(f"{line}\n" for line in keep))
 
     # ---- batches ------------------------------------------------------------------------
     def _epoch_batches(self, sampler: Any, epoch: int, skip: int = 0) -> list[list[int]]:

@@ -79,13 +79,13 @@ def test_a_damaged_checkpoint_is_refused_and_resume_falls_back(corpus: dict[str,
 def test_resume_without_last_pt_continues_from_the_newest_checkpoint(corpus: dict[str, Path], tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     _trainer(base_config(corpus, max_steps=4, save_every=2, max_epochs=5), exp).train()
+    (exp / "checkpoints" / "last.pt").unlink()
+    resumed = _trainer(base_config(corpus, max_steps=6, save_every=2, max_epochs=5), exp, resume=True)
+    assert resumed.step == 4
     from kospeech.train.checkpoint import load_checkpoint
 
     assert main(["average", "--exp-dir", str(exp), "--last", "2", "--out", str(tmp_path / "avg.pt")]) == 0
     assert load_checkpoint(tmp_path / "avg.pt")["metadata"]["checksum"]  # sealed again: new weights, new sum
-    (exp / "checkpoints" / "last.pt").unlink()
-    resumed = _trainer(base_config(corpus, max_steps=6, save_every=2, max_epochs=5), exp, resume=True)
-    assert resumed.step == 4
     for p in (exp / "checkpoints").glob("ckpt_*.pt"):
         _damage(p)
     with pytest.raises(DataError, match="none can be read"):

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kospeech.cli import positive_int
 from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
 
@@ -130,5 +131,5 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p = sub.add_parser("compare", parents=[parent], help="table and chart of CRR/CER with 95%% CIs across runs")
     p.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_SCORES_JSON")
     p.add_argument("--out", default=".", help="folder for compare.csv and compare.png (default: current dir)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples for the intervals")
     p.set_defaults(func=compare)

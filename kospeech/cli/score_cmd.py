@@ -61,7 +61,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
         "",
     ]
     blocks = [format_alignment(u.utt_id, u.ref, u.hyp) for u in score.utts]
-    (out_dir / "result.txt").write_text("\n".join(header) + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    write_atomic(out_dir / "result.txt", "\n".join(header) + "\n\n".join(blocks) + "\n")
     result["summary"] = score.summary()
     return result
 

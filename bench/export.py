@@ -50,7 +50,7 @@ def checkpoint(waves: list[np.ndarray], out: Path) -> Path:
     from kospeech.metadata import make_metadata
     from kospeech.registry import build
     from kospeech.text import read_lang_dir, train_tokenizer
-    from kospeech.train.checkpoint import atomic_save
+    from kospeech.train.checkpoint import write_checkpoint
 
     conf = yaml.safe_load((ROOT / "recipes/mini/conf/conv_ctc.yaml").read_text(encoding="utf-8"))
     base = yaml.safe_load((ROOT / "recipes/mini/conf/base.yaml").read_text(encoding="utf-8"))
@@ -60,7 +60,7 @@ def checkpoint(waves: list[np.ndarray], out: Path) -> Path:
     mean, std = compute_cmvn(frontend.extract(w) for w in waves)
     torch.manual_seed(0)
     model = build("model", model_cfg, path="model", input_dim=frontend.output_dim, vocab_size=tok.vocab_size)
-    return atomic_save({
+    return write_checkpoint({
         "model": model.state_dict(),
         "config": {"model": model_cfg, "frontend": frontend_cfg, "decode": {"search": {"name": "ctc_greedy"}}},
         "model_args": {"input_dim": frontend.output_dim, "vocab_size": tok.vocab_size},

@@ -87,6 +87,8 @@ def test_export_directory_is_self_contained(exported: Path, ctc_checkpoint: dict
     assert {"kospeech", "torch", "onnx", "onnxruntime"} <= set(meta["versions"])
     assert meta["checksum"] == sha256_files(exported / "model.onnx")
     assert meta["training_corpus"] == {"corpus": "espeak-ng test utterances"}  # carried over from the checkpoint
+    ckpt_meta = torch.load(ctc_checkpoint["path"], weights_only=True)["metadata"]
+    assert ckpt_meta["checksum"] != meta["checksum"]  # the export's covers its graphs, not the torch weights
     assert manifest["network"]["frame_seconds"] == pytest.approx(0.04)
     assert manifest["check"]["max_abs_diff"] < 1e-3
     graph = onnx.load(str(exported / "model.onnx")).graph
@@ -213,6 +215,7 @@ TRANSDUCER = {"name": "rnnt", "encoder": {"name": "conformer", "d_model": 32, "f
 def _variant(ctc_checkpoint: dict, cfg: dict, path: Path, *, blank_bias: float = 0.0) -> Path:
     """The test checkpoint with another (untrained) model in it."""
     from kospeech.registry import build
+    from kospeech.train.checkpoint import write_checkpoint
 
     ckpt = torch.load(ctc_checkpoint["path"], weights_only=True)
     torch.manual_seed(0)
@@ -222,8 +225,7 @@ def _variant(ctc_checkpoint: dict, cfg: dict, path: Path, *, blank_bias: float =
             if isinstance(m, torch.nn.Linear) and m.out_features == ckpt["model_args"]["vocab_size"]:
                 m.bias[0] += blank_bias
     ckpt.update(model=model.state_dict(), config={**ckpt["config"], "model": cfg})
-    torch.save(ckpt, path)
-    return path
+    return write_checkpoint(ckpt, path)  # sealed again: the checksum of the new weights
 
 
 def test_transducer_export_matches_pytorch_greedy(ctc_checkpoint: dict, tmp_path: Path) -> None:

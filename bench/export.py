@@ -8,6 +8,10 @@ greedy CTC): ``kospeech.load(ckpt).transcribe`` against ``kospeech.runtime.load(
 thread each; best of three runs after a warm-up. Prints the real-time factor (seconds of
 compute per second of audio) and each path's speed relative to PyTorch.
 Run: ``python bench/export.py`` (about a minute).
+
+With a trained checkpoint and data dirs, ``python bench/export.py CHECKPOINT DATA_DIR...``
+exports that checkpoint instead and prints, per data dir, each path's CER on its ``text``,
+how many transcripts equal PyTorch's, and the wall time of one pass (2 threads).
 """
 
 from __future__ import annotations
@@ -80,6 +84,38 @@ def best_of(fn, runs: int = 3) -> float:
     return min(times)
 
 
+def trained(checkpoint: str, data_dirs: list[str]) -> None:
+    """CER and agreement of the three paths on real test sets, for a trained checkpoint."""
+    import kospeech
+    from kospeech import runtime
+    from kospeech.audio import read_audio
+    from kospeech.export.onnx import export_onnx
+    from kospeech.metrics import score_corpus
+    from kospeech.text.tokenizers import read_kaldi_text
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_dir = export_onnx(checkpoint, Path(tmp) / "onnx", quantize="int8")
+        paths = {
+            "pytorch": kospeech.load(checkpoint, device="cpu"),
+            "onnxruntime": runtime.load(export_dir, int8=False, num_threads=2),
+            "onnxruntime int8": runtime.load(export_dir, int8=True, num_threads=2),
+        }
+        for data in data_dirs:
+            refs = read_kaldi_text(Path(data) / "text")
+            scp = dict(line.split(maxsplit=1) for line in (Path(data) / "wav.scp").read_text("utf-8").splitlines())
+            ids = list(refs)
+            waves = [read_audio(scp[u].strip(), sample_rate=SR) for u in ids]
+            texts = {}
+            for name, model in paths.items():
+                t0 = time.perf_counter()
+                texts[name] = [r.text for r in model.transcribe(waves)]
+                cer = score_corpus(refs, dict(zip(ids, texts[name]))).cer
+                same = sum(a == b for a, b in zip(texts[name], texts["pytorch"]))
+                print(f"{Path(data).name:<12} {name:<18} CER {cer:6.2f}%  = PyTorch {same}/{len(ids)}  "
+                      f"{time.perf_counter() - t0:6.1f} s")
+
+
 def main() -> None:
     import kospeech
     from kospeech import runtime
@@ -108,4 +144,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2:
+        trained(sys.argv[1], sys.argv[2:])
+    else:
+        main()

@@ -12,13 +12,14 @@
 #   --search "NAME [k=v ...]" --tokenizer NAME --vocab-size N --train-input dump|data
 #   --train-opts "a.b=c ..." (dotted overrides for kospeech train) --average N (decode the
 #   mean of the last N checkpoints instead of best.pt) --corpus-root DIR
+#   --score-opts "--cer-spaces" (options for kospeech score: ESPnet's CER, spaces scored)
 # Each stage writes into temporary names and renames when complete, and skips finished work,
 # so `--stage N` resumes safely after an interruption.
 set -euo pipefail
 
 : "${stage:=1}" "${stop_stage:=5}" "${nj:=2}" "${ngpu:=0}"
 : "${config:=conf/las.yaml}" "${search:=}" "${tokenizer:=jamo}" "${vocab_size:=0}"
-: "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}"
+: "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}" "${score_opts:=}"
 : "${train_set:=train}" "${dev_set:=dev}" "${test_sets:=}" "${tag:=}"
 
 # Kaldi-style options: --stage 3 --stop-stage 4 --nj 4 --ngpu 1 --config conf/x.yaml --search beam
@@ -36,8 +37,9 @@ while [ $# -gt 0 ]; do
     --train-input|--train_input) train_input=$2; shift 2 ;;
     --train-opts|--train_opts) train_opts=$2; shift 2 ;;
     --average) average=$2; shift 2 ;;
+    --score-opts|--score_opts) score_opts=$2; shift 2 ;;
     --corpus-root|--corpus_root) corpus_root=$2; shift 2 ;;
-    --help|-h) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --help|-h) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -152,7 +154,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   dirs=()
   for s in $test_sets; do
     out=$exp/decode_${s}_${decode_tag}
-    kospeech score --dir "$out"
+    # shellcheck disable=SC2086  # word splitting of the options is intended
+    kospeech score --dir "$out" $score_opts
     dirs+=("$out")
   done
   kospeech compare "${dirs[@]}" --out "$exp"

@@ -39,8 +39,10 @@ def test_average_of_the_best_checkpoints_by_validation_cer(tmp_path: Path) -> No
     # step: (weight, valid CER); the best two by CER are steps 2 and 4, not the last two
     runs = {1: (10.0, 40.0), 2: (2.0, 12.0), 3: (30.0, 25.0), 4: (4.0, 11.0), 5: (50.0, 30.0)}
     for step, (w, cer) in runs.items():
-        atomic_save(_ckpt(step, w, {"valid_cer": cer, "valid_loss": 100.0 - step, "valid_step": step}),
-                    step_path(exp / "checkpoints", step))
+        atomic_save(
+            _ckpt(step, w, {"valid_cer": cer, "valid_loss": 100.0 - step, "valid_step": step}),
+            step_path(exp / "checkpoints", step),
+        )
     # a checkpoint written between validations, carrying step 5's numbers: never ranked
     atomic_save(_ckpt(6, 99.0, {"valid_cer": 1.0, "valid_step": 5}), step_path(exp / "checkpoints", 6))
     assert checkpoint_metric(step_path(exp / "checkpoints", 6), "valid_cer") is None

@@ -45,13 +45,18 @@ def _record_failure(label: str) -> None:
     logger.error("plugin %s failed to import and was skipped:\n%s", label, tb)
 
 
-def load_builtins() -> None:
-    """Import every module of the built-in packages so their ``@register`` calls run."""
+def load_builtins(only: Iterable[str] | None = None) -> None:
+    """Import every module of the built-in packages so their ``@register`` calls run.
+
+    ``only``: import just these packages (e.g. ``("kospeech.nn", "kospeech.models",
+    "kospeech.optim")``) and count the built-ins as loaded, for a script that builds models
+    where the data and text dependencies (YAML, soundfile) may be missing: bench/train_gpu.py.
+    """
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    for pkg_name in BUILTIN_PACKAGES:
+    for pkg_name in BUILTIN_PACKAGES if only is None else tuple(only):
         if importlib.util.find_spec(pkg_name) is None:
             continue
         pkg = importlib.import_module(pkg_name)

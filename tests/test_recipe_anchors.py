@@ -11,6 +11,7 @@ import torch
 
 from kospeech.config import load_config
 from kospeech.registry import build
+from kospeech.train.trainer import TrainOptions
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -52,6 +53,8 @@ def test_anchor_config_builds_to_its_parameter_count(rel: str) -> None:
     header = (RECIPES / rel).read_text(encoding="utf-8").split("\nextends:")[0]
     assert "Remaining differences" in header and "--cer-spaces" in header
     build("search", cfg["decode"]["search"], path="decode.search", model=model)
+    opts = TrainOptions.from_config(cfg["train"])  # keep_best / keep_best_by are real options
+    assert opts.keep_best == 10 and opts.keep_best_by == "valid_cer"
 
 
 def test_ksponspeech_anchor_is_espnet2s_conformer_recipe() -> None:

@@ -196,9 +196,10 @@ def table(rows: list[dict[str, Any]], unit: str = "GPU") -> str:
             lines.append(f"{head} | - | - | - | {r['note']} |")
             continue
         peak = f"{r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"
+        epoch = f"{r['epoch_h']:.1f}" if r["epoch_h"] < 100 else f"{r['epoch_h']:,.0f}"
         lines.append(
             f"| {r['config']} | {r['params'] / 1e6:.1f}M | {batch} | {r['amp']} | {r['sec']:.3f} | {peak} "
-            f"| {r['audio_h_per_h']:.3g} | {r['epoch_h']:.4g} |"
+            f"| {r['audio_h_per_h']:.3g} | {epoch} |"
         )
     return "\n".join(lines)
 

@@ -12,16 +12,11 @@ from kospeech.errors import ConfigError, DataError
 from kospeech.train.average import average_best, best_checkpoints, checkpoint_metric, select_best
 from kospeech.train.checkpoint import atomic_save, load_checkpoint, step_path
 
+from .test_checkpoint import _fake_ckpt
+
 
 def _ckpt(step: int, weight: float, metrics: dict) -> dict:
-    return {
-        "model": {"w": torch.full((2,), weight), "n": torch.tensor(step)},
-        "config": {"model": {"name": "x"}},
-        "model_args": {"input_dim": 4, "vocab_size": 7},
-        "optimizer": {"state": {}},
-        "step": step,
-        "metrics": metrics,
-    }
+    return {**_fake_ckpt(weight, step), "metrics": metrics}
 
 
 def test_select_best_ranks_by_value_keeps_order_and_skips_missing() -> None:
@@ -51,16 +46,16 @@ def test_average_of_the_best_checkpoints_by_validation_cer(tmp_path: Path) -> No
     assert [p.name for p in best_checkpoints(exp, 2)] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     assert [p.name for p in best_checkpoints(exp, 2, "valid_loss")] == ["ckpt_00000004.pt", "ckpt_00000005.pt"]
     avg = load_checkpoint(average_best(exp, 2, tmp_path / "avg.pt"))
-    assert torch.allclose(avg["model"]["w"], torch.full((2,), 3.0))  # mean of 2.0 and 4.0
+    assert torch.allclose(avg["model"]["w"], torch.full((3,), 3.0))  # mean of 2.0 and 4.0
     assert avg["averaged_by"] == "valid_cer" and "optimizer" not in avg
     assert [Path(p).name for p in avg["averaged_from"]] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
 
     assert cli_main(["average", "--exp-dir", str(exp), "--best", "3", "--out", "best3.pt"]) == 0
     out = load_checkpoint(exp / "best3.pt")
-    assert torch.allclose(out["model"]["w"], torch.full((2,), 12.0))  # steps 2, 3, 4: (2 + 30 + 4) / 3
+    assert torch.allclose(out["model"]["w"], torch.full((3,), 12.0))  # steps 2, 3, 4: (2 + 30 + 4) / 3
     # --last still averages the newest, whatever their metrics
     assert cli_main(["average", "--exp-dir", str(exp), "--last", "2", "--out", "last2.pt"]) == 0
-    assert torch.allclose(load_checkpoint(exp / "last2.pt")["model"]["w"], torch.full((2,), 74.5))
+    assert torch.allclose(load_checkpoint(exp / "last2.pt")["model"]["w"], torch.full((3,), 74.5))
 
 
 def test_best_errors_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

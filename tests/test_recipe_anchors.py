@@ -66,7 +66,8 @@ def test_ksponspeech_anchor_is_espnet2s_conformer_recipe() -> None:
     # n_fft 512 / hop 256 at 16 kHz
     assert (frontend.win_length, frontend.hop_length, frontend.n_fft) == (512, 256, 512)
     [spec] = cfg["augment"]
-    assert (spec["time_warp"], spec["freq_mask_width"], spec["time_mask_width"]) == (5, 30, 40)
+    # ESPnet's [0, 30) and [0, 40) frames: our widths include their upper end
+    assert (spec["time_warp"], spec["freq_mask_width"], spec["time_mask_width"]) == (5, 29, 39)
     peak, later = _peak_lr(cfg)
     assert peak == pytest.approx(2e-4, rel=1e-3) and later == pytest.approx(1e-4, rel=1e-3)  # 1/sqrt(step)
     assert cfg["train"]["max_epochs"] == 35 and cfg["train"]["keep_best"] == 10

@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from kospeech.cli import positive_int
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,8 +38,10 @@ def average(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("average", parents=[parent], help="average the weights of the last or the best N checkpoints")
     p.add_argument("--exp-dir", required=True, help="experiment dir holding checkpoints/ckpt_<step>.pt")
-    p.add_argument("--last", type=int, default=None, help="how many of the newest checkpoints to average (default 5)")
-    p.add_argument("--best", type=int, default=None, help="average the N best checkpoints by --metric instead")
+    p.add_argument(
+        "--last", type=positive_int, default=None, help="how many of the newest checkpoints to average (default 5)"
+    )
+    p.add_argument("--best", type=positive_int, default=None, help="average the N best checkpoints by --metric instead")
     p.add_argument(
         "--metric",
         default="valid_cer",

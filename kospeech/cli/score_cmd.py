@@ -29,6 +29,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bo
     ``cer_spaces``: CER scores the space between words as a character, as ESPnet's published
     CERs do (see :mod:`kospeech.metrics`); ``scores.json`` records it.
     """
+    from kospeech.data.datadir import write_atomic
     from kospeech.decode import read_trn
     from kospeech.metrics import format_alignment, score_corpus
 
@@ -56,10 +57,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bo
             "char_lengths": lengths.tolist(),
         },
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "scores.json.tmp"
-    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(out_dir / "scores.json")
+    write_atomic(out_dir / "scores.json", json.dumps(result, ensure_ascii=False, indent=1))
     header = [
         f"# {score.summary()}",
         f"# test set: {result['test_set']}  corpus: {result['corpus']}  transcript: {result['transcript']}  "
@@ -67,7 +65,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bo
         "",
     ]
     blocks = [format_alignment(u.utt_id, u.ref, u.hyp, spaces=cer_spaces) for u in score.utts]
-    (out_dir / "result.txt").write_text("\n".join(header) + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    write_atomic(out_dir / "result.txt", "\n".join(header) + "\n\n".join(blocks) + "\n")
     result["summary"] = score.summary()
     return result
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from kospeech.errors import ConfigError, DataError
-from kospeech.train.checkpoint import CKPT_DIR, atomic_save, list_checkpoints, load_checkpoint
+from kospeech.train.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +149,11 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 def average_last(exp_dir: str | Path, n: int, out: str | Path) -> Path:
     """Average the last ``n`` checkpoints of ``exp_dir`` into ``out`` (atomically)."""
-    return atomic_save(average_checkpoints(last_checkpoints(exp_dir, n)), out)
+    return write_checkpoint(average_checkpoints(last_checkpoints(exp_dir, n)), out)  # a checksum of its own
 
 
 def average_best(exp_dir: str | Path, n: int, out: str | Path, metric: str = "valid_cer") -> Path:
-    """Average the ``n`` checkpoints of ``exp_dir`` best by ``metric`` into ``out`` (atomically)."""
+    """Average the ``n`` checkpoints of ``exp_dir`` best by ``metric`` into ``out`` (atomically, sealed)."""
     avg = average_checkpoints(best_checkpoints(exp_dir, n, metric))
     avg["averaged_by"] = metric
-    return atomic_save(avg, out)
+    return write_checkpoint(avg, out)

@@ -32,8 +32,8 @@ model:
     num_layers: 1
     kernel_size: 7
     extractor: {name: conv2d_subsampling, output_dim: 32, subsampling: 4, channels: 8}
-    attention: {name: relative_multi_head, heads: 2}
-  decoder: {name: transformer, d_model: 32, heads: 2, ff_dim: 64, num_layers: 1}
+    attention: {name: relative_multi_head, num_heads: 2}
+  decoder: {name: transformer, d_model: 32, num_heads: 2, ff_dim: 64, num_layers: 1}
 optimizer: {name: adam, lr: 0.001}
 train: {max_grad_norm: 5.0}
 """

@@ -61,7 +61,7 @@ def test_ksponspeech_anchor_is_espnet2s_conformer_recipe() -> None:
     cfg, model, frontend = _build("ksponspeech/conf/conformer_espnet2_12x512.yaml", 2309)
     enc = cfg["model"]["encoder"]
     assert (enc["d_model"], enc["ff_dim"], enc["num_layers"], enc["kernel_size"]) == (512, 2048, 12, 31)
-    assert enc["attention"]["name"] == "relative_multi_head" and enc["attention"]["heads"] == 8
+    assert enc["attention"]["name"] == "relative_multi_head" and enc["attention"]["num_heads"] == 8
     assert (cfg["model"]["ctc_weight"], cfg["model"]["label_smoothing"]) == (0.3, 0.1)
     # n_fft 512 / hop 256 at 16 kHz
     assert (frontend.win_length, frontend.hop_length, frontend.n_fft) == (512, 256, 512)
@@ -76,8 +76,8 @@ def test_ksponspeech_anchor_is_espnet2s_conformer_recipe() -> None:
 def test_zeroth_anchor_is_espnets_transformer_recipe() -> None:
     cfg, model, frontend = _build("zeroth/conf/transformer_espnet_12x256.yaml", 5000)
     enc, dec = cfg["model"]["encoder"], cfg["model"]["decoder"]
-    assert (enc["d_model"], enc["heads"], enc["ff_dim"], enc["num_layers"]) == (256, 4, 2048, 12)
-    assert (dec["d_model"], dec["heads"], dec["ff_dim"], dec["num_layers"]) == (256, 4, 2048, 6)
+    assert (enc["d_model"], enc["num_heads"], enc["ff_dim"], enc["num_layers"]) == (256, 4, 2048, 12)
+    assert (dec["d_model"], dec["num_heads"], dec["ff_dim"], dec["num_layers"]) == (256, 4, 2048, 6)
     assert cfg["augment"] == []  # ESPnet's Zeroth transformer trains without SpecAugment
     assert frontend.output_dim == 80 and frontend.hop_length == 160
     peak, _ = _peak_lr(cfg)

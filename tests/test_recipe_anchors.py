@@ -79,6 +79,7 @@ def test_zeroth_anchor_is_espnets_transformer_recipe() -> None:
     assert (enc["d_model"], enc["num_heads"], enc["ff_dim"], enc["num_layers"]) == (256, 4, 2048, 12)
     assert (dec["d_model"], dec["num_heads"], dec["ff_dim"], dec["num_layers"]) == (256, 4, 2048, 6)
     assert cfg["augment"] == []  # ESPnet's Zeroth transformer trains without SpecAugment
+    assert cfg["model"]["init"] == "xavier_uniform"
     assert frontend.output_dim == 80 and frontend.hop_length == 160
     peak, _ = _peak_lr(cfg)
     assert peak == pytest.approx(5e-3, rel=1e-3)

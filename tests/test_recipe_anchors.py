@@ -62,6 +62,7 @@ def test_ksponspeech_anchor_is_espnet2s_conformer_recipe() -> None:
     enc = cfg["model"]["encoder"]
     assert (enc["d_model"], enc["ff_dim"], enc["num_layers"], enc["kernel_size"]) == (512, 2048, 12, 31)
     assert enc["attention"]["name"] == "relative_multi_head" and enc["attention"]["num_heads"] == 8
+    assert enc["conv_norm"] == "batch_norm"
     assert (cfg["model"]["ctc_weight"], cfg["model"]["label_smoothing"]) == (0.3, 0.1)
     # n_fft 512 / hop 256 at 16 kHz
     assert (frontend.win_length, frontend.hop_length, frontend.n_fft) == (512, 256, 512)
@@ -80,6 +81,7 @@ def test_zeroth_anchor_is_espnets_transformer_recipe() -> None:
     assert (dec["d_model"], dec["num_heads"], dec["ff_dim"], dec["num_layers"]) == (256, 4, 2048, 6)
     assert cfg["augment"] == []  # ESPnet's Zeroth transformer trains without SpecAugment
     assert cfg["model"]["init"] == "xavier_uniform"
+    assert enc["attention_dropout"] == dec["attention_dropout"] == 0.0 and enc["dropout"] == 0.1
     assert frontend.output_dim == 80 and frontend.hop_length == 160
     peak, _ = _peak_lr(cfg)
     assert peak == pytest.approx(5e-3, rel=1e-3)

@@ -389,3 +389,23 @@ def test_xavier_uniform_init_is_espnets() -> None:
     torch.manual_seed(0)
     default = build("model", {**cfg, "init": "default"}, input_dim=40, vocab_size=30)
     assert any(b.abs().sum() > 0 for b in (m.bias for m in default.modules() if isinstance(m, torch.nn.Linear)))
+
+
+def test_attention_dropout_apart_from_dropout() -> None:
+    """ESPnet's attention_dropout_rate: 0.0 on the attention weights while the rest keeps 0.1."""
+    from kospeech.nn.transformer import MultiHeadAttention
+    from kospeech.registry import build
+
+    def rates(attention_dropout):
+        extra = {} if attention_dropout is None else {"attention_dropout": attention_dropout}
+        enc = {"name": "transformer", "d_model": 16, "num_heads": 2, "ff_dim": 32, "num_layers": 1,
+               "dropout": 0.1, "extractor": None, **extra}
+        dec = {"name": "transformer", "d_model": 16, "num_heads": 2, "ff_dim": 32, "num_layers": 1,
+               "dropout": 0.1, **extra}
+        model = build("model", {"name": "transformer", "encoder": enc, "decoder": dec}, input_dim=16, vocab_size=12)
+        attn = sorted({m.dropout for m in model.modules() if isinstance(m, MultiHeadAttention)})
+        other = sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+        return attn, other
+
+    assert rates(None) == ([0.1], [0.1])  # null: the attention follows dropout
+    assert rates(0.0) == ([0.0], [0.1])  # encoder self-, decoder self- and cross-attention

@@ -126,16 +126,10 @@ class TransformerEncoderLayer(nn.Module):
     """Self-attention + feed-forward, each wrapped in a residual; pre-norm trains without warm-up tricks."""
 
     def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        ff_dim: int,
-        dropout: float,
-        pre_norm: bool,
-        attention_dropout: float | None = None,
+        self, d_model: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool, attn_drop: float | None = None
     ) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, num_heads, dropout if attention_dropout is None else attention_dropout)
+        self.attn = MultiHeadAttention(d_model, num_heads, dropout if attn_drop is None else attn_drop)
         self.ff = FeedForward(d_model, ff_dim, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)

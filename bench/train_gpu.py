@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     from kospeech.registry.plugins import load_builtins
 
-    load_builtins(only=("kospeech.nn", "kospeech.models", "kospeech.optim"))  # no data/text dependencies
+    try:
+        load_builtins()
+    except ImportError:  # no YAML / soundfile here: the model and optimizer code is all this needs
+        load_builtins(only=("kospeech.nn", "kospeech.models", "kospeech.optim"))
     configs = resolved_configs(args.configs or config_names())
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(

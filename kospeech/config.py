@@ -55,12 +55,22 @@ def _yaml_error(path: Path | str, err: yaml.YAMLError) -> ConfigError:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """One YAML file as a mapping; syntax errors name the file, line and column."""
+    """One YAML file as a mapping; syntax errors name the file, line and column.
+
+    Read as the toolkit reads every text file: UTF-8, else CP949 (line by line, BOM dropped).
+    """
+    from kospeech.data.datadir import decode_lines
+    from kospeech.errors import DataError
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = "\n".join(decode_lines(path.read_bytes(), path)[0])  # UTF-8, or CP949 as Windows editors save it
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder; give a YAML file") from None
+    except DataError as err:
+        raise ConfigError(str(err)) from None
     try:
         data = yaml_load(text)
     except yaml.YAMLError as err:

@@ -62,8 +62,8 @@ def test_read_scp_errors_name_file_and_line(tmp_path: Path) -> None:
     p.write_text("a x\nb\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"text:2: 'b' has no value"):
         read_scp(p)
-    p.write_bytes("a 한국어\n".encode("cp949"))
-    with pytest.raises(DataError, match=r"text:1: not valid UTF-8"):
+    p.write_bytes("a 한국어\n".encode() + "b 한국어\n".encode("cp949"))
+    with pytest.raises(DataError, match=r"text:2: this line is CP949"):
         read_scp(p)
 
 

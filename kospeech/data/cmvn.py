@@ -92,7 +92,7 @@ def load_cmvn(source: str | os.PathLike[str] | Mapping[str, Any] | tuple[Any, An
         if not path.exists():
             raise DataError(f"CMVN file {path} does not exist; make it with `kospeech features dump ... --cmvn`")
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 mean, std = data["mean"], data["std"]
         except (KeyError, ValueError, OSError) as err:
             raise DataError(f"CMVN file {path} is not a cmvn.npz with 'mean' and 'std' arrays: {err}") from None

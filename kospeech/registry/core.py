@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from kospeech.errors import RegistryError
+from kospeech.errors import ConfigError, KoSpeechError, RegistryError
 
 KINDS: tuple[str, ...] = (
     "extractor",
@@ -301,4 +301,14 @@ def build(kind: str, cfg: Mapping[str, Any], *, path: str = "", **provided: Any)
     entry = registry(kind).get(str(cfg["name"]), path=path)
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
     kwargs.update(provided)
-    return entry.obj(**kwargs)
+    try:
+        return entry.obj(**kwargs)
+    except KoSpeechError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:
+        # a value of the right type that the component cannot use (dropout 1.5, a zero width):
+        # one line naming the config path, not a traceback from deep inside torch
+        given = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k != "name" and not isinstance(v, Mapping))
+        raise ConfigError(
+            f"'{path}': {kind} '{entry.name}' cannot be built with {given or 'its defaults'}: {err}"
+        ) from None

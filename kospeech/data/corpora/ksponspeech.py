@@ -29,7 +29,9 @@ in the chosen form (``phonetic`` or ``spelling``); ``meta.yaml`` records both.
 Skipped, counted, logged and listed in ``<out>/<set>/skipped.txt`` with the reason: a
 malformed ``.trn`` line, a ``.trn`` entry whose audio is missing, an empty or truncated (odd
 byte count) ``.pcm``, a missing ``.txt`` (walk mode), a transcript that is empty after
-normalisation (only noise tags, say).
+normalisation (only noise tags, say), a ``.txt`` in neither UTF-8 nor CP949. A ``.trn`` list that
+mixes the two encodings, or has a line in neither, fails its split with the line named; the
+other splits are still prepared.
 
 Speakers: the ``KsponSpeech_NNNN`` folder of a training utterance (the release groups one
 session's files per folder, and utterance ids sort with it). The eval sets carry no speaker
@@ -110,7 +112,10 @@ def _process(item: _Item) -> Utterance | Skip:
         txt = path.with_suffix(".txt")
         if not txt.exists():
             return Skip(item.utt_id, "transcript file missing", str(txt))
-        raw = read_transcript(txt)
+        try:
+            raw = read_transcript(txt)
+        except DataError as err:  # one unreadable transcript costs its utterance, not the split
+            return Skip(item.utt_id, "transcript neither UTF-8 nor CP949", str(err))
     text = normalize(raw, item.form, item.normalization, utt_id=item.utt_id)
     if not text.strip():
         return Skip(item.utt_id, "empty transcript after normalisation", raw)
@@ -240,6 +245,7 @@ class KsponSpeech:
         out = Path(out)
         scripts = next((root / d for d in SCRIPTS_DIRS if (root / d).is_dir()), None)
         plan: dict[str, tuple[list[_Item], list[Skip]]] = {}
+        failed: dict[str, DataError] = {}  # splits whose list cannot be read; the others go on
         if scripts is not None:
             found = [s for s in SPLITS if (scripts / f"{s}.trn").exists()]
             missing = [f"{s}.trn" for s in SPLITS if s not in found]
@@ -250,7 +256,11 @@ class KsponSpeech:
                 if split not in found:
                     logger.warning("ksponspeech: %s is missing; split '%s' is not prepared", trn, split)
                     continue
-                plan[split] = self._items_from_trn(root, split, trn)
+                try:
+                    plan[split] = self._items_from_trn(root, split, trn)
+                except DataError as err:
+                    logger.error("ksponspeech: split '%s' is not prepared: %s", split, err)
+                    failed[split] = err
         else:
             logger.info("ksponspeech: no %s folder; walking the audio folders and reading each .txt",
                         " or ".join(str(root / d) for d in SCRIPTS_DIRS))
@@ -259,7 +269,7 @@ class KsponSpeech:
                     plan[split] = (items, [])
                 else:
                     logger.warning("ksponspeech: no audio found for split '%s' under %s", split, root)
-        if not plan:
+        if not plan and not failed:
             raise DataError(
                 f"ksponspeech: nothing to prepare under {root}: expected {SCRIPTS_DIR}/*.trn (or scripts/*.trn) or the "
                 f"{TRAIN_PARTS[0]}..05 and {EVAL_DIR} folders"
@@ -276,5 +286,10 @@ class KsponSpeech:
             reports[split] = write_split(
                 out / split, utterances, skipped, name=split, corpus=self.name, transcript=self.transcript,
                 normalization=self.normalization,
+            )
+        if failed:
+            done = f"; prepared {', '.join(reports)}" if reports else ""
+            raise DataError(
+                "ksponspeech: " + "; ".join(f"split '{k}' not prepared: {v}" for k, v in failed.items()) + done
             )
         return reports

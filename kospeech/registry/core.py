@@ -30,6 +30,7 @@ KINDS: tuple[str, ...] = (
     "model",
     "search",
     "corpus",
+    "lm",
 )
 
 

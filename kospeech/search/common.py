@@ -68,7 +68,7 @@ def advance_lm(
     B, K = tok.shape
     tok = tok.clamp(min=0)
     logp = lm_logp.index_select(0, parent)
-    state = tuple(s.index_select(0, parent) for s in lm_state)
+    state = lm.select_state(lm_state, parent)
     gained = logp.gather(1, tok.view(-1, 1)).view(B, K)
     new_score = lm_score.gather(1, parent_k) + torch.where(emit, gained, torch.zeros_like(gained))
     s_logp, s_state = lm.step(tok.view(-1), state)

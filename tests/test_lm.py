@@ -1,8 +1,10 @@
-"""The fusion LM: training through the CLI, batched stepping, and exact shallow fusion.
+"""The fusion LMs (kind ``lm``: lstm, transformer, ngram): training through the CLI, batched
+stepping, and exact shallow fusion.
 
-Fusion is checked against brute force on the deterministic toy model of test_search.py: with
-a beam wide enough to keep every prefix, each search must rank sequences exactly by
-``acoustic score + lm_weight * log P_lm(sequence <eos>)``.
+Fusion is checked against brute force on the deterministic toy model of test_search.py, for
+every registered LM through the one interface the searches call: with a beam wide enough to
+keep every prefix, each search must rank sequences exactly by ``acoustic score + lm_weight *
+log P_lm(sequence <eos>)``, and the LM must change at least one decision.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import torch
 
 from kospeech.cli import main
 from kospeech.errors import ConfigError
+from kospeech.lm.base import FusionLM
 from kospeech.lm.model import LSTMLM, load_lm, save_lm
+from kospeech.lm.ngram import estimate_kneser_ney, write_arpa
+from kospeech.lm.transformer import TransformerLM
 from kospeech.registry import build
 from kospeech.text.special import EOS_ID, SOS_ID
 from tests.conftest import SHORT_SENTENCES
@@ -31,7 +36,7 @@ from tests.test_search import (
 )
 
 
-def lm_logprob(lm: LSTMLM, seq: list[int]) -> float:
+def lm_logprob(lm: FusionLM, seq: list[int]) -> float:
     """log P_lm(seq), seq ending with <eos> or not, one token at a time."""
     logp, state = lm.start(1, "cpu")
     total = 0.0
@@ -41,18 +46,44 @@ def lm_logprob(lm: LSTMLM, seq: list[int]) -> float:
     return total
 
 
-@pytest.fixture(scope="module")
-def toy_lm(tmp_path_factory: pytest.TempPathFactory) -> tuple[LSTMLM, Path]:
+TOY_UNITS = ["<blank>", "<pad>", "<sos>", "<eos>", "<unk>", "a", "b"]  # ids 5, 6 = the toy's REAL units
+
+
+def write_toy_ngram(folder: Path, sentences: list[list[str]], order: int) -> Path:
+    """An n-gram over the toy units, written as ``kospeech lm train --type ngram`` writes one."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_arpa(estimate_kneser_ney(sentences, order, TOY_UNITS[5:]), folder / "lm.arpa")
+    info = {"name": "ngram", "order": order, "unit": "token", "vocab_size": V, "units": TOY_UNITS}
+    (folder / "lm.yaml").write_text(yaml.safe_dump(info), encoding="utf-8")
+    return folder / "lm.arpa"
+
+
+@pytest.fixture(scope="module", params=["lstm", "transformer", "ngram"])
+def toy_lm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[FusionLM, Path]:
+    folder = tmp_path_factory.mktemp(request.param)
     torch.manual_seed(3)
-    lm = LSTMLM(vocab_size=V, embed_dim=8, hidden=16, layers=1, dropout=0.0)
+    if request.param == "ngram":
+        # "a" after "a" is rare and sentences end after "b": pulls away from what the toy acoustics prefer
+        sentences = [["a", "b"]] * 6 + [["b", "a", "b"]] * 4 + [["b"]] * 3 + [["a", "a"]]
+        path = write_toy_ngram(folder, [list(x) for x in sentences], 3)
+        return load_lm(path), path
+    if request.param == "lstm":
+        lm = LSTMLM(vocab_size=V, embed_dim=8, hidden=16, layers=1, dropout=0.0)
+    else:
+        lm = TransformerLM(vocab_size=V, embed_dim=8, d_model=16, num_heads=2, ff_dim=32, num_layers=2, dropout=0.0)
     with torch.no_grad():
         lm.proj.weight.mul_(8.0)  # a peaky LM, so that fusion visibly changes rankings
-    path = save_lm(lm, tmp_path_factory.mktemp("lm") / "lm.pt")
+        lm.proj.bias[EOS_ID] -= 3.0  # that prefers longer outputs than the toy's attention head
+    path = save_lm(lm, folder / "lm.pt")
     return load_lm(path), path
 
 
-def test_step_matches_full_forward(toy_lm: tuple[LSTMLM, Path]) -> None:
+def test_step_matches_full_forward(toy_lm: tuple[FusionLM, Path]) -> None:
     lm, _ = toy_lm
+    if not isinstance(lm, (LSTMLM, TransformerLM)):
+        pytest.skip("the n-gram has no full forward; its distributions are checked in test_ngram_lm.py")
     seqs = torch.tensor([[5, 6, 6, 5], [6, 6, 5, 5]])
     logits, _ = lm(torch.cat([torch.full((2, 1), SOS_ID), seqs], 1))
     full = logits.log_softmax(-1)
@@ -66,7 +97,7 @@ def test_step_matches_full_forward(toy_lm: tuple[LSTMLM, Path]) -> None:
     assert float(nll) == pytest.approx(expect, abs=1e-4) and int(n) == 8
 
 
-def test_ctc_prefix_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
+def test_ctc_prefix_beam_fusion_is_exact(toy_lm: tuple[FusionLM, Path]) -> None:
     lm, path = toy_lm
     model = ToyModel(2)
     enc, lens = toy_batch(2, 4, 2)
@@ -85,17 +116,17 @@ def test_ctc_prefix_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
     assert changed, "the LM should change at least one decision in this setting"
 
 
-def test_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
+def test_beam_fusion_is_exact(toy_lm: tuple[FusionLM, Path]) -> None:
     lm, path = toy_lm
-    model = ToyModel(0)
-    enc, lens = toy_batch(2, 4)
-    w = 0.5
+    model = ToyModel(5)
+    enc, lens = toy_batch(2, 4, 5)
+    w = 2.0
     nbest = build("search", {"name": "beam", "beam_size": 16, "lm": str(path), "lm_weight": w}, model=model)(enc, lens)
+    changed = False
     for b in range(2):
-        scored = sorted(
-            ((att_score(model, enc[b], c) + w * lm_logprob(lm, c), strip(c)) for c in att_candidates(int(lens[b]))),
-            reverse=True,
-        )
+        cands = att_candidates(int(lens[b]))
+        scored = sorted(((att_score(model, enc[b], c) + w * lm_logprob(lm, c), strip(c)) for c in cands), reverse=True)
+        changed |= scored[0][1] != strip(max(cands, key=lambda c: att_score(model, enc[b], c)))
         assert nbest[b][0].tokens == scored[0][1]
         assert nbest[b][0].score == pytest.approx(scored[0][0], abs=1e-4)
         assert nbest[b][0].parts["lm"] == pytest.approx(
@@ -104,9 +135,33 @@ def test_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
             else lm_logprob(lm, scored[0][1]),
             abs=1e-4,
         )
+    assert changed, "the LM should change at least one decision in this setting"
 
 
-def test_joint_ctc_attention_with_lm_runs_and_respects_weight(toy_lm: tuple[LSTMLM, Path]) -> None:
+def test_joint_ctc_attention_fusion_is_exact(toy_lm: tuple[FusionLM, Path]) -> None:
+    lm, path = toy_lm
+    model = ToyModel(5)
+    enc, lens = toy_batch(2, 3, 5)
+    cw, w = 0.4, 4.0
+    cfg = {"name": "joint_ctc_attention", "beam_size": 16, "ctc_weight": cw, "pre_beam_ratio": 2.0,
+           "max_len_ratio": 2.0}
+    nbest = build("search", {**cfg, "lm": str(path), "lm_weight": w}, model=model)(enc, lens)
+    logp = model.ctc_log_probs(enc)
+    changed = False
+    for b in range(2):
+        exact = ctc_sequence_logprobs(logp[b, : int(lens[b])])
+
+        def acoustic(y: tuple[int, ...], b: int = b, exact: dict = exact) -> float:
+            return (1 - cw) * att_score(model, enc[b], [*y, EOS_ID]) + cw * exact[y]
+
+        scored = sorted(((acoustic(y) + w * lm_logprob(lm, [*y, EOS_ID]), list(y)) for y in exact), reverse=True)
+        changed |= scored[0][1] != list(max(exact, key=acoustic))
+        assert nbest[b][0].tokens == scored[0][1]
+        assert nbest[b][0].score == pytest.approx(scored[0][0], abs=1e-3)
+    assert changed, "the LM should change at least one decision in this setting"
+
+
+def test_joint_ctc_attention_with_lm_runs_and_respects_weight(toy_lm: tuple[FusionLM, Path]) -> None:
     _, path = toy_lm
     model = ToyModel(5)
     enc, lens = toy_batch(2, 3, 5)
@@ -118,7 +173,7 @@ def test_joint_ctc_attention_with_lm_runs_and_respects_weight(toy_lm: tuple[LSTM
     assert all("lm" in h[0].parts for h in fused)
 
 
-def test_transducer_beam_fusion_is_exact(toy_lm: tuple[LSTMLM, Path]) -> None:
+def test_transducer_beam_fusion_is_exact(toy_lm: tuple[FusionLM, Path]) -> None:
     lm, path = toy_lm
     model = ToyModel(7)
     enc, lens = toy_batch(1, 4, 7)

@@ -197,7 +197,8 @@ def read_arpa(path: str | Path) -> list[NgramTable]:
         raise DataError(f"{path}: no \\data\\ section or no n-grams; not an ARPA file")
     for k, n in counts.items():
         if k <= len(tables) and len(tables[k - 1]) != n:
-            raise DataError(f"{path}: header says {n} {k}-grams but the file lists {len(tables[k - 1])}; it is truncated")
+            raise DataError(f"{path}: header says {n} {k}-grams but the file lists {len(tables[k - 1])}; "
+                            f"it is truncated")
     return tables
 
 
@@ -230,7 +231,9 @@ class _Backoff:
                     lps.append(lp * LOG10)
         if not np.isfinite(uni[EOS_ID]):
             raise DataError(f"{source}: the ARPA model has no </s> unigram")
-        self.explicit = {h: (np.array(w, dtype=np.int64), np.array(p, dtype=np.float32)) for h, (w, p) in grouped.items()}
+        self.explicit = {
+            h: (np.array(w, dtype=np.int64), np.array(p, dtype=np.float32)) for h, (w, p) in grouped.items()
+        }
         self.cache: dict[tuple[int, ...], np.ndarray] = {(): uni}
 
     def dist(self, ctx: tuple[int, ...]) -> np.ndarray:
@@ -291,7 +294,8 @@ class NgramLM(FusionLM):
         info = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
         check_metadata(info.get("metadata"), str(meta_path))
         try:
-            lm = cls(vocab_size=int(info["vocab_size"]), order=int(info["order"]), unit=str(info.get("unit", "token")))
+            lm = cls(vocab_size=int(info["vocab_size"]), order=int(info["order"]),
+                     unit=str(info.get("unit", "token")))
             tables = read_arpa(path)
             if lm.unit == "token":
                 units = list(info["units"])
@@ -301,7 +305,8 @@ class NgramLM(FusionLM):
             else:
                 lm._load_words(tables, info, path.with_name("spellings.txt"), path)
         except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{meta_path}: missing or bad field ({err}); rebuild with `kospeech lm train --type ngram`") from None
+            raise DataError(f"{meta_path}: missing or bad field ({err}); "
+                            f"rebuild with `kospeech lm train --type ngram`") from None
         lm.order = len(tables)
         return lm
 
@@ -316,7 +321,8 @@ class NgramLM(FusionLM):
                 words.append(fields[0])
                 spellings.append([int(x) for x in fields[1:]])
         except FileNotFoundError:
-            raise DataError(f"{path}: a word n-gram needs spellings.txt beside it; rebuild with `kospeech lm train`") from None
+            raise DataError(f"{path}: a word n-gram needs spellings.txt beside it; "
+                            f"rebuild with `kospeech lm train`") from None
         ids = {w: NUM_SPECIAL + i for i, w in enumerate(words)}
         ids.update({BOS: SOS_ID, EOS: EOS_ID, UNK: UNK_ID})
         self.model = _Backoff(tables, ids, NUM_SPECIAL + len(words), str(path))
@@ -364,7 +370,9 @@ class NgramLM(FusionLM):
         rows = [self.model.dist(self._trim(c)) for c in _contexts(ctx)]
         return torch.from_numpy(np.stack(rows)).to(ctx.device)
 
-    def _advance_words(self, tokens: torch.Tensor, ctx: torch.Tensor, node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _advance_words(
+        self, tokens: torch.Tensor, ctx: torch.Tensor, node: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         new_ctx, new_node = ctx.tolist(), node.tolist()
         for i, (t, n) in enumerate(zip(tokens.tolist(), new_node)):
             if t in self.space_ids or t in self.word_start_ids:

@@ -23,7 +23,11 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6"],
+        # KenLM's query module reads (and checks) the ARPA files of `kospeech lm train --type ngram`;
+        # the n-gram itself is estimated and queried without it
+        "lm": ["kenlm>=0.2"],
+        # every extra, so that CI tests them all
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "kenlm>=0.2"],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},
 )

@@ -24,23 +24,15 @@ from torch import nn
 from kospeech.errors import ConfigError
 from kospeech.lm.model import TokenLM
 from kospeech.nn.mask import causal_mask
-from kospeech.nn.transformer import FeedForward, MultiHeadAttention, projection, sinusoid_table
+from kospeech.nn.transformer import TransformerEncoderLayer, projection, sinusoid_table
 from kospeech.registry import register
 from kospeech.text.special import PAD_ID
 
 TransformerLMState = tuple[torch.Tensor, torch.Tensor]  # history (N, context), lengths (N,)
 
 
-class _CausalLayer(nn.Module):
-    """Pre-norm causal self-attention + feed-forward, each in a residual."""
-
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.attn = MultiHeadAttention(d_model, num_heads, dropout)
-        self.ff = FeedForward(d_model, ff_dim, dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+class _CausalLayer(TransformerEncoderLayer):
+    """The encoder's pre-norm layer, its self-attention masked causally instead of by length."""
 
     def forward(self, x: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -90,7 +82,9 @@ class TransformerLM(TokenLM):
         self.d_model = d_model
         self.pos_enc = pos_enc
         self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(_CausalLayer(d_model, num_heads, ff_dim, dropout) for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            _CausalLayer(d_model, num_heads, ff_dim, dropout, pre_norm=True) for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, vocab_size)
 

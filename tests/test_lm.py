@@ -36,6 +36,7 @@ from tests.test_search import (
 )
 
 
+@torch.no_grad()
 def lm_logprob(lm: FusionLM, seq: list[int]) -> float:
     """log P_lm(seq), seq ending with <eos> or not, one token at a time."""
     logp, state = lm.start(1, "cpu")

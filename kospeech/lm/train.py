@@ -174,7 +174,7 @@ def train_lm(
             sched.step()
             step += 1
             if on_step is not None:
-                on_step(step, float(loss))
+                on_step(step, float(loss.detach()))
         train_ppl = perplexity(model, train, batch_tokens=batch_tokens, device=device)
         valid_ppl = perplexity(model, valid, batch_tokens=batch_tokens, device=device) if valid else train_ppl
         history.append({"epoch": epoch, "train_ppl": train_ppl, "valid_ppl": valid_ppl})

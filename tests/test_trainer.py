@@ -118,7 +118,8 @@ def read_log(exp: Path) -> list[dict[str, Any]]:
 def test_cli_training_writes_config_logs_plot_and_checkpoints(corpus: dict[str, Path], tmp_path: Path) -> None:
     import yaml
 
-    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint, load_for_inference
+    from kospeech.inference.loading import load_for_inference
+    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint
 
     cfg_path = tmp_path / "conf.yaml"
     cfg = base_config(corpus)
@@ -220,7 +221,7 @@ def test_errors_are_clear(corpus: dict[str, Path], tmp_path: Path) -> None:
 
     cfg = base_config(corpus)
     cfg["data"]["train"] = str(tmp_path / "no_such_dump")
-    with pytest.raises(DataError, match=r"data.train: .*no_such_dump not found; make a feature dump"):
+    with pytest.raises(DataError, match=r"data.train: .*no_such_dump does not exist; make a feature dump"):
         Trainer(cfg, tmp_path / "e1")
 
     with pytest.raises(ConfigError, match=r"unknown option 'train.max_epoch'. Did you mean 'max_epochs'"):
@@ -252,7 +253,7 @@ def test_raw_audio_mode_runs_frontend_cmvn_and_wave_augments(corpus: dict[str, P
     cfg["data"].update(train=str(corpus["root"] / "data/train"), valid=str(corpus["root"] / "data/dev"))
     cfg["augment"] = [{"name": "speed", "factors": [0.9, 1.1]}, {"name": "spec_augment", "freq_mask_width": 8}]
     trainer = Trainer(cfg, tmp_path / "exp")
-    assert trainer.mode == "raw" and trainer.input_dim == 40
+    assert trainer.mode == "datadir" and trainer.input_dim == 40
     # statistics computed through the on-the-fly frontend match those of the float16 dump
     mean, std = load_cmvn(corpus["train"] / "cmvn.npz")
     assert torch.allclose(trainer.cmvn.mean.cpu(), torch.from_numpy(mean), atol=0.02)

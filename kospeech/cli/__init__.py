@@ -63,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # positionals after an option (`transcribe CKPT a.wav --search beam beam_size=4`) join the
+    # command's trailing positional list, as a user expects; anything else is still an error
+    target = getattr(args, "extra_positionals", None)
+    if extra and target and not any(e.startswith("-") and e != "-" for e in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -103,6 +103,11 @@ def _join(parts: list[Word]) -> Word:
     return Word("".join(p.text for p in parts), parts[0].start, parts[-1].end, _mean([p.score for p in parts]))
 
 
-def shift(words: Sequence[Word], offset: float) -> list[Word]:
-    """Times moved by ``offset`` seconds (a segment's start within the whole file)."""
-    return [Word(w.text, round(w.start + offset, 3), round(w.end + offset, 3), w.score) for w in words]
+def shift(words: Sequence[Word], offset: float, limit: float) -> list[Word]:
+    """Times moved by ``offset`` seconds (a piece's start within the whole file) and kept at or
+    before ``limit`` (the piece's end: the encoder's last frame may reach into the padding)."""
+    out = []
+    for w in words:
+        start, end = min(w.start + offset, limit), min(w.end + offset, limit)
+        out.append(Word(w.text, round(start, 3), round(end, 3), w.score))
+    return out

@@ -19,7 +19,6 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +119,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, Mapping) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
         raise DataError(f"{path}: not a KoSpeech checkpoint (missing {', '.join(missing)})")
+    from kospeech.metadata import check_metadata
+
+    check_metadata(ckpt.get("metadata"), str(path))
     return dict(ckpt)
 
 
@@ -165,22 +167,10 @@ def tokenizer_from_files(files: Mapping[str, bytes]) -> Any:
 # CMVN
 
 
-def make_cmvn(mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray) -> nn.Module:
-    """A :class:`kospeech.data.cmvn.GlobalCMVN` holding ``mean`` and ``std``."""
-    from kospeech.data.cmvn import GlobalCMVN
-
-    return GlobalCMVN(mean, std)
-
-
 def cmvn_stats(cmvn: nn.Module | None) -> dict[str, torch.Tensor] | None:
     if cmvn is None:
         return None
     return {"mean": cmvn.mean.detach().float().cpu().clone(), "std": cmvn.std.detach().float().cpu().clone()}
-
-
-def apply_cmvn(cmvn: nn.Module | None, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Normalise, keeping padded frames at zero; identity without CMVN."""
-    return features if cmvn is None else cmvn(features, lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,61 +245,3 @@ def restore_generator_states(objects: dict[str, Any], states: Mapping[str, Mappi
             gen = torch.Generator(device=entry.get("device", "cpu"))
             gen.set_state(entry["state"])
             setattr(owner, attr, gen)
-
-
-# ---------------------------------------------------------------------------------------------
-# inference
-
-
-@dataclass
-class InferenceBundle:
-    """Everything decoding needs, rebuilt from one checkpoint.
-
-    ``frontend`` turns waves into features (None when the config names none); ``cmvn``
-    normalises them (None when training used none); ``model`` is in eval mode on the device.
-    """
-
-    model: nn.Module
-    tokenizer: Any
-    frontend: nn.Module | None
-    cmvn: nn.Module | None
-    config: dict[str, Any]
-
-
-def build_model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
-    from kospeech.registry import build
-
-    cfg = ckpt["config"]
-    args = ckpt["model_args"]
-    if "model" not in cfg:
-        raise ConfigError("checkpoint config has no 'model' section")
-    dims = {"input_dim": int(args["input_dim"]), "vocab_size": int(args["vocab_size"])}
-    model = build("model", cfg["model"], path="model", **dims)
-    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    return model
-
-
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> InferenceBundle:
-    """Rebuild model, tokenizer, frontend and CMVN from a checkpoint file alone."""
-    from kospeech.registry import build
-
-    device = torch.device(device)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = dict(ckpt["config"])
-    model = build_model_from_checkpoint(ckpt).to(device).eval()
-    tokenizer = tokenizer_from_files(ckpt["tokenizer"]) if ckpt.get("tokenizer") else None
-    if tokenizer is None:
-        raise DataError(f"{path}: checkpoint carries no tokenizer files; it cannot decode on its own")
-    vocab = int(ckpt["model_args"]["vocab_size"])
-    if tokenizer.vocab_size != vocab:
-        raise DataError(
-            f"{path}: the inline tokenizer has {tokenizer.vocab_size} units but the model was built for {vocab}"
-        )
-    frontend = None
-    if isinstance(cfg.get("frontend"), Mapping) and cfg["frontend"].get("name"):
-        frontend = build("frontend", cfg["frontend"], path="frontend").to(device).eval()
-    cmvn = None
-    if ckpt.get("cmvn"):
-        cmvn = make_cmvn(ckpt["cmvn"]["mean"], ckpt["cmvn"]["std"]).to(device).eval()
-    return InferenceBundle(model=model, tokenizer=tokenizer, frontend=frontend, cmvn=cmvn, config=cfg)

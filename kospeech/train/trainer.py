@@ -34,13 +34,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from kospeech.data.inputs import (
+    DUMP,
+    InputPipeline,
+    dump_frontend_config,
+    read_meta,
+    resolve_device,
+    source_kind,
+)
 from kospeech.errors import ConfigError, DataError
 from kospeech.train import distributed as D
 from kospeech.train.checkpoint import (
     BEST,
     CKPT_DIR,
     LAST,
-    apply_cmvn,
     atomic_link,
     atomic_save,
     cmvn_stats,
@@ -48,7 +55,6 @@ from kospeech.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_tokenizer_dir,
-    make_cmvn,
     model_state,
     prune_checkpoints,
     read_lang_dir,
@@ -137,19 +143,6 @@ class TrainOptions:
         return opts
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks this rank's CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device '{name}' asked for, but no CUDA device is visible; use --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name != "cpu":
-        raise ConfigError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
-
-
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for full precision."""
     if device.type != "cuda":
@@ -167,22 +160,13 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 # validation decoding and CER
 
 
-def _search_name(model: Any) -> str:
-    if getattr(model, "has_ctc", False):
-        return "ctc_greedy"
-    if getattr(model, "has_decoder", False):
-        return "greedy"
-    if getattr(model, "is_transducer", False):
-        return "transducer_greedy"
-    raise ConfigError(f"model {type(model).__name__} has no decoding head (has_ctc, has_decoder, is_transducer)")
-
-
 def make_greedy(model: Any) -> Any:
     """``(features, lengths) -> list[list[int]]``: the registered greedy search for the model's
     cheapest head, used for validation CER."""
     from kospeech.registry import build
+    from kospeech.search import default_search
 
-    return build("search", {"name": _search_name(model)}, path="valid_search", model=model).decode
+    return build("search", default_search(model, greedy=True), path="valid_search", model=model).decode
 
 
 def corpus_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> float:
@@ -196,41 +180,6 @@ def corpus_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> float:
 # data helpers
 
 
-def data_kind(path: Path, key: str) -> str:
-    """``dump`` (feature dump with utt2num_frames) or ``raw`` (Kaldi data dir with wav.scp)."""
-    if not path.is_dir():
-        raise DataError(
-            f"{key}: {path} not found; make a feature dump with `kospeech features dump` "
-            f"(stage 2) or point it at a Kaldi data dir with wav.scp"
-        )
-    if (path / "utt2num_frames").is_file():
-        return "dump"
-    if (path / "wav.scp").is_file():
-        return "raw"
-    raise DataError(
-        f"{key}: {path} is neither a feature dump (no utt2num_frames) nor a Kaldi data dir (no wav.scp); "
-        f"run `kospeech features dump` to make one"
-    )
-
-
-def frames_per_second(frontend_cfg: Mapping[str, Any] | None) -> float:
-    """Feature frames per second of audio, for throughput in audio seconds per second."""
-    cfg = dict(frontend_cfg or {})
-    if "frame_shift_ms" in cfg:
-        return 1000.0 / float(cfg["frame_shift_ms"])
-    if "frame_shift" in cfg:
-        shift = float(cfg["frame_shift"])
-        return 1000.0 / shift if shift > 1 else 1.0 / shift
-    if "hop_length" in cfg:
-        return float(cfg.get("sample_rate", 16000)) / float(cfg["hop_length"])
-    return 100.0
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def _plain(obj: Any) -> Any:
     """NumPy values to Python/tensors, so the checkpoint stays loadable with weights_only=True."""
     if isinstance(obj, np.ndarray):
@@ -242,12 +191,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(v) for v in obj)
     return obj
-
-
-def _load_cmvn_file(path: Path) -> nn.Module:
-    from kospeech.data.cmvn import GlobalCMVN
-
-    return GlobalCMVN.from_file(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,74 +289,51 @@ class Trainer:
         self.tokenizer = load_tokenizer_dir(self.lang_dir)
         self.vocab_size = int(self.tokenizer.vocab_size)
 
-        from kospeech.data.dataset import collate
+        from kospeech.data.dataset import FeatureDataset, RawAudioDataset, collate
 
         self.collate = collate
         train_dir = Path(data["train"])
-        self.mode = data_kind(train_dir, "data.train")
+        self.mode = source_kind(train_dir, "data.train")
         valid_dir = Path(data["valid"]) if data.get("valid") else None
-        if valid_dir is not None and data_kind(valid_dir, "data.valid") != self.mode:
+        if valid_dir is not None and source_kind(valid_dir, "data.valid") != self.mode:
             raise DataError(f"data.valid: {valid_dir} must be the same kind as data.train ({self.mode})")
+        self.train_meta = read_meta(train_dir)
         max_frames = data.get("max_frames")
-        self.frontend: nn.Module | None = None
-        self.sample_rate = 16000
-        if self.mode == "dump":
-            from kospeech.data.dataset import FeatureDataset
+        cmvn_file = Path(data["cmvn"]) if data.get("cmvn") else None
+        if self.mode == DUMP:
+            self.cfg["frontend"] = dump_frontend_config(train_dir, self.cfg.get("frontend"))
+            if cmvn_file is None and (train_dir / "cmvn.npz").is_file():
+                cmvn_file = train_dir / "cmvn.npz"
+            if cmvn_file is None:
+                logger.warning("no CMVN statistics (%s missing): features are used unnormalised",
+                               train_dir / "cmvn.npz")
+        elif not isinstance(self.cfg.get("frontend"), Mapping):
+            raise ConfigError(f"data.train {train_dir} is a raw-audio data dir: the config needs a 'frontend'")
+        from kospeech.data.cmvn import GlobalCMVN
 
-            fe_file = train_dir / "frontend.yaml"
-            if fe_file.is_file():
-                from kospeech.config import read_yaml
-
-                dumped = read_yaml(fe_file)
-                if isinstance(dumped.get("frontend"), Mapping):
-                    dumped = dict(dumped["frontend"])
-                given = dict(self.cfg.get("frontend") or {})
-                clash = sorted(k for k, v in given.items() if k in dumped and dumped[k] != v)
-                if clash:
-                    logger.warning(
-                        "config 'frontend' differs from %s in %s; using the dump's (the features were made with it)",
-                        fe_file,
-                        ", ".join(clash),
-                    )
-                self.cfg["frontend"] = dumped
+        self.inputs = InputPipeline.from_config(
+            self.cfg.get("frontend"),
+            cmvn=GlobalCMVN.from_file(cmvn_file) if cmvn_file is not None else None,
+            augments=self._build_augments(),
+            device=self.device,
+            build_frontend=self.mode != DUMP,
+        )
+        if self.mode == DUMP:
             self.train_set = FeatureDataset(train_dir, self.tokenizer, max_frames=max_frames)
             self.valid_set = FeatureDataset(valid_dir, self.tokenizer) if valid_dir else None
-            if len(self.train_set) == 0:
-                raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
-            self.input_dim = int(self.train_set[0]["features"].shape[-1])
-            self.frame_rate = frames_per_second(self.cfg.get("frontend"))
-            cmvn_path = Path(data["cmvn"]) if data.get("cmvn") else train_dir / "cmvn.npz"
-            if data.get("cmvn") or cmvn_path.is_file():
-                self.cmvn: nn.Module | None = _load_cmvn_file(cmvn_path)
-            else:
-                logger.warning("no CMVN statistics (%s missing): features are used unnormalised", cmvn_path)
-                self.cmvn = None
         else:
-            from kospeech.data.dataset import RawAudioDataset
-            from kospeech.registry import build
-
-            if not isinstance(self.cfg.get("frontend"), Mapping):
-                raise ConfigError(f"data.train {train_dir} is a raw-audio data dir: the config needs a 'frontend'")
-            self.frontend = build("frontend", self.cfg["frontend"], path="frontend").to(self.device).eval()
-            self.input_dim = int(self.frontend.output_dim)
-            self.sample_rate = int(getattr(self.frontend, "sample_rate", data.get("sample_rate", 16000)))
-            hop = getattr(self.frontend, "hop_length", None)
-            self.frame_rate = self.sample_rate / hop if hop else frames_per_second(self.cfg.get("frontend"))
-            max_seconds = float(max_frames) / self.frame_rate if max_frames else None
-            self.train_set = RawAudioDataset(
-                train_dir, self.tokenizer, sample_rate=self.sample_rate, max_seconds=max_seconds
-            )
-            self.valid_set = (
-                RawAudioDataset(valid_dir, self.tokenizer, sample_rate=self.sample_rate) if valid_dir else None
-            )
-            if len(self.train_set) == 0:
-                raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
-            if data.get("cmvn"):
-                self.cmvn = _load_cmvn_file(Path(data["cmvn"]))
-            else:
-                self.cmvn = self._compute_cmvn()
-        if self.cmvn is not None:
-            self.cmvn = self.cmvn.to(self.device)
+            rate = self.inputs.sample_rate
+            max_seconds = float(max_frames) / self.inputs.frame_rate if max_frames else None
+            self.train_set = RawAudioDataset(train_dir, self.tokenizer, sample_rate=rate, max_seconds=max_seconds)
+            self.valid_set = RawAudioDataset(valid_dir, self.tokenizer, sample_rate=rate) if valid_dir else None
+        if len(self.train_set) == 0:
+            raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
+        if self.mode == DUMP:
+            self.input_dim = int(self.train_set[0]["features"].shape[-1])
+        else:
+            self.input_dim = int(self.inputs.output_dim)
+            if self.inputs.cmvn is None:
+                self.inputs.cmvn = self.inputs.estimate_cmvn(self.train_set, self.collate).to(self.device)
         if self.valid_set is None:
             logger.warning("no data.valid: no validation CER, and no best.pt")
 
@@ -421,35 +341,42 @@ class Trainer:
         num_buckets = int(data.get("num_buckets", 10))
         from kospeech.data.sampler import BucketBatchSampler
 
-        self.train_sampler = BucketBatchSampler(
-            self._sampler_lengths(self.train_set),
-            batch_frames=self.batch_frames,
-            seed=self.seed,
-            shuffle=True,
-            num_buckets=num_buckets,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        self.valid_sampler = (
-            BucketBatchSampler(
-                self._sampler_lengths(self.valid_set),
+        def sampler(dataset: Any, shuffle: bool) -> BucketBatchSampler:
+            return BucketBatchSampler(
+                self._sampler_lengths(dataset),
                 batch_frames=self.batch_frames,
                 seed=self.seed,
-                shuffle=False,
+                shuffle=shuffle,
                 num_buckets=num_buckets,
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
             )
-            if self.valid_set is not None
-            else None
-        )
-        self.augments = self._build_augments()
+
+        self.train_sampler = sampler(self.train_set, True)
+        self.valid_sampler = sampler(self.valid_set, False) if self.valid_set is not None else None
+
+    # the pipeline's parts, for the code (and tests) that read them off the trainer
+    @property
+    def frontend(self) -> nn.Module | None:
+        return self.inputs.frontend
+
+    @property
+    def cmvn(self) -> nn.Module | None:
+        return self.inputs.cmvn
+
+    @property
+    def augments(self) -> list[Any]:
+        return self.inputs.augments
+
+    @property
+    def frame_rate(self) -> float:
+        return self.inputs.frame_rate
 
     def _sampler_lengths(self, dataset: Any) -> list[int]:
         """Lengths in feature frames, so ``batch_frames`` means the same in both modes."""
         lengths = list(dataset.lengths)
-        if self.mode == "raw" and getattr(dataset, "length_unit", "samples") == "samples":
-            per_frame = self.sample_rate / self.frame_rate
+        if getattr(dataset, "length_unit", "samples") == "samples":
+            per_frame = self.inputs.sample_rate / self.inputs.frame_rate
             lengths = [max(1, int(n // per_frame)) for n in lengths]
         return lengths
 
@@ -465,36 +392,13 @@ class Trainer:
             domain = getattr(aug, "domain", "feature")
             if domain not in ("feature", "wave"):
                 raise ConfigError(f"augment[{i}] '{spec.get('name')}' has domain {domain!r}; expected feature or wave")
-            if domain == "wave" and self.mode == "dump":
+            if domain == "wave" and self.mode == DUMP:
                 raise ConfigError(
                     f"augment[{i}] '{spec.get('name')}' works on waveforms, but data.train is a feature dump; "
                     f"train from a Kaldi data dir (wav.scp) for on-the-fly features, or drop it"
                 )
-            if isinstance(aug, nn.Module):
-                aug = aug.to(self.device)
             augments.append(aug)
         return augments
-
-    @torch.no_grad()
-    def _compute_cmvn(self, max_utts: int = 2000, chunk: int = 16) -> nn.Module:
-        """Global mean/std of the on-the-fly features over (up to) the first ``max_utts`` utterances."""
-        n = min(len(self.train_set), max_utts)
-        total = torch.zeros(self.input_dim, dtype=torch.float64)
-        total_sq = torch.zeros(self.input_dim, dtype=torch.float64)
-        count = 0
-        for start in range(0, n, chunk):
-            items = [self.train_set[i] for i in range(start, min(n, start + chunk))]
-            batch = _to_device(self.collate(items), self.device)
-            feats, lens = self.frontend(batch["waves"], batch["wave_lengths"])
-            mask = torch.arange(feats.size(1), device=feats.device)[None, :] < lens[:, None]
-            valid = feats[mask].double().cpu()
-            total += valid.sum(0)
-            total_sq += (valid**2).sum(0)
-            count += valid.size(0)
-        mean = total / max(count, 1)
-        std = (total_sq / max(count, 1) - mean**2).clamp(min=1e-10).sqrt()
-        logger.info("CMVN computed over %d utterances (%d frames)", n, count)
-        return make_cmvn(mean.float(), std.float())
 
     def _setup_model(self) -> None:
         from kospeech.registry import build
@@ -534,16 +438,18 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------
     def _random_parts(self) -> dict[str, Any]:
         """Components that may own random generators besides the global streams."""
-        parts = {f"augment[{i}]": aug for i, aug in enumerate(self.augments)}
-        if self.frontend is not None:
-            parts["frontend"] = self.frontend
-        return parts
+        return self.inputs.random_parts()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything docs/contracts.md lists, for this moment (an update boundary)."""
         rng = rng_state()
         ranks = D.all_gather_objects(rng) if self.dist.enabled else None
+        from kospeech.metadata import make_metadata
+
+        corpus = {"corpus": self.train_meta.get("corpus"), "transcript": self.train_meta.get("transcript"),
+                  "path": str(self.cfg["data"]["train"])}
         return {
+            "metadata": make_metadata("checkpoint", training_corpus=corpus),
             "model": model_state(self.model),
             "config": self.cfg,
             "model_args": dict(self.model_args),
@@ -679,24 +585,9 @@ class Trainer:
         )
 
     def _prepare(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """Device, on-the-fly frontend, CMVN, then augmentation (training batches only, once
-        ``train.augment_after`` updates are done)."""
-        batch = _to_device(batch, self.device)
-        train = train and self.step >= self.opts.augment_after
-        if self.mode == "raw":
-            if train:
-                for aug in self.augments:
-                    if getattr(aug, "domain", "feature") == "wave":
-                        batch = aug(batch)
-            with torch.no_grad():
-                feats, lens = self.frontend(batch["waves"], batch["wave_lengths"])
-            batch["features"], batch["feature_lengths"] = feats.float(), lens.long()
-        batch["features"] = apply_cmvn(self.cmvn, batch["features"].float(), batch["feature_lengths"])
-        if train:
-            for aug in self.augments:
-                if getattr(aug, "domain", "feature") == "feature":
-                    batch = aug(batch)
-        return batch
+        """The input pipeline; augmentation on training batches once ``train.augment_after``
+        updates are done."""
+        return self.inputs.prepare(batch, augment=train and self.step >= self.opts.augment_after)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -713,11 +604,6 @@ class Trainer:
         self._parts: dict[str, float] = {}
         self._grad_norm = 0.0
         self._t0 = time.perf_counter()
-
-    def _audio_seconds(self, batch: dict[str, Any]) -> float:
-        if "wave_lengths" in batch:
-            return float(batch["wave_lengths"].sum()) / self.sample_rate
-        return float(batch["feature_lengths"].sum()) / self.frame_rate
 
     def _train_batch(self, batch: dict[str, Any], *, last_micro: bool) -> None:
         """Forward and backward one micro-batch; a non-finite loss is skipped on every rank."""
@@ -749,7 +635,7 @@ class Trainer:
                         self._parts[k] = self._parts.get(k, 0.0) + float(v.detach())
                 self._stats["batches"] += 1
         lengths = batch["feature_lengths"]
-        self._stats["audio"] += self._audio_seconds(batch)
+        self._stats["audio"] += self.inputs.audio_seconds(batch)
         self._stats["frames"] += int(lengths.sum())
         self._stats["padded"] += int(lengths.numel() * batch["features"].size(1))
 

@@ -26,8 +26,10 @@ setup(
         # KenLM's query module reads (and checks) the ARPA files of `kospeech lm train --type ngram`;
         # the n-gram itself is estimated and queried without it
         "lm": ["kenlm>=0.2"],
+        # train.tensorboard: true (torch.utils.tensorboard writes through it)
+        "tensorboard": ["tensorboard>=2.14"],
         # every extra, so that CI tests them all
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "kenlm>=0.2"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "kenlm>=0.2", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},
 )

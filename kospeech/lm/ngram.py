@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import yaml
 
-from kospeech.errors import DataError
+from kospeech.errors import ConfigError, DataError
 from kospeech.lm.base import FusionLM
 from kospeech.metadata import check_metadata, make_metadata
 from kospeech.registry import register
@@ -345,6 +345,9 @@ class NgramLM(FusionLM):
 
     # ---- fusion interface
     def start(self, batch_size: int, device: torch.device | str) -> tuple[torch.Tensor, Any]:
+        if self.model is None:
+            raise ConfigError("an n-gram LM holds no n-grams until it is loaded from its file: pass the path of "
+                              "lm.arpa (or its folder) from `kospeech lm train --type ngram`")
         width = max(self.order - 1, 1)
         ctx = torch.full((batch_size, width), -1, dtype=torch.long, device=device)
         ctx[:, -1] = SOS_ID

@@ -328,16 +328,24 @@ def test_lm_train_cli_transformer(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert seen > scrambled + 5
 
 
-def test_transformer_state_window_slides() -> None:
+def test_transformer_cache_grows_and_rows_keep_their_own_history() -> None:
+    """Rows stepped apart (as the prefix beams do) and merged again give each row the
+    distribution of a full forward over its own history."""
+    from kospeech.search import where_state
+
     torch.manual_seed(0)
-    lm = TransformerLM(vocab_size=V, embed_dim=8, d_model=16, num_heads=2, ff_dim=32, num_layers=1, dropout=0.0,
-                       pos_enc="none").eval()
-    lm.context = 4
-    seq = [5, 6, 6, 5, 5, 6]
-    logp, state = lm.start(1, "cpu")
-    for s in seq:
-        logp, state = lm.step(torch.tensor([s]), state)
-    # the last 4 tokens read as a fresh history give the same distribution (no positions, no <sos>)
-    logits, _ = lm(torch.tensor([seq[-4:]]))
-    assert torch.allclose(logp[0], logits[0, -1].log_softmax(-1), atol=1e-5)
-    assert int(state[1][0]) == 4
+    lm = TransformerLM(vocab_size=V, embed_dim=8, d_model=16, num_heads=2, ff_dim=32, num_layers=2, dropout=0.0).eval()
+    hist = [[SOS_ID], [SOS_ID]]
+    logp, state = lm.start(2, "cpu")
+    for t, (a, b) in enumerate([(5, 6), (6, 6), (6, 5), (5, 5)]):
+        moved = torch.tensor([True, t % 2 == 0])  # row 1 reads only every other token
+        new_logp, new_state = lm.step(torch.tensor([a, b]), state)
+        logp = torch.where(moved[:, None], new_logp, logp)
+        state = where_state(moved, new_state, state)
+        hist[0].append(a)
+        if moved[1]:
+            hist[1].append(b)
+    assert state[1].size(3) == 5 and state[0].tolist() == [5, 3]
+    for row, h in enumerate(hist):
+        logits, _ = lm(torch.tensor([h]))
+        assert torch.allclose(logp[row], logits[0, -1].log_softmax(-1), atol=1e-5)

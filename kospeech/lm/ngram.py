@@ -58,11 +58,13 @@ def _discounts(counts: Iterable[int], order: int) -> tuple[float, float, float]:
         d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
     except ZeroDivisionError:
         d = (-1.0, -1.0, -1.0)
+    fallback = (0.5, 1.0, 1.5)
     if not all(0.0 < x <= i + 1 for i, x in enumerate(d)):
-        # too little text for counts of counts (lmplz refuses); fixed, commonly used values
-        logger.warning("n-gram order %d: counts of counts %s give no valid discounts; using 0.5, 1.0, 1.5",
-                       order, (n1, n2, n3, n4))
-        d = (0.5, 1.0, 1.5)
+        # too little (or too repetitive) text for counts of counts, where lmplz refuses: the
+        # invalid ones take fixed, commonly used values
+        d = tuple(x if 0.0 < x <= i + 1 else fallback[i] for i, x in enumerate(d))
+        logger.warning("n-gram order %d: counts of counts %s give invalid discounts; using %s",
+                       order, (n1, n2, n3, n4), ", ".join(f"{x:.3f}" for x in d))
     return d
 
 

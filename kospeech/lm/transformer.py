@@ -5,12 +5,11 @@ ESPnet's KsponSpeech recipe decodes with a 16 x 512 Transformer LM (8 heads, FF 
 read by causal self-attention layers (pre-norm). The layers are the Transformer encoder's
 (:mod:`kospeech.nn.transformer`); only the causal masking and the fusion state are new here.
 
-Fusion state: the tokens read so far, right-padded in a fixed-width window ``(N, context)``
-with their counts ``(N,)``, so that a search can keep or reorder rows with ``torch.where`` and
-``index_select`` like any other state. Each step runs the layers over the longest history in
-the batch and reads the output at each row's last token (no key/value cache: simple, and
-exact; a cache would make long outputs faster). Histories longer than the window drop their
-oldest tokens.
+Fusion state: each row's count of tokens read ``(N,)`` and the keys and values of every layer
+for them ``(N, layers, 2, L, d_model)`` (a key/value cache), so a step costs one token's
+worth of computation whatever the history. ``L`` is the longest history in the batch and grows
+by one per step: a search pads an older state with zeros where it mixes rows of two steps
+(:func:`kospeech.search.where_state`); a row never attends beyond its own count.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from kospeech.nn.transformer import TransformerEncoderLayer, projection, sinusoi
 from kospeech.registry import register
 from kospeech.text.special import PAD_ID
 
-TransformerLMState = tuple[torch.Tensor, torch.Tensor]  # history (N, context), lengths (N,)
+TransformerLMState = tuple[torch.Tensor, torch.Tensor]  # lengths (N,), key/value cache (N, layers, 2, L, d_model)
 
 
 class _CausalLayer(TransformerEncoderLayer):
@@ -57,7 +56,6 @@ class TransformerLM(TokenLM):
     """
 
     name = "transformer"
-    context = 512  # tokens of history a fusion state keeps
 
     def __init__(
         self,
@@ -101,20 +99,38 @@ class TransformerLM(TokenLM):
         return self.proj(self.norm(x)), None
 
     def step(self, tokens: torch.Tensor, state: TransformerLMState | None) -> tuple[torch.Tensor, TransformerLMState]:
-        """tokens (N,) -> next-token log-probabilities (N, V) and the new state (batched fusion)."""
-        N = tokens.size(0)
+        """tokens (N,) -> next-token log-probabilities (N, V) and the new state (batched fusion).
+
+        The same computation as :meth:`forward` for the last position, with the earlier
+        positions' keys and values taken from the cache.
+        """
+        N, d = tokens.size(0), self.d_model
         if state is None:
-            hist = torch.full((N, self.context), PAD_ID, dtype=torch.long, device=tokens.device)
             lens = torch.zeros(N, dtype=torch.long, device=tokens.device)
+            cache = torch.zeros(N, len(self.layers), 2, 0, d, device=tokens.device)
         else:
-            hist, lens = state
-        full = lens >= self.context  # slide the window of rows that filled it
-        if bool(full.any()):
-            hist = torch.where(full.unsqueeze(1), torch.roll(hist, -1, 1), hist)
-            lens = torch.where(full, lens - 1, lens)
-        hist = hist.scatter(1, lens.unsqueeze(1), tokens.unsqueeze(1))
-        lens = lens + 1
-        width = int(lens.max())
-        logits, _ = self(hist[:, :width])
-        last = logits.gather(1, (lens - 1).view(N, 1, 1).expand(N, 1, logits.size(-1)))[:, 0]
-        return F.log_softmax(last.float(), dim=-1), (hist, lens)
+            lens, cache = state
+        width = max(int(lens.max()) + 1, cache.size(3))
+        if cache.size(3) < width:
+            cache = F.pad(cache, (0, 0, 0, width - cache.size(3)))
+        x = self.input(self.embed(tokens.unsqueeze(1)))  # (N, 1, d)
+        if self.pos_enc == "sinusoidal":
+            x = x + sinusoid_table(lens, d).to(x.dtype).unsqueeze(1)
+        x = self.dropout(x)
+        visible = (torch.arange(width, device=tokens.device)[None, :] <= lens[:, None])[:, None, None, :]
+        at = lens.view(N, 1, 1).expand(N, 1, d)
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            attn = layer.attn
+            h = layer.norm1(x)
+            keys = cache[:, i, 0].scatter(1, at, attn.k(h).to(cache.dtype))
+            values = cache[:, i, 1].scatter(1, at, attn.v(h).to(cache.dtype))
+            new_cache.append(torch.stack([keys, values], 1))
+            ctx = F.scaled_dot_product_attention(
+                attn._split(attn.q(h)), attn._split(keys.to(h.dtype)), attn._split(values.to(h.dtype)),
+                attn_mask=visible,
+            )
+            x = x + layer.drop(attn.out(ctx.transpose(1, 2).reshape(N, 1, d)))
+            x = x + layer.drop(layer.ff(layer.norm2(x)))
+        logits = self.proj(self.norm(x[:, 0]))
+        return F.log_softmax(logits.float(), dim=-1), (lens + 1, torch.stack(new_cache, 1))

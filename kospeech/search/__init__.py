@@ -167,11 +167,30 @@ def mask_non_units(log_probs: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def pad_like(t: torch.Tensor, shape: Any) -> torch.Tensor:
+    """``t`` padded with zeros at the end of each axis to ``shape`` (no larger on any axis)."""
+    import torch
+
+    if tuple(t.shape) == tuple(shape):
+        return t
+    pad: list[int] = []
+    for have, want in zip(reversed(t.shape), reversed(tuple(shape))):
+        pad += [0, want - have]
+    return torch.nn.functional.pad(t, pad)
+
+
 def where_state(mask: torch.Tensor, new: Any, old: Any) -> Any:
-    """Row-wise choice between two state pytrees of the same structure: ``new`` where ``mask``."""
+    """Row-wise choice between two state pytrees of the same structure: ``new`` where ``mask``.
+
+    A tensor that grew between the two (an LM's key/value cache of a longer history) is
+    padded with zeros to the larger shape first.
+    """
     import torch
 
     if isinstance(new, torch.Tensor):
+        if new.shape != old.shape:
+            shape = tuple(max(a, b) for a, b in zip(new.shape, old.shape))
+            new, old = pad_like(new, shape), pad_like(old, shape)
         m = mask.view(-1, *([1] * (new.dim() - 1)))
         return torch.where(m, new, old)
     if isinstance(new, dict):

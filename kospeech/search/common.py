@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from kospeech.search import NEG_INF, Hypothesis, child_matrix, where_state
+from kospeech.search import NEG_INF, Hypothesis, child_matrix, pad_like, where_state
 
 
 def merge_extensions(
@@ -76,7 +76,9 @@ def advance_lm(
     if rows.numel():
         s_logp, s_state = lm.step(tok.view(-1).index_select(0, rows), lm.select_state(state, rows))
         logp = logp.index_copy(0, rows, s_logp.to(logp.dtype))
-        state = tuple(old.index_copy(0, rows, new) for old, new in zip(state, s_state))
+        state = tuple(
+            pad_like(old, (old.size(0), *new.shape[1:])).index_copy(0, rows, new) for old, new in zip(state, s_state)
+        )
     keep = active.expand(B, K).reshape(-1)
     return (
         torch.where(keep.unsqueeze(1), logp, lm_logp),

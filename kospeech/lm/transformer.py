@@ -7,8 +7,8 @@ read by causal self-attention layers (pre-norm). The layers are the Transformer 
 
 Fusion state: each row's count of tokens read ``(N,)`` and the keys and values of every layer
 for them ``(N, layers, 2, L, d_model)`` (a key/value cache), so a step costs one token's
-worth of computation whatever the history. ``L`` is the longest history in the batch and grows
-by one per step: a search pads an older state with zeros where it mixes rows of two steps
+worth of computation whatever the history. ``L`` covers the longest history in the batch and
+grows in chunks: a search pads an older state with zeros where it mixes rows of two steps
 (:func:`kospeech.search.where_state`); a row never attends beyond its own count.
 """
 
@@ -56,6 +56,7 @@ class TransformerLM(TokenLM):
     """
 
     name = "transformer"
+    CHUNK = 32  # fusion cache positions added at a time
 
     def __init__(
         self,
@@ -110,22 +111,23 @@ class TransformerLM(TokenLM):
             cache = torch.zeros(N, len(self.layers), 2, 0, d, device=tokens.device)
         else:
             lens, cache = state
-        width = max(int(lens.max()) + 1, cache.size(3))
-        if cache.size(3) < width:
+        width = cache.size(3)
+        if int(lens.max()) >= width:  # room for CHUNK more tokens
+            width = int(lens.max()) + self.CHUNK
             cache = F.pad(cache, (0, 0, 0, width - cache.size(3)))
+        else:
+            cache = cache.clone()  # the caller may still hold the old state
         x = self.input(self.embed(tokens.unsqueeze(1)))  # (N, 1, d)
         if self.pos_enc == "sinusoidal":
             x = x + sinusoid_table(lens, d).to(x.dtype).unsqueeze(1)
         x = self.dropout(x)
         visible = (torch.arange(width, device=tokens.device)[None, :] <= lens[:, None])[:, None, None, :]
         at = lens.view(N, 1, 1).expand(N, 1, d)
-        new_cache = []
         for i, layer in enumerate(self.layers):
             attn = layer.attn
             h = layer.norm1(x)
-            keys = cache[:, i, 0].scatter(1, at, attn.k(h).to(cache.dtype))
-            values = cache[:, i, 1].scatter(1, at, attn.v(h).to(cache.dtype))
-            new_cache.append(torch.stack([keys, values], 1))
+            keys = cache[:, i, 0].scatter_(1, at, attn.k(h).to(cache.dtype))
+            values = cache[:, i, 1].scatter_(1, at, attn.v(h).to(cache.dtype))
             ctx = F.scaled_dot_product_attention(
                 attn._split(attn.q(h)), attn._split(keys.to(h.dtype)), attn._split(values.to(h.dtype)),
                 attn_mask=visible,
@@ -133,4 +135,4 @@ class TransformerLM(TokenLM):
             x = x + layer.drop(attn.out(ctx.transpose(1, 2).reshape(N, 1, d)))
             x = x + layer.drop(layer.ff(layer.norm2(x)))
         logits = self.proj(self.norm(x[:, 0]))
-        return F.log_softmax(logits.float(), dim=-1), (lens + 1, torch.stack(new_cache, 1))
+        return F.log_softmax(logits.float(), dim=-1), (lens + 1, cache)

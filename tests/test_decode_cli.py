@@ -21,7 +21,7 @@ from kospeech.text.special import BLANK_ID, EOS_ID
 
 from .conftest import SHORT_SENTENCES
 
-TINY = {"d_model": 32, "heads": 2, "ff_dim": 64, "num_layers": 1, "dropout": 0.0}
+TINY = {"d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1, "dropout": 0.0}
 MODEL = {"name": "transformer", "encoder": {"name": "transformer", **TINY}, "decoder": {"name": "transformer", **TINY},
          "ctc_weight": 0.3}
 TRANSDUCER = {"name": "rnnt", "encoder": {"name": "conformer", "d_model": 32, "ff_dim": 64, "num_layers": 1},

@@ -19,10 +19,10 @@ from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
 
 TINY_EXTRACTOR = "{name: conv2d_subsampling, output_dim: 64, channels: 16}"
 TINY_TRANSFORMER_ENCODER = (
-    f"{{name: transformer, extractor: {TINY_EXTRACTOR}, d_model: 64, heads: 2, ff_dim: 128, num_layers: 2, "
+    f"{{name: transformer, extractor: {TINY_EXTRACTOR}, d_model: 64, num_heads: 2, ff_dim: 128, num_layers: 2, "
     "dropout: 0.0}"
 )
-TINY_TRANSFORMER_DECODER = "{name: transformer, d_model: 64, heads: 2, ff_dim: 128, num_layers: 1, dropout: 0.0}"
+TINY_TRANSFORMER_DECODER = "{name: transformer, d_model: 64, num_heads: 2, ff_dim: 128, num_layers: 1, dropout: 0.0}"
 TINY_TRANSFORMER_MODEL = (
     f"{{name: transformer, encoder: {TINY_TRANSFORMER_ENCODER}, decoder: {TINY_TRANSFORMER_DECODER}, "
     "label_smoothing: 0.0}"
@@ -195,7 +195,7 @@ def test_encoder_builds_from_yaml_and_backprops(fbank_batch):
 
 def test_encoder_with_null_extractor_keeps_frames(fbank_batch):
     enc = build_yaml(
-        "encoder", "{name: transformer, extractor: null, d_model: 32, heads: 2, num_layers: 1}", input_dim=80
+        "encoder", "{name: transformer, extractor: null, d_model: 32, num_heads: 2, num_layers: 1}", input_dim=80
     )
     y, lengths = enc(fbank_batch["features"], fbank_batch["feature_lengths"])
     assert torch.equal(lengths, fbank_batch["feature_lengths"])
@@ -257,7 +257,7 @@ def test_decoder_step_with_cache_matches_teacher_forcing(fbank_batch, cross):
 def test_decoder_backprops_into_registered_cross_attention(fbank_batch):
     dec = build_yaml(
         "decoder",
-        "{name: transformer, d_model: 32, heads: 2, num_layers: 1, cross_attention: {name: scaled_dot}}",
+        "{name: transformer, d_model: 32, num_heads: 2, num_layers: 1, cross_attention: {name: scaled_dot}}",
         vocab_size=fbank_batch["vocab_size"],
         encoder_dim=48,
     )
@@ -271,7 +271,7 @@ def test_decoder_rejects_stepwise_attention(fbank_batch):
     with pytest.raises(ConfigError, match="location_aware.*previous step's alignment"):
         build_yaml(
             "decoder",
-            "{name: transformer, d_model: 32, heads: 2, num_layers: 1, cross_attention: {name: location_aware}}",
+            "{name: transformer, d_model: 32, num_heads: 2, num_layers: 1, cross_attention: {name: location_aware}}",
             vocab_size=fbank_batch["vocab_size"],
             encoder_dim=48,
         )

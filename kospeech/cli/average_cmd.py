@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from kospeech.cli import positive_int
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,6 +25,8 @@ def average(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("average", parents=[parent], help="average the weights of the last N checkpoints")
     p.add_argument("--exp-dir", required=True, help="experiment dir holding checkpoints/ckpt_<step>.pt")
-    p.add_argument("--last", type=int, default=5, help="how many of the newest checkpoints to average (default 5)")
+    p.add_argument(
+        "--last", type=positive_int, default=5, help="how many of the newest checkpoints to average (default 5)"
+    )
     p.add_argument("--out", default="model.pt", help="output file; a bare name is put in EXP_DIR (default model.pt)")
     p.set_defaults(func=average)

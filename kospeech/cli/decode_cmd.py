@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kospeech.cli import positive_int
+
 
 def decode(args: argparse.Namespace) -> int:
     from kospeech.decode import decode_test_set, open_test_set, search_config
@@ -52,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         metavar=("NAME", "KEY=VALUE"),
         help="registered search name (kospeech registry list search), optionally followed by its options",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="utterances per batch")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="utterances per batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("options", nargs="*", metavar="KEY=VALUE", help="search options")
     p.set_defaults(func=decode, extra_positionals="options")

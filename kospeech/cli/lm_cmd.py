@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from kospeech.cli import positive_int
+
 
 def _device(name: str) -> str:
     import torch
@@ -113,22 +115,22 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
                     help="the registered LM (kospeech registry list lm)")
     tp.add_argument("--valid-text", default=None, help="held-out sentences (default: 5%% of --text)")
     ng = tp.add_argument_group("n-gram (--type ngram)")
-    ng.add_argument("--order", type=int, default=4, help="n-gram order (modified Kneser-Ney)")
+    ng.add_argument("--order", type=positive_int, default=4, help="n-gram order (modified Kneser-Ney)")
     ng.add_argument("--unit", choices=["token", "word"], default="token",
                     help="token: the tokenizer's units (jamo/char/subword); word: eojeol, lexicon-free fusion")
     nn_ = tp.add_argument_group("neural LMs (unset: the LM's default; kospeech registry list lm)")
-    nn_.add_argument("--epochs", type=int, default=10)
-    nn_.add_argument("--embed-dim", type=int, default=None)
-    nn_.add_argument("--layers", type=int, default=None, help="LSTM layers, or Transformer layers")
-    nn_.add_argument("--hidden", type=int, default=None, help="LSTM hidden size")
-    nn_.add_argument("--d-model", type=int, default=None, help="Transformer attention width")
-    nn_.add_argument("--num-heads", type=int, default=None, help="Transformer attention heads")
-    nn_.add_argument("--ff-dim", type=int, default=None, help="Transformer feed-forward size")
+    nn_.add_argument("--epochs", type=positive_int, default=10)
+    nn_.add_argument("--embed-dim", type=positive_int, default=None)
+    nn_.add_argument("--layers", type=positive_int, default=None, help="LSTM layers, or Transformer layers")
+    nn_.add_argument("--hidden", type=positive_int, default=None, help="LSTM hidden size")
+    nn_.add_argument("--d-model", type=positive_int, default=None, help="Transformer attention width")
+    nn_.add_argument("--num-heads", type=positive_int, default=None, help="Transformer attention heads")
+    nn_.add_argument("--ff-dim", type=positive_int, default=None, help="Transformer feed-forward size")
     nn_.add_argument("--pos-enc", choices=["sinusoidal", "none"], default=None, help="Transformer positions")
     nn_.add_argument("--dropout", type=float, default=None)
     nn_.add_argument("--lr", type=float, default=1e-3)
     nn_.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up (updates)")
-    tp.add_argument("--batch-tokens", type=int, default=8000, help="padded tokens per batch")
+    nn_.add_argument("--batch-tokens", type=positive_int, default=8000, help="padded tokens per batch")
     tp.add_argument("--seed", type=int, default=1)
     tp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     tp.set_defaults(func=train)

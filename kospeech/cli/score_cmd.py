@@ -25,6 +25,7 @@ def _decode_info(directory: Path) -> dict[str, Any]:
 
 def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]:
     """Score ``hyp_path`` against ``ref_path``; write ``scores.json`` and ``result.txt`` into ``out_dir``."""
+    from kospeech.data.datadir import write_atomic
     from kospeech.decode import read_trn
     from kospeech.metrics import format_alignment, score_corpus
 
@@ -52,10 +53,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
             "char_lengths": lengths.tolist(),
         },
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "scores.json.tmp"
-    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(out_dir / "scores.json")
+    write_atomic(out_dir / "scores.json", json.dumps(result, ensure_ascii=False, indent=1))
     header = [
         f"# {score.summary()}",
         f"# test set: {result['test_set']}  corpus: {result['corpus']}  transcript: {result['transcript']}  "
@@ -63,7 +61,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
         "",
     ]
     blocks = [format_alignment(u.utt_id, u.ref, u.hyp) for u in score.utts]
-    (out_dir / "result.txt").write_text("\n".join(header) + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    write_atomic(out_dir / "result.txt", "\n".join(header) + "\n\n".join(blocks) + "\n")
     result["summary"] = score.summary()
     return result
 

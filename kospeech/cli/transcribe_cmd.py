@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+from kospeech.cli import positive_int
+
 
 def transcribe(args: argparse.Namespace) -> int:
     from kospeech.config import parse_override
@@ -73,7 +75,9 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--lm", default=None, metavar="PATH", help="language model for shallow fusion (sets lm=PATH)")
     p.add_argument("--format", choices=("text", "json", "srt", "vtt", "ctm"), default="text", help="output format")
     p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
-    p.add_argument("--batch-size", type=int, default=8, help="files (or pieces of a long file) decoded together")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=8, help="files (or pieces of a long file) decoded together"
+    )
     p.add_argument("--max-segment-seconds", type=float, default=20.0, help="longer audio is cut at pauses")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.set_defaults(func=transcribe, extra_positionals="items")

@@ -260,6 +260,8 @@ class InputPipeline:
         stats = CMVNStats()
         for start in range(0, n, chunk):
             batch = to_device(collate([dataset[i] for i in range(start, min(n, start + chunk))]), self.device)
+            if "waves" not in batch:  # every item unreadable (collate lists them under "failed")
+                continue
             feats, lens = self.frontend_features(batch["waves"], batch["wave_lengths"])
             for row, length in zip(feats.cpu().numpy(), lens.tolist()):
                 stats.add(row[:length])

@@ -168,30 +168,15 @@ class Transcriber:
     def min_samples(self) -> int:
         """The fewest samples the encoder accepts (its subsampling needs a few frames)."""
         if self._min_samples is None:
-            dim = int(self.model_input_dim())
-            lo, hi = 1, 1
-            while not self._encodes(hi, dim):
-                lo, hi = hi, hi * 2
-                if hi > 4096:
-                    raise ConfigError("the model's encoder rejects every input length up to 4096 frames")
-            while lo < hi:
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if self._encodes(mid, dim) else (mid + 1, hi)
+            from kospeech.models.base import min_input_frames
+
+            frames = min_input_frames(self.model, int(self.model_input_dim()), self.device)
             hop = max(1, int(round(self.sample_rate * self.inputs.frame_shift)))
-            self._min_samples = (hi - 1) * hop + 1
+            self._min_samples = (frames - 1) * hop + 1
         return self._min_samples
 
     def model_input_dim(self) -> int:
         return int(self.inputs.output_dim or self.inputs.cmvn.mean.numel())
-
-    @torch.no_grad()
-    def _encodes(self, frames: int, dim: int) -> bool:
-        try:
-            x = torch.zeros(1, frames, dim, device=self.device)
-            enc, lens = self.model.encode(x, torch.tensor([frames], device=self.device))
-            return int(lens[0]) > 0
-        except (RuntimeError, ValueError):
-            return False
 
     def _pad_short(self, wave: np.ndarray) -> np.ndarray:
         need = self.min_samples()

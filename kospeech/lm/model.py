@@ -108,22 +108,24 @@ def save_lm(lm: TokenLM, path: str | Path, **extra: Any) -> Path:
     """Write ``lm.pt``: registry name and options, weights, vocabulary size, the metadata block
     (plus ``extra`` such as perplexity). Plain tensors and data only: it loads with
     ``weights_only=True``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": {"name": lm.name, **lm.hparams}, "model": lm.state_dict(), "vocab_size": lm.vocab_size,
-                "metadata": make_metadata("lm"), **extra}, tmp)
-    tmp.replace(path)
-    return path
+    from kospeech.train.checkpoint import atomic_save
+
+    return atomic_save({"config": {"name": lm.name, **lm.hparams}, "model": lm.state_dict(),
+                        "vocab_size": lm.vocab_size, "metadata": make_metadata("lm"), **extra}, path)
 
 
 def load_neural_lm(path: str | Path, device: torch.device | str = "cpu") -> TokenLM:
     """Rebuild an LM saved by :func:`save_lm` (any registered neural LM), in eval mode on ``device``."""
     path = Path(path)
     try:
+        # weights_only: an LM file someone shared is data, never code (a pickle could run anything)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors of foreign or damaged files have many types
-        raise ConfigError(f"{path} is not an LM written by `kospeech lm train`: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # foreign pickles (refused before anything runs), truncated files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(
+            f"{path} cannot be read as an LM ({type(err).__name__}: {first}); only files written by "
+            f"`kospeech lm train` load, and they never run code"
+        ) from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise ConfigError(f"{path} is not an LM written by `kospeech lm train` (no config/model)")
     check_metadata(ckpt.get("metadata"), str(path))

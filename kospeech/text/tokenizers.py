@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register, registry, validate
 from kospeech.text import hangul
@@ -91,10 +92,8 @@ class Tokenizer:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_dump({"name": self.name, **self.options()}, allow_unicode=True, sort_keys=False)
-        for fname, data in [*self.files().items(), (CONFIG_FILE, config.encode("utf-8"))]:
-            tmp = out / f".{fname}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, out / fname)
+        for fname, data in [*self.files().items(), (CONFIG_FILE, config)]:
+            write_atomic(out / fname, data)
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -438,21 +437,27 @@ def train_tokenizer(name: str, texts: Iterable[str], out_dir: str | os.PathLike[
 def read_kaldi_text(path: str | os.PathLike[str]) -> dict[str, str]:
     """A Kaldi ``text`` file (``utt-id transcript`` per line) as an ordered mapping.
 
+    Read as corpus transcripts are (UTF-8, else CP949; :func:`kospeech.data.datadir.decode_lines`).
     An empty transcript or a repeated utterance id is an error naming the file and line.
     """
+    from kospeech.data.datadir import decode_lines
+
     p = Path(path)
     out: dict[str, str] = {}
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) < 2:
-                raise DataError(
-                    f"{p}:{lineno}: utterance '{parts[0]}' has an empty transcript; "
-                    "remove the line or the utterance from the data dir"
-                )
-            if parts[0] in out:
-                raise DataError(f"{p}:{lineno}: utterance '{parts[0]}' appears twice")
-            out[parts[0]] = parts[1]
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise DataError(f"{p}: cannot be read ({err.strerror or err})") from None
+    for lineno, line in enumerate(decode_lines(data, p)[0], 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) < 2:
+            raise DataError(
+                f"{p}:{lineno}: utterance '{parts[0]}' has an empty transcript; "
+                "remove the line or the utterance from the data dir"
+            )
+        if parts[0] in out:
+            raise DataError(f"{p}:{lineno}: utterance '{parts[0]}' appears twice")
+        out[parts[0]] = parts[1]
     return out

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from kospeech.errors import DataError
-from kospeech.train.checkpoint import CKPT_DIR, atomic_save, list_checkpoints, load_checkpoint
+from kospeech.train.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -71,4 +71,4 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 def average_last(exp_dir: str | Path, n: int, out: str | Path) -> Path:
     """Average the last ``n`` checkpoints of ``exp_dir`` into ``out`` (atomically)."""
-    return atomic_save(average_checkpoints(last_checkpoints(exp_dir, n)), out)
+    return write_checkpoint(average_checkpoints(last_checkpoints(exp_dir, n)), out)  # a checksum of its own

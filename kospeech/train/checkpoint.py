@@ -8,16 +8,20 @@ bit for bit where the interrupted one stopped.
 
 Everything stored is a tensor, a number, a string, bytes or a container of those, so the file
 loads with ``torch.load(..., weights_only=True)``: opening a checkpoint never runs pickled code.
+The metadata block holds the sha256 of the weights (``checksum``), checked on every load: a
+file whose bytes changed after it was written is refused by name, not trained or decoded on.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import random
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,21 +49,39 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` into a temporary name in the same folder, fsync, then rename.
 
     A rename within one file system is atomic, so a kill at any moment leaves either the old
-    file or the new one, never a truncated checkpoint under the final name.
+    file or the new one, never a truncated checkpoint under the final name. The temporary is
+    created like any other output (mode 0666 less the umask; ``mkstemp`` would make it 0600),
+    and a write that fails for want of space says so as an ``OSError(ENOSPC)``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+    except BaseException as err:
+        tmp_name.unlink(missing_ok=True)
+        if isinstance(err, RuntimeError) and "write" in str(err) and _nearly_full(path.parent):
+            # torch's zip writer reports a full disk as a RuntimeError without an errno
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
     return path
+
+
+def _nearly_full(folder: Path, margin: int = 64 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+def write_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """Seal a checkpoint (checksum of its weights in its metadata block) and save it atomically."""
+    return atomic_save(seal(ckpt), path)
 
 
 def atomic_link(src: str | Path, dst: str | Path) -> Path:
@@ -122,7 +144,102 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     from kospeech.metadata import check_metadata
 
     check_metadata(ckpt.get("metadata"), str(path))
+    verify_checksum(ckpt, path)
     return dict(ckpt)
+
+
+# ---------------------------------------------------------------------------------------------
+# integrity: a checksum of the weights, readable-checkpoint fallback, stale temporaries
+
+
+def weights_checksum(state: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` over every tensor of a state dict: name, dtype, shape and bytes, by name.
+
+    The zip container ``torch.save`` writes has no check of its own on tensor bytes: a file with
+    overwritten bytes loads, and its weights silently turn to garbage (NaN, then a run that skips
+    every batch to its end). The checksum in the metadata block makes such a file an error.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if not torch.is_tensor(value):
+            digest.update(f"{key}|{value!r}|".encode())
+            continue
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()
+
+
+def seal(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Put the weights' checksum into the checkpoint's metadata block (making the block if absent)."""
+    from kospeech.metadata import make_metadata
+
+    checksum = weights_checksum(ckpt["model"])
+    meta = ckpt.get("metadata")
+    ckpt["metadata"] = {**meta, "checksum": checksum} if isinstance(meta, Mapping) else make_metadata(
+        "checkpoint", checksum=checksum
+    )
+    return ckpt
+
+
+def verify_checksum(ckpt: Mapping[str, Any], source: str | Path) -> None:
+    """A DataError when the weights do not match the checksum they were saved with.
+
+    Files written before checksums existed have none and pass unchecked.
+    """
+    meta = ckpt.get("metadata")
+    expected = meta.get("checksum") if isinstance(meta, Mapping) else None
+    if not expected:
+        return
+    if weights_checksum(ckpt["model"]) != expected:
+        raise DataError(
+            f"{source}: the weights do not match the checksum they were saved with: the file was damaged "
+            f"after it was written; use another checkpoint (an earlier ckpt_*.pt) or retrain"
+        )
+
+
+def remove_stale_temporaries(ckpt_dir: str | Path) -> list[Path]:
+    """Delete the temporaries of saves that were killed before their rename (``.ckpt_*.pt.*.tmp``,
+    ``.last.pt.*.tmp``). Only safe while no save runs: the trainer calls it under the exp-dir lock."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    stale = [p for p in ckpt_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temporary file(s) of interrupted saves from %s", len(stale), ckpt_dir)
+    return stale
+
+
+def latest_readable_checkpoint(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """``last.pt``, or else the newest numbered checkpoint that loads and matches its checksum.
+
+    Whatever is passed over is logged with the reason. None when the dir holds no checkpoint at
+    all; a DataError when it holds some and none can be read (resuming from scratch there would
+    let rotation delete the old run's checkpoints and mix two runs in one dir).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    candidates = ([ckpt_dir / LAST] if (ckpt_dir / LAST).exists() else []) + list_checkpoints(ckpt_dir)[::-1]
+    failures: list[str] = []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+        except DataError as err:
+            logger.warning("--resume: passing over %s: %s", path.name, err)
+            failures.append(f"{path.name}: {err}")
+            continue
+        if failures or path.name != LAST:
+            why = "; ".join(failures) if failures else f"{LAST} is missing"
+            logger.warning("--resume: continuing from %s (%s)", path, why)
+        return path, ckpt
+    if failures:
+        raise DataError(
+            f"{ckpt_dir}: --resume found {len(failures)} checkpoint(s) and none can be read "
+            f"({failures[0]}); move them away to start over, or choose a new --exp-dir"
+        )
+    return None
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import difflib
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kospeech.data.datadir import write_atomic
 from kospeech.data.inputs import (
     DUMP,
     InputPipeline,
@@ -42,27 +42,28 @@ from kospeech.data.inputs import (
     resolve_device,
     source_kind,
 )
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import ConfigError, DataError, TrainingError
 from kospeech.train import distributed as D
 from kospeech.train.checkpoint import (
     BEST,
     CKPT_DIR,
     LAST,
     atomic_link,
-    atomic_save,
     cmvn_stats,
     generator_states,
+    latest_readable_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     load_tokenizer_dir,
     model_state,
     prune_checkpoints,
     read_lang_dir,
+    remove_stale_temporaries,
     restore_generator_states,
     rng_state,
     set_rng_state,
     step_path,
     unwrap,
+    write_checkpoint,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ class TrainOptions:
         tensorboard: also write TensorBoard event files beside ``log.jsonl`` (losses, learning
             rate, validation CER, a few decoded validation utterances); needs the
             ``tensorboard`` package (``pip install 'kospeech[tensorboard]'``).
+        max_nonfinite: stop with an error after this many batches or updates in a row with a
+            non-finite loss or gradient (0: never). One such batch is skipped and counted; a
+            run of them means the weights or the learning rate are broken, and skipping to the
+            end of the run would only hide it.
     """
 
     max_epochs: int = 10
@@ -121,29 +126,21 @@ class TrainOptions:
     find_unused_parameters: bool = False
     plot: bool = True
     tensorboard: bool = False
+    max_nonfinite: int = 50
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> TrainOptions:
-        section = dict(section or {})
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key, value in section.items():
-            if key not in fields:
-                close = difflib.get_close_matches(key, list(fields), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"unknown option 'train.{key}'.{hint} Accepted: {', '.join(fields)}")
-            default = fields[key].default
-            ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise ConfigError(f"'train.{key}' = {value!r} must be a {type(default).__name__}")
-        opts = cls(**section)
+        from kospeech.train.schema import check_section
+
+        opts = cls(**check_section(section, cls, "train"))
         if opts.accum_grad < 1:
             raise ConfigError(f"'train.accum_grad' must be >= 1, got {opts.accum_grad}")
         if opts.amp not in ("auto", "bf16", "fp16", "none"):
             raise ConfigError(f"'train.amp' = {opts.amp!r}: choose auto, bf16, fp16 or none")
         if opts.log_every < 1:
             raise ConfigError(f"'train.log_every' must be >= 1, got {opts.log_every}")
+        if opts.max_nonfinite < 0:
+            raise ConfigError(f"'train.max_nonfinite' must be >= 0, got {opts.max_nonfinite}")
         return opts
 
 
@@ -223,6 +220,9 @@ class Trainer:
         progress: bool = False,
         dist_info: D.DistInfo | None = None,
     ) -> None:
+        from kospeech.train.schema import check_train_config
+
+        check_train_config(cfg)  # every key and component, before any data is read
         self.cfg: dict[str, Any] = copy.deepcopy(dict(cfg))
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / CKPT_DIR
@@ -251,6 +251,8 @@ class Trainer:
         self._epoch_len = 0  # batches in the current epoch, for the budget share
         self.skipped_batches = 0
         self.skipped_updates = 0
+        self.unreadable: dict[str, str] = {}  # utterance -> why its audio could not be read
+        self._nonfinite_run = 0  # batches/updates in a row with a non-finite loss or gradient
         self.best_cer = math.inf
         self.best_step = -1
         self.last_metrics: dict[str, Any] = {}
@@ -260,13 +262,17 @@ class Trainer:
         self._validated_step = -1
         self._tb: Any = None  # TensorBoardLog when train.tensorboard
 
+        if self.dist.is_main:  # saves killed before their rename (the exp-dir lock keeps others out)
+            remove_stale_temporaries(self.ckpt_dir)
         self._setup_data()
         self._setup_model()
+        self._check_search()
+        self._setup_batches()
         self._setup_optim()
         if resume:
-            last = self.ckpt_dir / LAST
-            if last.is_file():
-                self._resume(last)
+            found = latest_readable_checkpoint(self.ckpt_dir)
+            if found is not None:
+                self._resume(*found)
             else:
                 logger.info("--resume: no checkpoint in %s yet, starting from scratch", self.ckpt_dir)
         if self.dist.is_main:
@@ -346,9 +352,30 @@ class Trainer:
         if self.valid_set is None:
             logger.warning("no data.valid: no validation CER, and no best.pt")
 
+    def _setup_batches(self) -> None:
+        """Leave out utterances shorter than the model accepts (``data.min_frames``, counted), then
+        the length-bucketed batch samplers."""
+        from kospeech.data.dataset import keep_at_least
+        from kospeech.data.sampler import BucketBatchSampler
+        from kospeech.models.base import min_input_frames
+
+        data = self.cfg["data"]
+        min_frames = data.get("min_frames")
+        if min_frames is None:
+            min_frames = min_input_frames(self.raw_model, self.input_dim, self.device)
+        reason = f"shorter than data.min_frames={min_frames}"
+        for dataset in (self.train_set, self.valid_set):
+            if dataset is None or min_frames <= 1:
+                continue
+            if getattr(dataset, "length_unit", "samples") == "samples":  # centred frames: 1 + samples // hop
+                need = int(math.ceil((min_frames - 1) * self.inputs.sample_rate / self.inputs.frame_rate))
+            else:
+                need = min_frames
+            keep_at_least(dataset, need, reason)
+        if len(self.train_set) == 0:
+            raise DataError(f"data.train: {data['train']} has no utterance of at least {min_frames} frames")
         self.batch_frames = int(data.get("batch_frames", 20000))
         num_buckets = int(data.get("num_buckets", 10))
-        from kospeech.data.sampler import BucketBatchSampler
 
         def sampler(dataset: Any, shuffle: bool) -> BucketBatchSampler:
             return BucketBatchSampler(
@@ -433,6 +460,18 @@ class Trainer:
         # each rank gets its own random stream for dropout and augmentation after a shared init
         self._seed_everything(self.seed + 1000 * self.dist.rank)
 
+    def _check_search(self) -> None:
+        """Build ``decode.search`` against the model now, so a search the model cannot run (a beam
+        over an attention decoder the model lacks) fails before training, not after it. The
+        ``lm`` option is left out: the LM is often trained later."""
+        from kospeech.config import get_path
+        from kospeech.registry import build
+
+        search = get_path(self.cfg, "decode.search")
+        if isinstance(search, Mapping) and search.get("name"):
+            cfg = {k: v for k, v in search.items() if k != "lm"}
+            build("search", cfg, path="decode.search", model=self.raw_model)
+
     def _setup_optim(self) -> None:
         from kospeech.registry import build
 
@@ -479,6 +518,7 @@ class Trainer:
                 "best_step": self.best_step,
                 "skipped_batches": self.skipped_batches,
                 "skipped_updates": self.skipped_updates,
+                "unreadable": dict(self.unreadable),
             },
         }
 
@@ -495,7 +535,7 @@ class Trainer:
         state = self.state_dict()  # every rank joins the RNG gather
         path = None
         if self.dist.is_main:
-            path = atomic_save(state, step_path(self.ckpt_dir, self.step))
+            path = write_checkpoint(state, step_path(self.ckpt_dir, self.step))
             atomic_link(path, self.ckpt_dir / LAST)
             if is_best:
                 atomic_link(path, self.ckpt_dir / BEST)
@@ -505,8 +545,7 @@ class Trainer:
         D.barrier()
         return path
 
-    def _resume(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
+    def _resume(self, path: Path, ckpt: Mapping[str, Any]) -> None:
         args = ckpt["model_args"]
         if int(args["vocab_size"]) != self.vocab_size:
             raise DataError(
@@ -519,7 +558,15 @@ class Trainer:
                 f"{path}: the checkpoint's model takes {args['input_dim']}-dim features but data.train gives "
                 f"{self.input_dim}; resume with the same features, or start a new --exp-dir"
             )
-        unwrap(self.model).load_state_dict(ckpt["model"])
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+        except RuntimeError as err:  # another model size or layout than the config's
+            lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+            detail = next((x for x in lines if "size mismatch" in x or "Missing key" in x), lines[0] if lines else "")
+            raise DataError(
+                f"{path}: the checkpoint's model does not fit the config's ({detail.rstrip('.')}); resume with "
+                f"the config it was trained with ({self.exp_dir / CONFIG_FILE}), or start a new --exp-dir"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -544,6 +591,9 @@ class Trainer:
         self.best_step = int(metrics.get("best_step", -1))
         self.skipped_batches = int(metrics.get("skipped_batches", 0))
         self.skipped_updates = int(metrics.get("skipped_updates", 0))
+        self.unreadable = dict(metrics.get("unreadable") or {})
+        if hasattr(self.train_set, "known_bad"):  # not read again; the batches stay as they were
+            self.train_set.known_bad = set(self.unreadable)
         self.last_metrics = {k: metrics[k] for k in ("valid_cer", "valid_loss") if k in metrics}
         gens = ckpt.get("generators") or []
         if len(gens) == self.dist.world_size:
@@ -572,9 +622,7 @@ class Trainer:
                     keep.append(line)
             except (json.JSONDecodeError, ValueError, AttributeError):
                 continue
-        tmp = log.with_name(log.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-        tmp.replace(log)
+        write_atomic(log, "".join(f"{line}\n" for line in keep))
 
     # ---- batches ------------------------------------------------------------------------
     def _epoch_batches(self, sampler: Any, epoch: int, skip: int = 0) -> list[list[int]]:
@@ -616,6 +664,12 @@ class Trainer:
 
     def _train_batch(self, batch: dict[str, Any], *, last_micro: bool) -> None:
         """Forward and backward one micro-batch; a non-finite loss is skipped on every rank."""
+        self._note_unreadable(batch.pop("failed", ()))
+        empty = not batch["utt_ids"]
+        if D.any_true(empty, self.device) if self.dist.enabled else empty:  # every item unreadable
+            self.skipped_batches += 1
+            self._unsynced = self._unsynced or (self.dist.enabled and last_micro and self._contributed > 0)
+            return
         batch = self._prepare(batch, train=True)
         self.model.train()
         sync_now = last_micro or not self.dist.enabled
@@ -634,6 +688,7 @@ class Trainer:
                     self.skipped_batches,
                 )
                 self._unsynced = self._unsynced or (self.dist.enabled and last_micro and self._contributed > 0)
+                self._note_nonfinite("loss")
             else:
                 scaled = loss / self.opts.accum_grad
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -647,6 +702,27 @@ class Trainer:
         self._stats["audio"] += self.inputs.audio_seconds(batch)
         self._stats["frames"] += int(lengths.sum())
         self._stats["padded"] += int(lengths.numel() * batch["features"].size(1))
+
+    def _note_unreadable(self, failed: Any) -> None:
+        """Count utterances whose audio could not be read (each named once in the log)."""
+        for utt, why in failed:
+            if utt not in self.unreadable:
+                self.unreadable[utt] = why
+                logger.warning("left out utterance %s (%d so far): %s", utt, len(self.unreadable), why)
+
+    def _note_nonfinite(self, what: str) -> None:
+        """One more non-finite batch or update in a row; too many and the run stops (same on every
+        rank: the loss flag and the gradient norm are agreed across ranks)."""
+        self._nonfinite_run += 1
+        limit = self.opts.max_nonfinite
+        if limit and self._nonfinite_run >= limit:
+            last = self.ckpt_dir / LAST
+            raise TrainingError(
+                f"stopped at step {self.step}: {self._nonfinite_run} batches/updates in a row had a non-finite "
+                f"{what} (train.max_nonfinite={limit}); the weights or the learning rate are broken. "
+                f"Nothing after {last if last.exists() else 'the start'} was saved; lower optimizer.lr, "
+                f"check the data, or resume from an earlier ckpt_*.pt"
+            )
 
     def _sync_grads(self) -> None:
         """Average gradients by hand when the syncing micro-batch was skipped (DDP never saw it)."""
@@ -677,6 +753,9 @@ class Trainer:
         if not finite:
             self.skipped_updates += 1
             logger.warning("non-finite gradient norm at step %d: update skipped", self.step)
+            self._note_nonfinite("gradient")
+        else:
+            self._nonfinite_run = 0
         if self.scheduler is not None:
             if hasattr(self.scheduler, "set_progress"):
                 self.scheduler.set_progress(self._budget_spent())
@@ -717,6 +796,7 @@ class Trainer:
             "padding": 1.0 - stats["frames"] / max(stats["padded"], 1),
             "skipped_batches": self.skipped_batches,
             "skipped_updates": self.skipped_updates,
+            "unreadable_utterances": len(self.unreadable),
             "time": time.time(),
         }
         self._log(record)
@@ -735,6 +815,9 @@ class Trainer:
         hyps: dict[str, str] = {}
         loss_sum, n_batches = 0.0, 0
         for batch in self._loader(self.valid_set, self._epoch_batches(self.valid_sampler, 0)):
+            self._note_unreadable(batch.pop("failed", ()))
+            if not batch["utt_ids"]:
+                continue
             batch = self._prepare(batch, train=False)
             out = self._forward(model, batch)
             if torch.isfinite(out["loss"]):
@@ -881,6 +964,7 @@ class Trainer:
             "best_step": self.best_step,
             "skipped_batches": self.skipped_batches,
             "skipped_updates": self.skipped_updates,
+            "unreadable_utterances": len(self.unreadable),
             **self.last_metrics,
         }
 

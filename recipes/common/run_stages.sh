@@ -120,7 +120,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   if [ "$train_input" = dump ]; then train_args+=("data.cmvn=dump/$train_set/cmvn.npz"); fi
   # shellcheck disable=SC2206  # word splitting of the overrides is intended
   [ -n "$train_opts" ] && train_args+=($train_opts)
-  [ -f "$exp/checkpoints/last.pt" ] && train_args+=(--resume)
+  # any checkpoint means resume: without last.pt, --resume continues from the newest readable ckpt_*.pt
+  compgen -G "$exp/checkpoints/*.pt" > /dev/null && train_args+=(--resume)
   if [ "$ngpu" -gt 1 ]; then
     torchrun --standalone --nproc_per_node="$ngpu" -m kospeech train "${train_args[@]}"
   else

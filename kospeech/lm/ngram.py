@@ -135,21 +135,16 @@ def estimate_kneser_ney(sentences: Iterable[Sequence[str]], order: int, vocab: I
 
 def write_arpa(tables: Sequence[NgramTable], path: str | Path) -> Path:
     """The ARPA text format (log10 values; backoff weights only where one follows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n\\data\\\n")
-        for k, table in enumerate(tables, 1):
-            f.write(f"ngram {k}={len(table)}\n")
-        for k, table in enumerate(tables, 1):
-            f.write(f"\n\\{k}-grams:\n")
-            for g in sorted(table):
-                lp, bow = table[g]
-                f.write(f"{lp:.7g}\t{' '.join(g)}" + (f"\t{bow:.7g}\n" if k < len(tables) else "\n"))
-        f.write("\n\\end\\\n")
-    tmp.replace(path)
-    return path
+    from kospeech.data.datadir import write_atomic
+
+    parts = ["\n\\data\\\n", *(f"ngram {k}={len(t)}\n" for k, t in enumerate(tables, 1))]
+    for k, table in enumerate(tables, 1):
+        parts.append(f"\n\\{k}-grams:\n")
+        for g in sorted(table):
+            lp, bow = table[g]
+            parts.append(f"{lp:.7g}\t{' '.join(g)}" + (f"\t{bow:.7g}\n" if k < len(tables) else "\n"))
+    parts.append("\n\\end\\\n")
+    return write_atomic(path, "".join(parts))
 
 
 def read_arpa(path: str | Path) -> list[NgramTable]:
@@ -452,6 +447,7 @@ def train_ngram(
     """
     import time
 
+    from kospeech.data.datadir import write_atomic
     from kospeech.lm.train import encode_sentences
 
     if unit not in ("token", "word"):
@@ -479,15 +475,11 @@ def train_ngram(
         if not space_ids and not starts:
             raise DataError("the tokenizer marks no word boundaries (no space unit, no ▁ pieces); use --unit token")
         lines = [f"{w} {' '.join(map(str, tokenizer.encode(w)))}\n" for w in vocab]
-        tmp = out / "spellings.txt.tmp"
-        tmp.write_text("".join(ln for ln in lines if len(ln.split()) > 1), encoding="utf-8")
-        tmp.replace(out / "spellings.txt")
+        write_atomic(out / "spellings.txt", "".join(ln for ln in lines if len(ln.split()) > 1))
         info.update(space_ids=space_ids, word_start_ids=starts)
     arpa = write_arpa(tables, out / "lm.arpa")
     info["metadata"] = make_metadata("lm")
-    tmp = out / "lm.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(info, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    tmp.replace(out / "lm.yaml")
+    write_atomic(out / "lm.yaml", yaml.safe_dump(info, allow_unicode=True, sort_keys=False))
     seconds = time.perf_counter() - t0
     result: dict[str, Any] = {"path": str(arpa), "order": order, "unit": unit, "seconds": seconds,
                               "ngrams": [len(t) for t in tables], "vocab_size": tokenizer.vocab_size}

@@ -351,3 +351,22 @@ def test_tensorboard_without_the_package_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ConfigError, match=r"train.tensorboard: true needs the tensorboard package"):
         Trainer(base_config(corpus, max_epochs=1, tensorboard=True), tmp_path / "x")
+
+
+def test_tensorboard_resume_continues_the_curves(corpus: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kospeech.train.trainer import Trainer
+
+    exp = tmp_path / "tb"
+    for epochs, resume in ((1, False), (2, True)):
+        trainer = Trainer(base_config(corpus, max_epochs=epochs, tensorboard=True), exp, resume=resume)
+        trainer.train()
+        trainer.close()
+    steps = [e.step for e in EventAccumulator(str(exp)).Reload().Scalars("train/loss")]
+    logged = [r["step"] for r in read_log(exp) if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) == logged  # one event per logged step, in order
+    assert [e.step for e in EventAccumulator(str(exp)).Reload().Scalars("valid/cer")] == [
+        r["step"] for r in read_log(exp) if r["kind"] == "valid"
+    ]

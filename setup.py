@@ -2,15 +2,22 @@
 
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx>=1.14", "onnxruntime>=1.16"]
+SERVE = ["flask>=2.3"]
+LM = ["kenlm>=0.2"]
+TENSORBOARD = ["tensorboard>=2.14"]
+
 setup(
     name="kospeech",
     version="0.1.0",
     description="Korean end-to-end speech recognition toolkit (plugin registry, recipes for KsponSpeech and Zeroth)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",  # as the original KoSpeech (sooftware/kospeech)
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["kospeech", "kospeech.*"]),
-    package_data={"kospeech": ["resources/*", "resources/**/*"]},
+    package_data={"kospeech": ["resources/*", "resources/**/*", "serve/static/*"]},
     install_requires=[
         "torch>=2.4,<2.15",  # torchaudio 2.11 (no pin of its own) loads beside torch up to 2.14
         "torchaudio>=2.4,<2.12",
@@ -25,11 +32,16 @@ setup(
     extras_require={
         # KenLM's query module reads (and checks) the ARPA files of `kospeech lm train --type ngram`;
         # the n-gram itself is estimated and queried without it
-        "lm": ["kenlm>=0.2"],
+        "lm": LM,
         # train.tensorboard: true (torch.utils.tensorboard writes through it)
-        "tensorboard": ["tensorboard>=2.14"],
-        # every extra, so that CI tests them all
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "kenlm>=0.2", "tensorboard>=2.14"],
+        "tensorboard": TENSORBOARD,
+        # `kospeech export` (and the torch-free runtime, which needs only onnxruntime of these)
+        "export": EXPORT,
+        # `kospeech serve`
+        "serve": SERVE,
+        # tests exercise every extra (selenium drives the demo page in headless Chromium)
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE,
+                *LM, *TENSORBOARD],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},
 )

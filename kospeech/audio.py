@@ -60,21 +60,25 @@ def read_pcm(path: str | os.PathLike[str]) -> np.ndarray:
     return samples.astype(np.float32) / _INT16_SCALE
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _decode_soundfile(source: Any, name: str) -> tuple[np.ndarray, int]:
+    """soundfile's decode of a path or a file object -> float32 mono wave and its rate; ``name`` for errors."""
     import soundfile as sf
 
-    _check_file(path)
     try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        wave, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, TypeError) as err:
         raise DataError(
-            f"audio file {path} is not audio that soundfile can decode (wav, flac, ogg; raw PCM needs a .pcm "
-            f"suffix): {err}"
+            f"{name} is not audio that soundfile can decode (wav, flac, ogg; raw PCM needs a .pcm suffix): {err}"
         ) from None
     if wave.shape[0] == 0:
-        raise DataError(f"audio file {path} has a valid header but no samples")
+        raise DataError(f"{name} has a valid header but no samples")
     mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    _check_file(path)
+    return _decode_soundfile(str(path), f"audio file {path}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,19 +88,52 @@ def _resampler(orig_rate: int, new_rate: int) -> Any:
     return T.Resample(orig_rate, new_rate)
 
 
+def resample_fft(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling in numpy alone (the spectrum cut or zero-padded), for the torch-free runtime.
+
+    Exact for periodic signals; at the ends of a finite wave it leaks a few milliseconds of
+    ringing, which is silence or noise in speech files.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    n_out = max(1, int(round(wave.size * new_rate / orig_rate)))
+    spec = np.fft.rfft(wave)
+    out_spec = np.zeros(n_out // 2 + 1, dtype=spec.dtype)
+    keep = min(spec.size, out_spec.size)
+    out_spec[:keep] = spec[:keep]
+    return (np.fft.irfft(out_spec, n_out) * (n_out / wave.size)).astype(np.float32)
+
+
 def resample_wave(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc); a no-op when the rates agree.
 
     The sinc kernel is built once per rate pair and cached (torchaudio.transforms.Resample):
-    building it costs more than applying it to a few seconds of audio.
+    building it costs more than applying it to a few seconds of audio. Where torch is not
+    installed (``kospeech.runtime`` on a lean machine), :func:`resample_fft` does the job.
     """
     if orig_rate == new_rate:
         return wave
-    import torch
+    try:
+        import torch
+        import torchaudio  # noqa: F401
+    except ImportError:
+        return resample_fft(wave, orig_rate, new_rate)
 
     with torch.no_grad():
         out = _resampler(int(orig_rate), int(new_rate))(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
     return out.numpy()
+
+
+def read_audio_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
+    """An audio file's content (wav, flac, ogg) as a float32 mono wave and its rate; ``name`` for errors.
+
+    For uploads and standard input, which have no path; raw PCM has no header, so the bytes
+    must be a file format.
+    """
+    import io
+
+    if not data:
+        raise DataError(f"{name}: no audio bytes (empty input)")
+    return _decode_soundfile(io.BytesIO(bytes(data)), name)
 
 
 def read_audio(

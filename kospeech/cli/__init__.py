@@ -30,6 +30,8 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "compare",
     "transcribe",
+    "export",
+    "serve",
 )
 
 

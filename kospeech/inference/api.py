@@ -15,7 +15,6 @@ for models with a CTC head; other models give text without times.
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from kospeech.errors import ConfigError, DataError, KoSpeechError
 from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.result import Result
 from kospeech.inference.segment import segment_stream
-from kospeech.inference.timing import TokenSpan, shift, syllables_and_words
+from kospeech.inference.timing import TokenSpan, assemble
 from kospeech.text.special import NUM_SPECIAL
 
 logger = logging.getLogger(__name__)
@@ -187,7 +186,7 @@ class Transcriber:
     # ---- inputs ----------------------------------------------------------------------------
     def _open(self, item: Any, sample_rate: int | None) -> tuple[str, float, Callable[[], Iterator[np.ndarray]]]:
         """(name, seconds, blocks) of one input; raises DataError naming the item."""
-        from kospeech.audio import check_finite, resample_wave, stream_audio
+        from kospeech.audio import check_finite, read_audio_bytes, resample_wave, stream_audio
 
         rate = self.sample_rate
         if isinstance(item, (str, Path)) and str(item) == "-":
@@ -198,15 +197,7 @@ class Transcriber:
             seconds, blocks = stream_audio(item, sample_rate=rate, block_seconds=BLOCK_SECONDS)
             return name, seconds, lambda: blocks
         if isinstance(item, (bytes, bytearray)):
-            import soundfile as sf
-
-            if not item:
-                raise DataError(f"{name}: no audio bytes (empty input)")
-            try:
-                wave, native = sf.read(io.BytesIO(bytes(item)), dtype="float32", always_2d=True)
-            except (sf.SoundFileError, RuntimeError, TypeError) as err:
-                raise DataError(f"{name}: not audio that soundfile can decode (wav, flac, ogg): {err}") from None
-            wave = wave.mean(axis=1)
+            wave, native = read_audio_bytes(item, name)
         elif isinstance(item, (np.ndarray, torch.Tensor)):
             wave = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
             if wave.dtype == np.int16:
@@ -319,20 +310,8 @@ class Transcriber:
 
     def _result(self, name: str, seconds: float, pieces: list[tuple[float, float, _Decoded]]) -> Result:
         """Texts, words and syllables of the pieces of one item, in the item's time."""
-        space = getattr(self.tokenizer, "space_symbol", "|")
-        texts, words, syllables, tokens = [], [], [], []
-        for start, end, d in pieces:
-            text = self.tokenizer.decode(d.tokens)
-            if text:
-                texts.append(text)
-            tokens.extend(d.tokens)
-            if d.spans:
-                syl, wrd = syllables_and_words(d.spans, space)
-                syllables.extend(shift(syl, start, end))
-                words.extend(shift(wrd, start, end))
-        segments = [(round(a, 3), round(b, 3)) for a, b, _ in pieces] if len(pieces) > 1 else []
-        return Result(text=" ".join(texts), words=words, syllables=syllables, duration=round(seconds, 3), source=name,
-                      segments=segments, tokens=tokens)
+        return assemble([(start, end, d.tokens, d.spans) for start, end, d in pieces], self.tokenizer.decode,
+                        space_symbol=getattr(self.tokenizer, "space_symbol", "|"), seconds=seconds, source=name)
 
 
 def _name_of(item: Any) -> str:

@@ -22,7 +22,7 @@ import io
 import logging
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +33,7 @@ from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register, registry, validate
 from kospeech.text import hangul
 from kospeech.text.special import NUM_SPECIAL, SPECIAL_TOKENS, UNK_ID
+from kospeech.text.units import units_to_text
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +148,6 @@ class UnitTokenizer(Tokenizer):
     def _prepare(self, text: str) -> str:
         return text
 
-    def _join(self, units: Sequence[str]) -> str:
-        return "".join(" " if u == self.space_symbol else u for u in units)
-
     def _base_units(self) -> list[str]:
         """Units always in the vocabulary whatever the training text."""
         return [self.space_symbol]
@@ -196,12 +194,8 @@ class UnitTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         self._require_ready()
-        units = [self._units[int(i)] for i in ids if NUM_SPECIAL <= int(i) < len(self._units)]
-        return " ".join(self._finish(self._join(units)).split())
-
-    def _finish(self, text: str) -> str:
-        """Joined units -> output text: always valid Hangul (see ``hangul.to_valid_text``)."""
-        return hangul.to_valid_text(text)
+        return units_to_text([self._units[int(i)] for i in ids if NUM_SPECIAL <= int(i) < len(self._units)],
+                             self.space_symbol)
 
     def files(self) -> dict[str, bytes]:
         self._require_ready()

@@ -372,10 +372,10 @@ def test_long_file_decodes_in_pieces_with_times_on_the_whole_file(env: dict, tmp
 
 
 @pytest.fixture(scope="module")
-def trained(env: dict) -> Path:
-    """A small CTC model overfit on the eight utterances (jamo units): it recognises them."""
-    return make_checkpoint(env["root"] / "trained.pt", env["lang"]["jamo"], CTC_GRU, env["waves"], env["texts"],
-                           steps=300)
+def trained(ctc_checkpoint_running_speech: dict) -> Path:
+    """A small CTC model trained on the eight utterances, copies with pauses around them and
+    pairs of them: it recognises them, alone or in running speech (tests/fixtures/deploy.py)."""
+    return ctc_checkpoint_running_speech["path"]
 
 
 @pytest.mark.slow
@@ -383,17 +383,19 @@ def test_long_file_matches_per_utterance_decoding(env: dict, trained: Path, tmp_
     from kospeech.metrics import score_corpus
 
     asr = kospeech.load(trained, device="cpu", search="ctc_greedy")
-    single = [r.text for r in asr.transcribe(env["waves"])]
+    # each utterance as it sits in the long file: with half of the pause on either side
+    half_gap = np.zeros(int(0.2 * 16000), np.float32)
+    single = [r.text for r in asr.transcribe([np.concatenate([half_gap, w, half_gap]) for w in env["waves"]])]
     refs = {str(i): t for i, t in enumerate(env["texts"])}
     per_utt = score_corpus(refs, {str(i): t for i, t in enumerate(single)}).cer
-    assert per_utt < 30.0, single  # it recognises the utterances (an untrained model is at ~100)
+    assert per_utt < 20.0, single  # it recognises the utterances (an untrained model is at ~100)
     repeats = 8  # about 2.5 minutes
     wave, spans = _concatenate(env["waves"], repeats)
     path = tmp_path / "long.wav"
     sf.write(path, wave, 16000)
     r = asr.transcribe(str(path))
     long_cer = score_corpus({"all": " ".join(env["texts"] * repeats)}, {"all": r.text}).cer
-    assert abs(long_cer - per_utt) <= 1.0, (long_cer, per_utt)
+    assert long_cer <= per_utt + 1.0, (long_cer, per_utt)  # cutting and stitching costs at most a point
     for w in r.words:
         assert any(a - 0.3 <= w.start and w.end <= b + 0.3 for a, b in spans), w
 

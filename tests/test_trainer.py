@@ -370,3 +370,38 @@ def test_tensorboard_resume_continues_the_curves(corpus: dict[str, Path], tmp_pa
     assert [e.step for e in EventAccumulator(str(exp)).Reload().Scalars("valid/cer")] == [
         r["step"] for r in read_log(exp) if r["kind"] == "valid"
     ]
+
+
+def test_keep_best_spares_the_best_checkpoints_and_average_best_uses_them(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    """ESPnet's keep_nbest_models: rotation keeps the last checkpoint plus the 2 best by validation
+    loss, which a too-high rate scatters (so "best" and "last" differ); the kept ones are
+    what ``kospeech average --best 2`` averages."""
+    from kospeech.train.average import select_best
+    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint
+    from kospeech.train.trainer import Trainer
+
+    exp = tmp_path / "exp"
+    cfg = base_config(corpus, max_steps=6, max_epochs=5, valid_every=1, keep_last=1, keep_best=2,
+                      keep_best_by="valid_loss")
+    cfg["optimizer"] = {"name": "adam", "lr": 0.3}
+    cfg.pop("scheduler")
+    trainer = Trainer(cfg, exp)
+    trainer.train()
+    trainer.close()
+    valid = [r for r in read_log(exp) if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == list(range(1, 7))
+    best = select_best([(r["step"], r["loss"]) for r in valid], 2)
+    # the constructed case: a best checkpoint older than the last two, which keep_last alone would delete
+    assert min(best) < 5, [r["loss"] for r in valid]
+    kept = {int(load_checkpoint(p)["step"]): p for p in list_checkpoints(exp / "checkpoints")}
+    assert sorted(kept) == sorted({*best, 6})
+    for step, path in kept.items():  # each carries its own validation's numbers
+        metrics = load_checkpoint(path)["metrics"]
+        assert metrics["valid_step"] == step and metrics["valid_loss"] == valid[step - 1]["loss"]
+    assert cli_main(["average", "--exp-dir", str(exp), "--best", "2", "--metric", "valid_loss", "--out", "b.pt"]) == 0
+    avg = load_checkpoint(exp / "b.pt")
+    assert [Path(p).name for p in avg["averaged_from"]] == [kept[s].name for s in sorted(best)]
+    with pytest.raises(ConfigError, match="keep_best_by"):
+        Trainer(base_config(corpus, keep_best=2, keep_best_by="valid_acc"), tmp_path / "bad")

@@ -361,3 +361,51 @@ def test_model_overfits_eight_utterances(fbank_batch):
         # steps); an untrained or miswired CTC head gets none
         exact = sum(h == r for h, r in zip(greedy_ctc(model, enc, enc_len), references(fbank_batch)))
         assert exact >= 3, exact
+
+
+def test_xavier_uniform_init_is_espnets() -> None:
+    """ESPnet2's init: xavier_uniform: Glorot bounds on every matrix, zero biases, norms at 1 / 0."""
+    import math
+
+    from kospeech.registry import build
+
+    cfg = {"name": "transformer", "init": "xavier_uniform",
+           "encoder": {"name": "transformer", "d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1,
+                       "extractor": {"name": "conv2d_subsampling", "output_dim": 32, "channels": 8}},
+           "decoder": {"name": "transformer", "d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1}}
+    torch.manual_seed(0)
+    model = build("model", cfg, input_dim=40, vocab_size=30)
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert embeddings  # the decoder's: back to N(0, 1), as ESPnet resets them
+    for name, p in model.named_parameters():
+        if p.dim() > 1 and id(p) not in embeddings:
+            fan_in = p.size(1) * (p[0][0].numel() if p.dim() > 2 else 1)
+            fan_out = p.size(0) * (p[0][0].numel() if p.dim() > 2 else 1)
+            assert p.abs().max() <= math.sqrt(6.0 / (fan_in + fan_out)) + 1e-6, name
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    linear_biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+    assert all(torch.equal(b, torch.zeros_like(b)) for b in linear_biases)
+    torch.manual_seed(0)
+    default = build("model", {**cfg, "init": "default"}, input_dim=40, vocab_size=30)
+    assert any(b.abs().sum() > 0 for b in (m.bias for m in default.modules() if isinstance(m, torch.nn.Linear)))
+
+
+def test_attention_dropout_apart_from_dropout() -> None:
+    """ESPnet's attention_dropout_rate: 0.0 on the attention weights while the rest keeps 0.1."""
+    from kospeech.nn.transformer import MultiHeadAttention
+    from kospeech.registry import build
+
+    def rates(attention_dropout):
+        extra = {} if attention_dropout is None else {"attention_dropout": attention_dropout}
+        enc = {"name": "transformer", "d_model": 16, "num_heads": 2, "ff_dim": 32, "num_layers": 1,
+               "dropout": 0.1, "extractor": None, **extra}
+        dec = {"name": "transformer", "d_model": 16, "num_heads": 2, "ff_dim": 32, "num_layers": 1,
+               "dropout": 0.1, **extra}
+        model = build("model", {"name": "transformer", "encoder": enc, "decoder": dec}, input_dim=16, vocab_size=12)
+        attn = sorted({m.dropout for m in model.modules() if isinstance(m, MultiHeadAttention)})
+        other = sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+        return attn, other
+
+    assert rates(None) == ([0.1], [0.1])  # null: the attention follows dropout
+    assert rates(0.0) == ([0.0], [0.1])  # encoder self-, decoder self- and cross-attention

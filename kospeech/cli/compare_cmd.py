@@ -53,7 +53,8 @@ def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         "model": s.get("model") or "?",
         "corpus": s.get("corpus") or "?",
         "test_set": s.get("test_set") or decode_dir.name,
-        "transcript": s.get("transcript") or "?",
+        # a CER that scores spaces (ESPnet's) is not comparable with one that does not: say so
+        "transcript": (s.get("transcript") or "?") + ("; CER scores spaces" if s.get("cer_spaces") else ""),
         "search": s.get("search") or "?",
         "utts": s.get("n_utts"),
         "cer": float(s["cer"]),

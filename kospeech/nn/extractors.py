@@ -250,7 +250,7 @@ class Conv2dSubsampling(Extractor):
 
     def _min_frames(self) -> int:
         n = 1
-        while int(_out_len_all(self.cnn, torch.tensor([n]))[0]) < 1:
+        while int(_out_len_all(self.cnn, torch.tensor([n], device="cpu"))[0]) < 1:  # CPU also under a meta device
             n += 1
         return n
 

@@ -125,9 +125,11 @@ class FeedForward(nn.Module):
 class TransformerEncoderLayer(nn.Module):
     """Self-attention + feed-forward, each wrapped in a residual; pre-norm trains without warm-up tricks."""
 
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool, attn_drop: float | None = None
+    ) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.attn = MultiHeadAttention(d_model, num_heads, dropout if attn_drop is None else attn_drop)
         self.ff = FeedForward(d_model, ff_dim, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
@@ -157,6 +159,8 @@ class TransformerEncoder(nn.Module):
         num_layers: encoder layers.
         dropout: on attention weights, residual branches and positions.
         pre_norm: LayerNorm before each block (and once at the end) instead of after; more stable.
+        attention_dropout: on the attention weights only, when it should differ from ``dropout``
+            (ESPnet's ``attention_dropout_rate``; 0.0 in its Zeroth Transformer); null = ``dropout``.
     """
 
     def __init__(
@@ -170,13 +174,15 @@ class TransformerEncoder(nn.Module):
         num_layers: int = 12,
         dropout: float = 0.1,
         pre_norm: bool = True,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.extractor, ext_dim = build_extractor(extractor, input_dim, "encoder.extractor")
         self.input_proj = projection(ext_dim, d_model)
         self.pos = PositionalEncoding(d_model, dropout)
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(d_model, num_heads, ff_dim, dropout, pre_norm) for _ in range(num_layers)
+            TransformerEncoderLayer(d_model, num_heads, ff_dim, dropout, pre_norm, attention_dropout)
+            for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.d_model = d_model
@@ -238,10 +244,12 @@ class TransformerDecoderLayer(nn.Module):
         encoder_dim: int,
         cross_cfg: Mapping[str, Any] | None,
         path: str,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
-        self.cross_attn = _CrossAttention(d_model, num_heads, dropout, encoder_dim, cross_cfg, path)
+        attn_drop = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_drop)
+        self.cross_attn = _CrossAttention(d_model, num_heads, attn_drop, encoder_dim, cross_cfg, path)
         self.ff = FeedForward(d_model, ff_dim, dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3))
         self.drop = nn.Dropout(dropout)
@@ -284,6 +292,8 @@ class TransformerDecoder(nn.Module):
         num_layers: decoder layers.
         dropout: on attention weights, residual branches and positions.
         pre_norm: LayerNorm before each block (and once at the end).
+        attention_dropout: on the attention weights (self and cross) only, when it should differ
+            from ``dropout``; null = ``dropout``.
         cross_attention: null for our multi-head attention; otherwise any registered attention
             without a recurrent state (e.g. ``{name: scaled_dot}``); it gets ``query_dim=d_model``
             and ``key_dim=encoder_dim`` and its output is projected to ``d_model`` if needed.
@@ -300,6 +310,7 @@ class TransformerDecoder(nn.Module):
         num_layers: int = 6,
         dropout: float = 0.1,
         pre_norm: bool = True,
+        attention_dropout: float | None = None,
         cross_attention: component("attention", "query_dim", "key_dim") | None = None,
     ) -> None:
         super().__init__()
@@ -308,7 +319,7 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(
             TransformerDecoderLayer(
                 d_model, num_heads, ff_dim, dropout, pre_norm, encoder_dim, cross_attention,
-                f"decoder.cross_attention[{i}]",
+                f"decoder.cross_attention[{i}]", attention_dropout,
             )
             for i in range(num_layers)
         )

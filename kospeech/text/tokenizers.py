@@ -26,9 +26,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
-
-from kospeech.data.datadir import write_atomic
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register, registry, validate
 from kospeech.text import hangul
@@ -92,6 +89,10 @@ class Tokenizer:
         """Write the lang dir; each file goes to a temporary name first, ``tokenizer.yaml`` last."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        import yaml  # here, so building a model needs no YAML library (bench/train_gpu.py)
+
+        from kospeech.data.datadir import write_atomic  # idem: datadir needs YAML
+
         config = yaml.safe_dump({"name": self.name, **self.options()}, allow_unicode=True, sort_keys=False)
         for fname, data in [*self.files().items(), (CONFIG_FILE, config)]:
             write_atomic(out / fname, data)
@@ -392,6 +393,8 @@ def load_tokenizer_from_files(files: Mapping[str, bytes]) -> Tokenizer:
     """Rebuild a tokenizer from a lang dir's files held in memory (as a checkpoint stores them)."""
     if CONFIG_FILE not in files:
         raise DataError(f"tokenizer files have no {CONFIG_FILE}; got {', '.join(sorted(files)) or 'nothing'}")
+    import yaml
+
     config = yaml.safe_load(files[CONFIG_FILE].decode("utf-8"))
     tok = _from_config(config, CONFIG_FILE)
     tok.load_files(files)

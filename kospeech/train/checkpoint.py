@@ -22,7 +22,7 @@ import random
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,15 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` numbered checkpoints (0 or less keeps all)."""
+def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep: Iterable[str | Path] = ()) -> list[Path]:
+    """Delete all but the newest ``keep_last`` numbered checkpoints (0 or less keeps all) and ``keep``.
+
+    ``keep``: checkpoints spared whatever their age (the trainer's ``keep_best``).
+    """
     if keep_last <= 0:
         return []
-    old = list_checkpoints(ckpt_dir)[:-keep_last]
+    spared = {Path(p).name for p in keep}
+    old = [p for p in list_checkpoints(ckpt_dir)[:-keep_last] if p.name not in spared]
     for p in old:
         p.unlink(missing_ok=True)
     return old

@@ -44,6 +44,7 @@ from kospeech.data.inputs import (
 )
 from kospeech.errors import ConfigError, DataError, TrainingError
 from kospeech.train import distributed as D
+from kospeech.train.average import check_metric, checkpoint_metric, select_best
 from kospeech.train.checkpoint import (
     BEST,
     CKPT_DIR,
@@ -96,6 +97,11 @@ class TrainOptions:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         save_every: also checkpoint every this many updates (0: only at epoch ends).
         keep_last: numbered checkpoints kept (0: all); ``last.pt`` and ``best.pt`` are extra.
+        keep_best: also keep this many numbered checkpoints best by ``keep_best_by``
+            (ESPnet's ``keep_nbest_models``), however old; ``kospeech average --best N``
+            averages them and run.sh's ``--average N --average-by METRIC`` decodes that.
+        keep_best_by: ``valid_cer`` (greedy-decoding CER, lower is better) or ``valid_loss``.
+            Only checkpoints written at a validation are ranked. ``best.pt`` stays the best by CER.
         log_every: a ``log.jsonl`` line every this many updates.
         valid_every: also validate (and checkpoint) every this many updates (0: epoch ends).
         num_workers: DataLoader worker processes.
@@ -120,6 +126,8 @@ class TrainOptions:
     device: str = "auto"
     save_every: int = 0
     keep_last: int = 5
+    keep_best: int = 0
+    keep_best_by: str = "valid_cer"
     log_every: int = 20
     valid_every: int = 0
     num_workers: int = 0
@@ -139,6 +147,9 @@ class TrainOptions:
             raise ConfigError(f"'train.amp' = {opts.amp!r}: choose auto, bf16, fp16 or none")
         if opts.log_every < 1:
             raise ConfigError(f"'train.log_every' must be >= 1, got {opts.log_every}")
+        if opts.keep_best < 0:
+            raise ConfigError(f"'train.keep_best' must be >= 0, got {opts.keep_best}")
+        check_metric(opts.keep_best_by, "'train.keep_best_by'")
         if opts.max_nonfinite < 0:
             raise ConfigError(f"'train.max_nonfinite' must be >= 0, got {opts.max_nonfinite}")
         return opts
@@ -539,11 +550,24 @@ class Trainer:
             atomic_link(path, self.ckpt_dir / LAST)
             if is_best:
                 atomic_link(path, self.ckpt_dir / BEST)
-            prune_checkpoints(self.ckpt_dir, self.opts.keep_last)
+            prune_checkpoints(self.ckpt_dir, self.opts.keep_last, keep=self._best_checkpoints())
             logger.info("saved %s%s", path, " (best)" if is_best else "")
         self._saved_at = self._position()
         D.barrier()
         return path
+
+    def _best_checkpoints(self) -> list[Path]:
+        """The ``keep_best`` checkpoints best by ``keep_best_by``, which rotation spares."""
+        if self.opts.keep_best <= 0 or self.opts.keep_last <= 0:
+            return []
+        scored = []
+        for p in list_checkpoints(self.ckpt_dir):
+            try:
+                scored.append((p, checkpoint_metric(p, self.opts.keep_best_by)))
+            except DataError:  # a damaged file is never "best"; rotation treats it by age
+                logger.warning("%s cannot be read; not ranked for train.keep_best", p)
+        higher = check_metric(self.opts.keep_best_by)
+        return select_best(scored, self.opts.keep_best, higher_is_better=higher)
 
     def _resume(self, path: Path, ckpt: Mapping[str, Any]) -> None:
         args = ckpt["model_args"]
@@ -594,7 +618,7 @@ class Trainer:
         self.unreadable = dict(metrics.get("unreadable") or {})
         if hasattr(self.train_set, "known_bad"):  # not read again; the batches stay as they were
             self.train_set.known_bad = set(self.unreadable)
-        self.last_metrics = {k: metrics[k] for k in ("valid_cer", "valid_loss") if k in metrics}
+        self.last_metrics = {k: metrics[k] for k in ("valid_cer", "valid_loss", "valid_step") if k in metrics}
         gens = ckpt.get("generators") or []
         if len(gens) == self.dist.world_size:
             self._pending_generators = gens[self.dist.rank]
@@ -847,7 +871,8 @@ class Trainer:
             "examples": [{"utt_id": u, "ref": all_refs[u], "hyp": all_hyps[u]} for u in shown],
             "time": time.time(),
         }
-        self.last_metrics = {"valid_cer": cer, "valid_loss": record["loss"]}
+        # valid_step: a checkpoint saved later (save_every) carries these numbers but is not ranked by them
+        self.last_metrics = {"valid_cer": cer, "valid_loss": record["loss"], "valid_step": self.step}
         self._validated_step = self.step
         if self.scheduler is not None and hasattr(self.scheduler, "step_metric"):
             self.scheduler.step_metric(cer)

@@ -13,6 +13,8 @@
 #   --search "NAME [k=v ...]" --tokenizer NAME --vocab-size N --train-input dump|data
 #   --train-opts "a.b=c ..." (dotted overrides for kospeech train) --average N (decode the
 #   mean of the last N checkpoints instead of best.pt) --corpus-root DIR
+#   --average-by valid_cer|valid_loss (with --average N: the N best by that validation metric)
+#   --score-opts "--cer-spaces" (options for kospeech score: ESPnet's CER, spaces scored)
 #   --lm lstm|transformer|ngram (stage 6 trains it on data/<train>/text) --lm-opts "..."
 #   (options of kospeech lm train) --lm-weight W (stage 4 decodes with the LM by shallow
 #   fusion; the search must take an LM: ctc_prefix_beam, beam, joint_ctc_attention, ...)
@@ -24,7 +26,7 @@ set -euo pipefail
 
 : "${stage:=1}" "${stop_stage:=6}" "${nj:=2}" "${ngpu:=0}"
 : "${config:=conf/las.yaml}" "${search:=}" "${tokenizer:=jamo}" "${vocab_size:=0}"
-: "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}"
+: "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}" "${average_by:=}" "${score_opts:=}"
 : "${train_set:=train}" "${dev_set:=dev}" "${test_sets:=}" "${tag:=}"
 : "${lm:=}" "${lm_opts:=}" "${lm_weight:=0}"
 
@@ -43,6 +45,8 @@ while [ $# -gt 0 ]; do
     --train-input|--train_input) train_input=$2; shift 2 ;;
     --train-opts|--train_opts) train_opts=$2; shift 2 ;;
     --average) average=$2; shift 2 ;;
+    --average-by|--average_by) average_by=$2; shift 2 ;;
+    --score-opts|--score_opts) score_opts=$2; shift 2 ;;
     --corpus-root|--corpus_root) corpus_root=$2; shift 2 ;;
     --lm) lm=$2; shift 2 ;;
     --lm-opts|--lm_opts) lm_opts=$2; shift 2 ;;
@@ -129,9 +133,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   fi
 fi
 
-# The model to decode: the mean of the last N checkpoints, else the best on the dev set,
-# else the last one (no dev set).
-if [ "$average" -gt 0 ]; then
+# The model to decode: the mean of the last N checkpoints (or of the N best by a validation
+# metric), else the best on the dev set, else the last one (no dev set).
+if [ "$average" -gt 0 ] && [ -n "$average_by" ]; then
+  ckpt=$exp/model_best${average}_$average_by.pt
+elif [ "$average" -gt 0 ]; then
   ckpt=$exp/model_avg$average.pt
 elif [ -e "$exp/checkpoints/best.pt" ]; then
   ckpt=$exp/checkpoints/best.pt
@@ -145,7 +151,11 @@ search_name=${search%% *}
 search_name=${search_name:-default}
 # decode dirs say which model and search made them: decode_<set>_<search>[_avgN][_lm_<type>]
 decode_tag=$search_name
-[ "$average" -gt 0 ] && decode_tag=${decode_tag}_avg$average
+if [ "$average" -gt 0 ] && [ -n "$average_by" ]; then
+  decode_tag=${decode_tag}_best${average}_$average_by
+elif [ "$average" -gt 0 ]; then
+  decode_tag=${decode_tag}_avg$average
+fi
 fusion=()  # with --lm-weight: the LM options, after the search's own (or alone, for the default search)
 if [ -n "$lm" ] && [ "$lm_weight" != 0 ]; then
   fusion=("lm=$lm_dir" "lm_weight=$lm_weight")
@@ -155,8 +165,13 @@ decode_key="$search${fusion[*]:+ ${fusion[*]}}"
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   if [ "$average" -gt 0 ] && { [ ! -f "$ckpt" ] || [ "$exp/checkpoints/last.pt" -nt "$ckpt" ]; }; then
-    log "stage 4: averaging the last $average checkpoints -> $ckpt"
-    kospeech average --exp-dir "$exp" --last "$average" --out "$(basename "$ckpt")"
+    if [ -n "$average_by" ]; then
+      log "stage 4: averaging the $average best checkpoints by $average_by -> $ckpt"
+      kospeech average --exp-dir "$exp" --best "$average" --metric "$average_by" --out "$(basename "$ckpt")"
+    else
+      log "stage 4: averaging the last $average checkpoints -> $ckpt"
+      kospeech average --exp-dir "$exp" --last "$average" --out "$(basename "$ckpt")"
+    fi
   fi
   [ -e "$ckpt" ] || { echo "no checkpoint $ckpt: run stage 3 first" >&2; exit 1; }
   log "stage 4: decoding with $ckpt"
@@ -183,7 +198,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   dirs=()
   for s in $test_sets; do
     out=$exp/decode_${s}_${decode_tag}
-    kospeech score --dir "$out"
+    # shellcheck disable=SC2086  # word splitting of the options is intended
+    kospeech score --dir "$out" $score_opts
     dirs+=("$out")
   done
   kospeech compare "${dirs[@]}" --out "$exp"

@@ -327,6 +327,33 @@ def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]
         assert (exp / "decode_eval_clean_ctc_prefix_beam" / "search.txt").read_text() == search
 
 
+@pytest.mark.slow
+def test_ksponspeech_lm_stage_trains_a_transformer_lm_and_decodes_with_it(kspon_run: tuple[Path, Path, str]) -> None:
+    """Stage 6 (after the others: --stage 3 keeps meaning training) trains the Transformer LM as
+    ESPnet's recipe does, on the training text with the same units; stage 4 fuses it."""
+    recipe, config, _ = kspon_run
+    tiny = "--layers 1 --d-model 16 --num-heads 2 --ff-dim 32 --embed-dim 8 --epochs 1 --batch-tokens 2000"
+    args = ["--config", config, "--stage", "6", "--lm", "transformer", "--lm-opts", tiny]
+    out = _run(["bash", recipe / "run.sh", *args])
+    assert "stage 6: transformer language model" in out
+    assert not any(f"stage {n}:" in out for n in range(1, 6))
+    ckpt = torch.load(recipe / "exp" / "lm_transformer" / "lm.pt", weights_only=True)
+    assert ckpt["config"]["name"] == "transformer" and ckpt["config"]["num_layers"] == 1
+    from kospeech.text import load_tokenizer
+
+    assert ckpt["vocab_size"] == load_tokenizer(recipe / "data" / "lang").vocab_size
+    # the recipe's default LM options are ESPnet's 16 x 512 LM
+    recipe_text = (recipe / "run.sh").read_text()
+    assert "--layers 16 --d-model 512 --num-heads 8 --ff-dim 2048 --embed-dim 128 --pos-enc none" in recipe_text
+    args = ["--config", config, "--stage", "4", "--stop-stage", "4", "--lm", "transformer", "--lm-weight", "0.3",
+            "--search", "ctc_prefix_beam beam_size=2"]
+    _run(["bash", recipe / "run.sh", *args])
+    for s in ("eval_clean", "eval_other"):
+        dec = recipe / "exp" / "tiny" / f"decode_{s}_ctc_prefix_beam_lm_transformer"
+        assert (dec / "search.txt").read_text() == "ctc_prefix_beam beam_size=2 lm=exp/lm_transformer lm_weight=0.3"
+        assert "lm_transformer" in (dec / "decode.yaml").read_text() and (dec / "hyp.trn").is_file()
+
+
 def test_average_by_metric_and_espnet_scoring_options(kspon_run: tuple[Path, Path, str]) -> None:
     """--average N --average-by METRIC decodes the mean of the N best checkpoints (its own decode
     dirs), and --score-opts --cer-spaces scores ESPnet's way (spaces counted), said in scores.json."""

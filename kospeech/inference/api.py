@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 AudioInput = str | Path | bytes | bytearray | np.ndarray | torch.Tensor
 BLOCK_SECONDS = 30.0
+SORT_WINDOW_BATCHES = 4
 
 
 class _Decoded:
@@ -292,20 +293,26 @@ class Transcriber:
         pending: list[tuple[int, np.ndarray]] = []
 
         def flush() -> None:
-            decoded = self._decode_waves([w for _, w in pending], searcher, timestamps)
-            for (start, wave), d in zip(pending, decoded):
-                pieces.append((start / rate, (start + len(wave)) / rate, d))
-            if progress is not None:
-                progress(sum(len(w) for _, w in pending) / rate)
+            # pieces of similar length share a batch (little padding); a window of a few batches
+            # keeps memory bounded whatever the length of the file
+            pending.sort(key=lambda p: -len(p[1]))
+            for i in range(0, len(pending), batch_size):
+                chunk = pending[i : i + batch_size]
+                decoded = self._decode_waves([w for _, w in chunk], searcher, timestamps)
+                for (start, wave), d in zip(chunk, decoded):
+                    pieces.append((start / rate, (start + len(wave)) / rate, d))
+                if progress is not None:
+                    progress(sum(len(w) for _, w in chunk) / rate)
             pending.clear()
 
         for start, wave in segment_stream(blocks, rate, max_seconds=self.max_segment_seconds,
                                           min_seconds=self.max_segment_seconds / 4):
             pending.append((start, wave))
-            if len(pending) == batch_size:
+            if len(pending) == SORT_WINDOW_BATCHES * batch_size:
                 flush()
         if pending:
             flush()
+        pieces.sort(key=lambda p: p[0])
         return self._result(name, seconds, pieces)
 
     def _result(self, name: str, seconds: float, pieces: list[tuple[float, float, _Decoded]]) -> Result:

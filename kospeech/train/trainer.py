@@ -107,6 +107,9 @@ class TrainOptions:
         num_workers: DataLoader worker processes.
         find_unused_parameters: DDP option for models with heads that a loss may not use.
         plot: redraw ``train.png`` at each validation.
+        tensorboard: also write TensorBoard event files beside ``log.jsonl`` (losses, learning
+            rate, validation CER, a few decoded validation utterances); needs the
+            ``tensorboard`` package (``pip install 'kospeech[tensorboard]'``).
         max_nonfinite: stop with an error after this many batches or updates in a row with a
             non-finite loss or gradient (0: never). One such batch is skipped and counted; a
             run of them means the weights or the learning rate are broken, and skipping to the
@@ -130,6 +133,7 @@ class TrainOptions:
     num_workers: int = 0
     find_unused_parameters: bool = False
     plot: bool = True
+    tensorboard: bool = False
     max_nonfinite: int = 50
 
     @classmethod
@@ -267,6 +271,7 @@ class Trainer:
         self._pending_generators: Mapping[str, Any] | None = None
         self._saved_at: tuple[int, int, int] | None = None  # (step, epoch, batches_done) of the last save
         self._validated_step = -1
+        self._tb: Any = None  # TensorBoardLog when train.tensorboard
 
         if self.dist.is_main:  # saves killed before their rename (the exp-dir lock keeps others out)
             remove_stale_temporaries(self.ckpt_dir)
@@ -285,6 +290,10 @@ class Trainer:
             from kospeech.config import save_config
 
             save_config(self.cfg, self.exp_dir / CONFIG_FILE)
+        if self.dist.is_main and self.opts.tensorboard:
+            from kospeech.train.tensorboard import TensorBoardLog
+
+            self._tb = TensorBoardLog(self.exp_dir, purge_step=self.step + 1 if self.step else None)
         self._reset_stats()
 
     # ---- set-up -------------------------------------------------------------------------
@@ -799,6 +808,8 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         with open(self.exp_dir / LOG_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self._tb is not None:
+            self._tb.write(record)
 
     def _log_train(self) -> dict[str, Any]:
         stats = self._stats
@@ -857,7 +868,8 @@ class Trainer:
         total_loss = sum(g[2] for g in gathered)
         total_batches = sum(g[3] for g in gathered)
         cer = corpus_cer(all_refs, all_hyps)
-        first = next(iter(sorted(all_refs)), None)
+        shown = sorted(all_refs)[:3]
+        first = shown[0] if shown else None
         record = {
             "kind": "valid",
             "step": self.step,
@@ -866,6 +878,7 @@ class Trainer:
             "cer": cer,
             "utterances": len(all_refs),
             "example": {"utt_id": first, "ref": all_refs[first], "hyp": all_hyps[first]} if first else None,
+            "examples": [{"utt_id": u, "ref": all_refs[u], "hyp": all_hyps[u]} for u in shown],
             "time": time.time(),
         }
         # valid_step: a checkpoint saved later (save_every) carries these numbers but is not ranked by them
@@ -991,4 +1004,7 @@ class Trainer:
         }
 
     def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         D.cleanup()

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 AudioInput = str | Path | bytes | bytearray | np.ndarray | torch.Tensor
 BLOCK_SECONDS = 30.0
 SORT_WINDOW_BATCHES = 4
+PAD_SECONDS = 2.0  # batches padded to a multiple: few distinct shapes (see inputs.pad_arrays)
 
 
 class _Decoded:
@@ -161,7 +162,7 @@ class Transcriber:
 
     def _decode_waves(self, waves: Sequence[np.ndarray], search: Any, timestamps: bool) -> list[_Decoded]:
         padded = [self._pad_short(w) for w in waves]
-        feats, lengths = self.inputs.from_waves(padded)
+        feats, lengths = self.inputs.from_waves(padded, pad_seconds=PAD_SECONDS)
         return self.decode_model_input(feats, lengths, search, timestamps=timestamps)
 
     # ---- short inputs ----------------------------------------------------------------------

@@ -10,6 +10,12 @@
                             (B, T', H), lengths; predictor.onnx: tokens (N,), state_0.. ->
                             predictor_out (N, P), next_state_0..; joiner.onnx: encoder_frame
                             (N, H), predictor_out (N, P) -> log_probs (N, V)
+    DIR/decoder.onnx        models with an attention decoder: one step, tokens (N,), encoder_out
+                            (N, T', H), encoder_lengths (N,), state_0.. -> log_probs (N, V),
+                            next_state_0.. (the state pytree flattened, dict keys sorted; the
+                            manifest's ``network.decoder_state`` gives per-row shapes of the zero
+                            start state). CTC+attention models: model.onnx also returns
+                            encoder_out; attention-only models: encoder.onnx as transducers
     DIR/*.int8.onnx         the same with int8 dynamic quantisation (``--quantize int8``)
     DIR/frontend.npz        the frontend's arrays (window, mel filters, DCT) as the checkpoint's
                             frontend computed them, so the runtime's numpy features match exactly
@@ -28,6 +34,8 @@ MANIFEST = "model.yaml"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 TRANSDUCER_FILES = {"onnx": "encoder.onnx", "predictor": "predictor.onnx", "joiner": "joiner.onnx"}
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
 FRONTEND_ARRAYS = "frontend.npz"
 CMVN_FILE = "cmvn.npz"
 TOKENIZER_DIR = "tokenizer"

@@ -51,6 +51,19 @@ class _CTCNetwork(nn.Module):
         return self.model.ctc_log_probs(enc), enc_lengths
 
 
+class _CTCEncoderNetwork(nn.Module):
+    """features, lengths -> CTC log-probabilities, lengths and the encoder output (CTC models with an
+    attention decoder: the decoder graph reads the encoder output, the CTC searches the log-probs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        enc, enc_lengths = self.model.encode(features, feature_lengths)
+        return self.model.ctc_log_probs(enc), enc_lengths, enc
+
+
 class _EncoderNetwork(nn.Module):
     """features, lengths -> encoder output and its lengths (a transducer's first graph)."""
 
@@ -72,6 +85,54 @@ class _PredictorNetwork(nn.Module):
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out, new_state = self.model.predictor_step(tokens, tuple(state))
         return (out, *new_state)
+
+
+class _DecoderNetwork(nn.Module):
+    """tokens, encoder_out, encoder_lengths, *state tensors -> log-probs, *next state tensors: one
+    attention-decoder step with its state pytree flattened by :func:`_flatten_state`."""
+
+    def __init__(self, model: nn.Module, spec: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+
+    def forward(self, tokens: torch.Tensor, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor,
+                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logp, new_state = self.model.decoder_step(tokens, _unflatten_state(self.spec, iter(state)), encoder_out,
+                                                  encoder_lengths)
+        return (logp.float(), *_flatten_state(new_state)[0])
+
+
+class _StateError(ConfigError):
+    """The decoder's state cannot be given to a graph as flat tensors."""
+
+
+def _flatten_state(state: Any) -> tuple[list[torch.Tensor], Any]:
+    """A decoder state pytree -> its tensors (dict keys sorted) and a structure to rebuild it."""
+    if torch.is_tensor(state):
+        return [state], "tensor"
+    if state is None:
+        return [], None
+    if isinstance(state, Mapping):
+        keys = sorted(state)
+        parts = [_flatten_state(state[k]) for k in keys]
+        return [t for p in parts for t in p[0]], ("dict", tuple(keys), tuple(p[1] for p in parts))
+    if isinstance(state, (list, tuple)):
+        parts = [_flatten_state(v) for v in state]
+        return [t for p in parts for t in p[0]], (type(state).__name__, len(parts), tuple(p[1] for p in parts))
+    raise _StateError(f"the attention decoder's state holds a {type(state).__name__}; export needs tensors")
+
+
+def _unflatten_state(spec: Any, leaves: Any) -> Any:
+    if spec == "tensor":
+        return next(leaves)
+    if spec is None:
+        return None
+    kind, keys, parts = spec
+    if kind == "dict":
+        return {k: _unflatten_state(p, leaves) for k, p in zip(keys, parts)}
+    values = [_unflatten_state(p, leaves) for p in parts]
+    return tuple(values) if kind == "tuple" else values
 
 
 class _JoinerNetwork(nn.Module):
@@ -197,6 +258,96 @@ def _export_transducer(model: nn.Module, input_dim: int, tmp: Path, opset: int) 
     return dict(files), max(diffs)
 
 
+def _export_ctc_decoder(model: nn.Module, input_dim: int, tmp: Path, opset: int) -> tuple[dict[str, str], float]:
+    """A CTC model with an attention decoder: model.onnx also returns the encoder output, and
+    decoder.onnx is the decoder step. A decoder whose state cannot be flattened is left out (the
+    export is then CTC only, as before) with a warning."""
+    network = _CTCEncoderNetwork(model).eval()
+    feats, lens = _example_batch(input_dim, 300, [300, 211], seed=0)
+    axes = {"features": {0: "batch", 1: "time"}, "feature_lengths": {0: "batch"},
+            "log_probs": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}, "encoder_out": {0: "batch", 1: "frames"}}
+    _trace(network, {"features": feats, "feature_lengths": lens}, [*mf.OUTPUTS, "encoder_out"], axes,
+           tmp / mf.ONNX_FILE, opset)
+    feats, lens = _example_batch(input_dim, 523, [523, 97, 388], seed=1)
+    diff = _max_diff(_session(tmp / mf.ONNX_FILE), network, {"features": feats, "feature_lengths": lens})
+    try:
+        diff = max(diff, _export_decoder(model, input_dim, tmp, opset))
+    except _StateError as err:
+        logger.warning("%s; exporting the CTC head only", err)
+        (tmp / mf.ONNX_FILE).unlink()
+        return _export_ctc(model, input_dim, tmp, opset)
+    return {"onnx": mf.ONNX_FILE, "decoder": mf.DECODER_FILE}, diff
+
+
+def _export_attention(model: nn.Module, input_dim: int, tmp: Path, opset: int) -> tuple[dict[str, str], float]:
+    """An attention model without CTC: encoder.onnx (as a transducer's) and decoder.onnx."""
+    encoder = _EncoderNetwork(model).eval()
+    feats, lens = _example_batch(input_dim, 300, [300, 211], seed=0)
+    axes = {"features": {0: "batch", 1: "time"}, "feature_lengths": {0: "batch"},
+            "encoder_out": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}}
+    _trace(encoder, {"features": feats, "feature_lengths": lens}, ["encoder_out", "lengths"], axes,
+           tmp / mf.ENCODER_FILE, opset)
+    feats, lens = _example_batch(input_dim, 523, [523, 97, 388], seed=1)
+    diff = _max_diff(_session(tmp / mf.ENCODER_FILE), encoder, {"features": feats, "feature_lengths": lens})
+    diff = max(diff, _export_decoder(model, input_dim, tmp, opset))
+    return {"onnx": mf.ENCODER_FILE, "decoder": mf.DECODER_FILE}, diff
+
+
+def _decoder_init_state(model: nn.Module, input_dim: int) -> tuple[Any, list[list[int]]]:
+    """The state's structure and per-row shapes before the first step, checked to be zeros that do
+    not depend on the encoder output (the runtime starts from zeros of these shapes)."""
+    shapes, spec = None, None
+    with torch.no_grad():
+        for frames, lengths, seed in ((300, [300, 211], 0), (523, [523], 1)):
+            enc, enc_len = model.encode(*_example_batch(input_dim, frames, lengths, seed))
+            leaves, spec = _flatten_state(model.init_decoder_state(enc, enc_len))
+            rows = [list(t.shape[1:]) for t in leaves]
+            if shapes not in (None, rows) or any(bool(t.abs().max() > 0) for t in leaves if t.numel()):
+                raise _StateError("the attention decoder's initial state depends on the encoder output; the runtime "
+                                  "starts it from zeros")
+            shapes = rows
+    return spec, shapes or []
+
+
+def _export_decoder(model: nn.Module, input_dim: int, tmp: Path, opset: int) -> float:
+    """decoder.onnx: one ``decoder_step``; state dimensions that grow per step (a Transformer's cache)
+    are dynamic axes. Checked on another batch size, encoder length and step count."""
+    from kospeech.text.special import SOS_ID
+
+    spec, init_shapes = _decoder_init_state(model, input_dim)
+    network = _DecoderNetwork(model, spec).eval()
+
+    def inputs(frames: int, lengths: list[int], seed: int, steps: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            enc, enc_len = model.encode(*_example_batch(input_dim, frames, lengths, seed))
+            state = model.init_decoder_state(enc, enc_len)
+            gen = torch.Generator().manual_seed(seed)
+            tokens = torch.full((len(lengths),), SOS_ID, dtype=torch.long)
+            for _ in range(steps):
+                _, state = model.decoder_step(tokens, state, enc, enc_len)
+                leaves, step_spec = _flatten_state(state)
+                if step_spec != spec:
+                    raise _StateError("the attention decoder's state changes form after a step (e.g. a "
+                                      "location-aware attention's alignment appears); it cannot be exported "
+                                      "as a fixed set of tensors")
+                tokens = torch.randint(5, 20, (len(lengths),), generator=gen)
+        return {"tokens": tokens, "encoder_out": enc, "encoder_lengths": enc_len,
+                **{f"state_{i}": t for i, t in enumerate(_flatten_state(state)[0])}}
+
+    one, two = inputs(300, [300, 211], 0, 1), inputs(300, [300, 211], 0, 2)
+    n_state = len(init_shapes)
+    axes: dict[str, dict[int, str]] = {"tokens": {0: "n"}, "encoder_out": {0: "n", 1: "frames"},
+                                       "encoder_lengths": {0: "n"}, "log_probs": {0: "n"}}
+    for i in range(n_state):
+        a, b = one[f"state_{i}"].shape, two[f"state_{i}"].shape
+        grow = [d for d in range(1, len(a)) if a[d] != b[d]]
+        axes[f"state_{i}"] = {0: "n", **{d: f"state_{i}_{d}" for d in grow}}
+        axes[f"next_state_{i}"] = {0: "n", **{d: f"next_state_{i}_{d}" for d in grow}}
+    outputs = ["log_probs", *(f"next_state_{i}" for i in range(n_state))]
+    _trace(network, two, outputs, axes, tmp / mf.DECODER_FILE, opset)
+    return _max_diff(_session(tmp / mf.DECODER_FILE), network, inputs(523, [523, 97, 388], 1, 4), valid=None)
+
+
 def _session(path: Path) -> Any:
     import onnxruntime as ort
 
@@ -226,11 +377,13 @@ def export_onnx(
     bundle = load_for_inference(source, device="cpu")  # refuses a newer checkpoint format
     model, frontend = bundle.model.eval(), bundle.frontend
     name = bundle.config.get("model", {}).get("name", type(model).__name__)
-    head = "transducer" if getattr(model, "is_transducer", False) else "ctc" if getattr(model, "has_ctc", False) else ""
+    has_decoder = bool(getattr(model, "has_decoder", False))
+    head = ("transducer" if getattr(model, "is_transducer", False) else "ctc" if getattr(model, "has_ctc", False)
+            else "attention" if has_decoder else "")
     if not head:
         raise ConfigError(
-            f"{source}: model '{name}' has neither a CTC head nor a transducer; ONNX export covers those two for "
-            "now (train an attention model with a CTC branch, ctc_weight > 0, to export it)"
+            f"{source}: model '{name}' has neither a CTC head, an attention decoder nor a transducer; ONNX export "
+            "covers those"
         )
     if frontend is None:
         raise ConfigError(f"{source}: the checkpoint config names no frontend; the runtime needs one to read audio")
@@ -244,8 +397,12 @@ def export_onnx(
     try:
         input_dim = int(frontend.output_dim)
         sr, hop = frontend.sample_rate, frontend.hop_length
-        exporter = _export_transducer if head == "transducer" else _export_ctc
-        graphs, diff = exporter(model, input_dim, tmp, opset)
+        exporter = {"transducer": _export_transducer, "attention": _export_attention,
+                    "ctc": _export_ctc_decoder if has_decoder else _export_ctc}[head]
+        try:
+            graphs, diff = exporter(model, input_dim, tmp, opset)
+        except _StateError as err:
+            raise ConfigError(f"{source}: model '{name}' cannot be exported: {err}") from None
         if not diff <= CHECK_TOLERANCE:
             raise DataError(
                 f"{source}: the exported graph of model '{name}' disagrees with PyTorch on another batch shape "
@@ -282,9 +439,10 @@ def export_onnx(
                 "frame_seconds": hop * subsampling / sr,
                 "min_frames": _min_frames(model),
                 "opset": opset,
+                **({"decoder_state": init_shapes(model, input_dim)} if "decoder" in graphs else {}),
             },
             "frontend": _plain(frontend.config),
-            "decode": {"search": _default_search(bundle.config, head)},
+            "decode": {"search": _default_search(bundle.config, head, "decoder" in graphs)},
             "check": {"max_abs_diff": float(diff)},
         }
         (tmp / mf.MANIFEST).write_text(
@@ -306,12 +464,19 @@ def _min_frames(model: nn.Module) -> int:
     return int(getattr(extractor, "min_frames", 1))
 
 
-def _default_search(config: Mapping[str, Any], head: str) -> dict[str, Any]:
+def init_shapes(model: nn.Module, input_dim: int) -> list[list[int]]:
+    """Per-row shapes of the decoder state before the first step (the manifest's ``decoder_state``)."""
+    return _decoder_init_state(model, input_dim)[1]
+
+
+def _default_search(config: Mapping[str, Any], head: str, decoder: bool = False) -> dict[str, Any]:
     """The checkpoint's decode search when it is one the runtime has, else the head's greedy search."""
     search = (config.get("decode") or {}).get("search") or {}
     if head == "ctc" and isinstance(search, Mapping) and search.get("name") in ("ctc_greedy", "ctc_prefix_beam"):
         return {k: v for k, v in search.items() if k in ("name", "beam_size")}
-    return {"name": "transducer_greedy" if head == "transducer" else "ctc_greedy"}
+    if decoder and head == "attention" and isinstance(search, Mapping) and search.get("name") == "greedy":
+        return {k: v for k, v in search.items() if k in ("name", "max_len_ratio")}
+    return {"name": {"transducer": "transducer_greedy", "attention": "greedy"}.get(head, "ctc_greedy")}
 
 
 def _plain(value: Any) -> Any:

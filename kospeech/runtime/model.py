@@ -24,12 +24,13 @@ from kospeech.inference.result import Result
 from kospeech.inference.segment import segment_stream
 from kospeech.inference.timing import Piece, TokenSpan, assemble
 from kospeech.metadata import check_metadata
-from kospeech.runtime import ctc, transducer
+from kospeech.runtime import attention, ctc, transducer
 from kospeech.runtime.features import NumpyFrontend
 from kospeech.runtime.tokens import Detokenizer
 
-SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",)}
-OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size",), "transducer_greedy": ("max_symbols_per_frame",)}
+SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",), "attention": ("greedy",)}
+OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size",), "transducer_greedy": ("max_symbols_per_frame",),
+           "greedy": ("max_len_ratio",)}
 Item = str | os.PathLike | np.ndarray | bytes
 
 
@@ -50,8 +51,9 @@ class ExportedModel:
         files = self.manifest.get("files", {})
         net = self.manifest.get("network", {})
         self.head = str(net.get("head"))
-        if self.head not in ("ctc", "transducer"):
-            raise DataError(f"{d}: network head {self.head!r} is not one this runtime decodes (ctc, transducer)")
+        if self.head not in SEARCHES:
+            raise DataError(f"{d}: network head {self.head!r} is not one this runtime decodes "
+                            f"({', '.join(SEARCHES)})")
         use_int8 = ("int8" in files) if int8 is None else int8
         if use_int8 and "int8" not in files:
             raise ConfigError(f"{d}: has no int8 model; export with --quantize int8")
@@ -80,6 +82,13 @@ class ExportedModel:
             self.predictor, self.joiner = session("predictor"), session("joiner")
             self._state_inputs = [i.name for i in self.predictor.get_inputs()[1:]]
             self._state_shapes = [[1, *i.shape[1:]] for i in self.predictor.get_inputs()[1:]]
+        self.decoder = session("decoder") if "decoder" in files else None
+        self.searches: tuple[str, ...] = SEARCHES[self.head]
+        if self.decoder is not None:
+            self._decoder_init = [list(s) for s in net.get("decoder_state", [])]
+            self._decoder_inputs = [i.name for i in self.decoder.get_inputs()[3:]]
+            if self.head == "ctc":
+                self.searches = (*self.searches, "greedy")
         with np.load(d / files.get("frontend_arrays", mf.FRONTEND_ARRAYS)) as arrays:
             self.frontend = NumpyFrontend(self.manifest["frontend"], dict(arrays))
         self.cmvn: tuple[np.ndarray, np.ndarray] | None = None
@@ -119,9 +128,18 @@ class ExportedModel:
             feats = (feats - self.cmvn[0]) / self.cmvn[1]
         return feats
 
-    def network_outputs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def network_outputs(self, waves: Sequence[np.ndarray], output: str | None = None) -> list[np.ndarray]:
         """The first graph's output per wave, the waves run as one padded batch: CTC log-probs
-        (T', V) for CTC models, encoder frames (T', H) for transducers."""
+        (T', V) for CTC models, encoder frames (T', H) for transducers and attention-only models;
+        ``output="encoder_out"`` gives a CTC model's encoder frames when it has a decoder."""
+        return [o[output or self._first_output] for o in self._run(waves)]
+
+    @property
+    def _first_output(self) -> str:
+        return "log_probs" if self.head == "ctc" else "encoder_out"
+
+    def _run(self, waves: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Every output of the first graph per wave (trimmed to its frames)."""
         feats = [self.features(w) for w in waves]
         for f in feats:
             if f.shape[0] < self.min_frames:
@@ -133,8 +151,10 @@ class ExportedModel:
         batch = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), dtype=np.float32)
         for b, f in enumerate(feats):
             batch[b, : f.shape[0]] = f
-        out, out_lengths = self.session.run(None, {"features": batch, "feature_lengths": lengths})
-        return [out[b, : int(n)] for b, n in enumerate(out_lengths)]
+        names = [o.name for o in self.session.get_outputs()]
+        outs = dict(zip(names, self.session.run(None, {"features": batch, "feature_lengths": lengths})))
+        out_lengths = outs.pop("lengths")
+        return [{k: v[b, : int(n)] for k, v in outs.items()} for b, n in enumerate(out_lengths)]
 
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """CTC log-probabilities (T', V) per wave (CTC exports)."""
@@ -145,6 +165,24 @@ class ExportedModel:
     def _step(self, tokens: np.ndarray, state: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         out, *new_state = self.predictor.run(None, {"tokens": tokens, **dict(zip(self._state_inputs, state))})
         return out, new_state
+
+    def _decoder_step(self, tokens: np.ndarray, state: Sequence[np.ndarray], encoder_out: np.ndarray,
+                      encoder_lengths: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        assert self.decoder is not None
+        feeds = {"tokens": tokens, "encoder_out": encoder_out, "encoder_lengths": encoder_lengths,
+                 **dict(zip(self._decoder_inputs, state))}
+        logp, *new_state = self.decoder.run(None, feeds)
+        return logp, new_state
+
+    def attention_greedy(self, outs: Sequence[Mapping[str, np.ndarray]], max_len_ratio: float = 1.0) -> list[list[int]]:
+        """Batched greedy search of the attention decoder over the pieces' encoder outputs."""
+        encs = [o["encoder_out"] for o in outs]
+        lengths = np.array([e.shape[0] for e in encs], dtype=np.int64)
+        batch = np.zeros((len(encs), int(lengths.max()), encs[0].shape[1]), dtype=np.float32)
+        for b, e in enumerate(encs):
+            batch[b, : e.shape[0]] = e
+        state = [np.zeros((len(encs), *shape), dtype=np.float32) for shape in self._decoder_init]
+        return attention.greedy(batch, lengths, self._decoder_step, state, max_len_ratio)
 
     def _joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:
         return self.joiner.run(None, {"encoder_frame": frame, "predictor_out": pred_out})[0]
@@ -163,8 +201,8 @@ class ExportedModel:
     ) -> Result | list[Result]:
         """Transcribe one item (returns a Result) or a list (returns a list, in order).
 
-        ``search``: ``ctc_greedy``, ``ctc_prefix_beam`` or ``transducer_greedy`` (default: the
-        export's); options such as ``beam_size=10`` go with it. Audio longer than
+        ``search``: ``ctc_greedy``, ``ctc_prefix_beam``, ``transducer_greedy`` or ``greedy`` (the
+        attention decoder; default: the export's); options such as ``beam_size=10`` go with it. Audio longer than
         ``max_segment_seconds`` is cut at its longest pauses (:mod:`kospeech.inference.segment`,
         as the PyTorch API does) and the pieces' times are put back on the whole item.
         """
@@ -196,13 +234,13 @@ class ExportedModel:
         for start in range(0, len(pieces), batch_size):
             chunk = pieces[start : start + batch_size]
             try:
-                outs: list[np.ndarray | None] = list(self.network_outputs([w for _, _, w in chunk]))
+                done: list[tuple[list[int], list[TokenSpan]] | None] = list(
+                    self._decode_batch(self._run([w for _, _, w in chunk]), cfg))
             except KoSpeechError:
-                outs = [None] * len(chunk)  # decode one by one below, so one bad item names itself
-            for (i, offset, wave), out in zip(chunk, outs):
+                done = [None] * len(chunk)  # decode one by one below, so one bad item names itself
+            for (i, offset, wave), one in zip(chunk, done):
                 try:
-                    out = self.network_outputs([wave])[0] if out is None else out
-                    tokens, spans = self._decode(out, cfg)
+                    tokens, spans = self._decode_batch(self._run([wave]), cfg)[0] if one is None else one
                     decoded[i].append((offset / rate, (offset + wave.size) / rate, tokens, spans))
                 except KoSpeechError as err:
                     failed[i] = f"{names[i][0]}: {err}"
@@ -222,15 +260,29 @@ class ExportedModel:
             cfg = {"name": search, **options}
         else:
             cfg = {**search, **options}
-        if cfg.get("name") not in SEARCHES[self.head]:
-            raise ConfigError(f"search {cfg.get('name')!r}: the runtime has {', '.join(SEARCHES[self.head])} for "
-                              f"{self.head} models")
+        if cfg.get("name") not in self.searches:
+            raise ConfigError(f"search {cfg.get('name')!r}: the runtime has {', '.join(self.searches)} for "
+                              f"this {self.head} export")
         unknown = set(cfg) - {"name", *OPTIONS[cfg["name"]]}
         if unknown:
             names = ", ".join(sorted(unknown))
             raise ConfigError(f"search {cfg['name']}: unknown option(s) {names}; it takes "
                               f"{', '.join(OPTIONS[cfg['name']]) or 'none'}")
         return cfg
+
+    def _decode_batch(self, outs: Sequence[Mapping[str, np.ndarray]],
+                      cfg: Mapping[str, Any]) -> list[tuple[list[int], list[TokenSpan]]]:
+        """Pieces' first-graph outputs -> token ids and spans; the attention decoder runs them as one batch."""
+        if cfg["name"] != "greedy":
+            return [self._decode(o[self._first_output], cfg) for o in outs]
+        step = self.frame_seconds
+        decoded = []
+        for o, tokens in zip(outs, self.attention_greedy(outs, float(cfg.get("max_len_ratio", 1.0)))):
+            # word times by CTC forced alignment when the model has a CTC head (as the PyTorch API)
+            spans = ctc.align(o["log_probs"], tokens) or [] if "log_probs" in o and tokens else []
+            decoded.append((tokens, [TokenSpan(self.tokenizer.id_to_token(t), s * step, e * step, round(p, 4))
+                                     for t, s, e, p in spans]))
+        return decoded
 
     def _decode(self, out: np.ndarray, cfg: Mapping[str, Any]) -> tuple[list[int], list[TokenSpan]]:
         """One piece's network output -> token ids and their spans in seconds from the piece's start."""

@@ -304,6 +304,36 @@ def test_attention_decoder_export_matches_pytorch_greedy(name: str, ctc_checkpoi
     else:
         with pytest.raises(ConfigError, match="greedy"):
             model.transcribe(waves[0], search="ctc_greedy")
+    if name == "transformer":  # the decoder search needs no torch either
+        _greedy_without_torch(out, waves[:2], [r.tokens for r in theirs[:2]], tmp_path)
+
+
+def _greedy_without_torch(export: Path, waves: list[np.ndarray], expected: list[list[int]], tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from .test_runtime import BLOCKER, REPO
+
+    np.save(tmp_path / "waves.npy", np.stack([np.pad(w, (0, max(map(len, waves)) - len(w))) for w in waves]))
+    lengths = [len(w) for w in waves]
+    script = BLOCKER + textwrap.dedent(
+        f"""
+        import json, numpy as np, kospeech.runtime
+        waves = np.load({str(tmp_path / "waves.npy")!r})
+        model = kospeech.runtime.load({str(export)!r})
+        results = model.transcribe([w[:n] for w, n in zip(waves, {lengths!r})], search="greedy")
+        blocked = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+        print(json.dumps({{"tokens": [r.tokens for r in results], "torch": blocked}}))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"tokens": expected, "torch": []}
 
 
 def test_export_refuses_a_decoder_state_it_cannot_flatten(ctc_checkpoint: dict, tmp_path: Path) -> None:

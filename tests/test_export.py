@@ -278,9 +278,10 @@ def test_attention_decoder_export_matches_pytorch_greedy(name: str, ctc_checkpoi
 
     ckpt = _variant(ctc_checkpoint, ATTENTION_MODELS[name], tmp_path / f"{name}.pt")
     out = tmp_path / name
-    assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    assert main(["export", str(ckpt), "--out", str(out), "--quantize", "int8"]) == 0
     manifest = yaml.safe_load((out / "model.yaml").read_text(encoding="utf-8"))
     net = manifest["network"]
+    assert manifest["files"]["decoder_int8"] == "decoder.int8.onnx"
     with_ctc = name == "transformer_ctc"
     assert net["head"] == ("ctc" if with_ctc else "attention")
     first = "model.onnx" if with_ctc else "encoder.onnx"
@@ -289,7 +290,7 @@ def test_attention_decoder_export_matches_pytorch_greedy(name: str, ctc_checkpoi
     assert manifest["check"]["max_abs_diff"] < 1e-3 and net["decoder_state"]
     assert manifest["decode"]["search"] == {"name": "ctc_greedy" if with_ctc else "greedy"}
     waves = ctc_checkpoint["waves"][:4]
-    model = runtime.load(out)
+    model = runtime.load(out, int8=False)
     ours = model.transcribe(waves, search="greedy")
     theirs = kospeech.load(ckpt, device="cpu", search="greedy").transcribe(waves)
     assert all(r.ok for r in ours)
@@ -298,6 +299,7 @@ def test_attention_decoder_export_matches_pytorch_greedy(name: str, ctc_checkpoi
     assert [r.text for r in ours] == [r.text for r in theirs]
     one_by_one = [model.transcribe(w, search="greedy").tokens for w in waves]  # batching changes nothing
     assert one_by_one == [r.tokens for r in ours]
+    assert all(r.ok for r in runtime.load(out).transcribe(waves, search="greedy", max_len_ratio=0.5))  # int8
     if with_ctc:
         assert [r.text for r in model.transcribe(waves)] == torch_greedy_texts(ckpt, waves)  # CTC by default
         assert [w.text for w in ours[0].words] == [w.text for w in theirs[0].words]
@@ -346,6 +348,13 @@ def test_export_refuses_a_decoder_state_it_cannot_flatten(ctc_checkpoint: dict, 
         export_onnx(ckpt, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert main(["export", str(ckpt), "--out", str(tmp_path / "out")]) == 1
+    # with a CTC head the model still exports, CTC only
+    ckpt = _variant(ctc_checkpoint, {**las, "ctc_weight": 0.3}, tmp_path / "las_ctc.pt")
+    export_onnx(ckpt, tmp_path / "ctc")
+    manifest = yaml.safe_load((tmp_path / "ctc" / "model.yaml").read_text(encoding="utf-8"))
+    assert manifest["network"]["graphs"] == ["model.onnx"] and "decoder" not in manifest["files"]
+    assert {p.name for p in (tmp_path / "ctc").iterdir()} >= {"model.onnx"}
+    assert not (tmp_path / "ctc" / "decoder.onnx").exists()
 
 
 OTHER_CTC_MODELS = {

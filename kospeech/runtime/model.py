@@ -32,6 +32,9 @@ SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer
 OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size",), "transducer_greedy": ("max_symbols_per_frame",),
            "greedy": ("max_len_ratio",)}
 Item = str | os.PathLike | np.ndarray | bytes
+#: onnxruntime input types of decoder state tensors -> numpy (the zero start state)
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+           "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
 class ExportedModel:
@@ -87,6 +90,7 @@ class ExportedModel:
         if self.decoder is not None:
             self._decoder_init = [list(s) for s in net.get("decoder_state", [])]
             self._decoder_inputs = [i.name for i in self.decoder.get_inputs()[3:]]
+            self._decoder_dtypes = [_DTYPES.get(i.type, np.float32) for i in self.decoder.get_inputs()[3:]]
             if self.head == "ctc":
                 self.searches = (*self.searches, "greedy")
         with np.load(d / files.get("frontend_arrays", mf.FRONTEND_ARRAYS)) as arrays:
@@ -181,7 +185,7 @@ class ExportedModel:
         batch = np.zeros((len(encs), int(lengths.max()), encs[0].shape[1]), dtype=np.float32)
         for b, e in enumerate(encs):
             batch[b, : e.shape[0]] = e
-        state = [np.zeros((len(encs), *shape), dtype=np.float32) for shape in self._decoder_init]
+        state = [np.zeros((len(encs), *shape), dtype=dt) for shape, dt in zip(self._decoder_init, self._decoder_dtypes)]
         return attention.greedy(batch, lengths, self._decoder_step, state, max_len_ratio)
 
     def _joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --tokenizer) tokenizer=$2; shift 2 ;;
     --vocab-size|--vocab_size) vocab_size=$2; shift 2 ;;
     --train-input|--train_input) train_input=$2; shift 2 ;;
-    --train-opts|--train_opts) train_opts=$2; shift 2 ;;
+    --train-opts|--train_opts) train_opts="${train_opts:+$train_opts }$2"; shift 2 ;;  # after a recipe's own
     --average) average=$2; shift 2 ;;
     --corpus-root|--corpus_root) corpus_root=$2; shift 2 ;;
     --help|-h) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
@@ -156,4 +156,15 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     dirs+=("$out")
   done
   kospeech compare "${dirs[@]}" --out "$exp"
+  # the updates behind the table: with a wall-clock budget they depend on the machine
+  if [ -f "$exp/log.jsonl" ]; then
+    kospeech_python - "$exp/log.jsonl" <<'PY'
+import json, sys
+recs = [json.loads(x) for x in open(sys.argv[1], encoding="utf-8") if x.strip()]
+steps = [r for r in recs if "step" in r and "time" in r]
+if steps:
+    minutes = (steps[-1]["time"] - steps[0]["time"]) / 60
+    print(f"training: {steps[-1]['step']} updates, {minutes:.1f} min from the first to the last log line ({sys.argv[1]})")
+PY
+  fi
 fi

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint venv espeak bench clean
+.PHONY: demo test lint venv espeak chromium bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
@@ -16,18 +16,24 @@ venv: $(VENV)/.installed
 espeak:
 	@command -v espeak-ng >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
 
+# headless Chromium, its WebDriver and a Korean font, for the web demo's browser tests (tests/test_serve_browser.py)
+chromium:
+	@command -v chromedriver >/dev/null 2>&1 && fc-list | grep -qi nanum || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq chromium chromium-driver fonts-nanum; }
+
 demo: venv espeak
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash recipes/mini/run.sh
 
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv espeak lint
+test: venv espeak chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv espeak
 	$(PY) bench/features.py
 	$(PY) bench/decode.py
+	$(PY) bench/export.py
 
 clean:
 	rm -rf recipes/mini/exp recipes/mini/data recipes/mini/dump recipes/mini/corpus

@@ -2,15 +2,20 @@
 
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx>=1.14", "onnxruntime>=1.16"]
+SERVE = ["flask>=2.3"]
+
 setup(
     name="kospeech",
     version="0.1.0",
     description="Korean end-to-end speech recognition toolkit (plugin registry, recipes for KsponSpeech and Zeroth)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",  # as the original KoSpeech (sooftware/kospeech)
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["kospeech", "kospeech.*"]),
-    package_data={"kospeech": ["resources/*", "resources/**/*"]},
+    package_data={"kospeech": ["resources/*", "resources/**/*", "serve/static/*"]},
     install_requires=[
         "torch>=2.4,<2.15",  # torchaudio 2.11 (no pin of its own) loads beside torch up to 2.14
         "torchaudio>=2.4,<2.12",
@@ -23,7 +28,12 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6"],
+        # `kospeech export` (and the torch-free runtime, which needs only onnxruntime of these)
+        "export": EXPORT,
+        # `kospeech serve`
+        "serve": SERVE,
+        # tests exercise every extra (selenium drives the demo page in headless Chromium)
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},
 )

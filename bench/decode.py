@@ -30,7 +30,7 @@ SENTENCES = [
     "주말에 뭐 해요", "버스 정류장이 어디예요", "생일 축하해요", "괜찮아요", "좋은 하루 보내세요",
 ]
 SR = 16000
-TINY = {"d_model": 64, "heads": 4, "ff_dim": 128, "num_layers": 2, "dropout": 0.0}
+TINY = {"d_model": 64, "num_heads": 4, "ff_dim": 128, "num_layers": 2, "dropout": 0.0}
 CONFORMER = {"name": "conformer", "encoder": {"name": "conformer", "d_model": 64, "ff_dim": 128, "num_layers": 2,
                                               "dropout": 0.0},
              "decoder": {"name": "transformer", **TINY}, "ctc_weight": 0.3}

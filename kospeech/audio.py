@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +60,25 @@ def read_pcm(path: str | os.PathLike[str]) -> np.ndarray:
     return samples.astype(np.float32) / _INT16_SCALE
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _decode_soundfile(source: Any, name: str) -> tuple[np.ndarray, int]:
+    """soundfile's decode of a path or a file object -> float32 mono wave and its rate; ``name`` for errors."""
     import soundfile as sf
 
-    _check_file(path)
     try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        wave, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, TypeError) as err:
         raise DataError(
-            f"audio file {path} is not audio that soundfile can decode (wav, flac, ogg; raw PCM needs a .pcm "
-            f"suffix): {err}"
+            f"{name} is not audio that soundfile can decode (wav, flac, ogg; raw PCM needs a .pcm suffix): {err}"
         ) from None
     if wave.shape[0] == 0:
-        raise DataError(f"audio file {path} has a valid header but no samples")
+        raise DataError(f"{name} has a valid header but no samples")
     mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    _check_file(path)
+    return _decode_soundfile(str(path), f"audio file {path}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -83,19 +88,52 @@ def _resampler(orig_rate: int, new_rate: int) -> Any:
     return T.Resample(orig_rate, new_rate)
 
 
+def resample_fft(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling in numpy alone (the spectrum cut or zero-padded), for the torch-free runtime.
+
+    Exact for periodic signals; at the ends of a finite wave it leaks a few milliseconds of
+    ringing, which is silence or noise in speech files.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    n_out = max(1, int(round(wave.size * new_rate / orig_rate)))
+    spec = np.fft.rfft(wave)
+    out_spec = np.zeros(n_out // 2 + 1, dtype=spec.dtype)
+    keep = min(spec.size, out_spec.size)
+    out_spec[:keep] = spec[:keep]
+    return (np.fft.irfft(out_spec, n_out) * (n_out / wave.size)).astype(np.float32)
+
+
 def resample_wave(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc); a no-op when the rates agree.
 
     The sinc kernel is built once per rate pair and cached (torchaudio.transforms.Resample):
-    building it costs more than applying it to a few seconds of audio.
+    building it costs more than applying it to a few seconds of audio. Where torch is not
+    installed (``kospeech.runtime`` on a lean machine), :func:`resample_fft` does the job.
     """
     if orig_rate == new_rate:
         return wave
-    import torch
+    try:
+        import torch
+        import torchaudio  # noqa: F401
+    except ImportError:
+        return resample_fft(wave, orig_rate, new_rate)
 
     with torch.no_grad():
         out = _resampler(int(orig_rate), int(new_rate))(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
     return out.numpy()
+
+
+def read_audio_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
+    """An audio file's content (wav, flac, ogg) as a float32 mono wave and its rate; ``name`` for errors.
+
+    For uploads and standard input, which have no path; raw PCM has no header, so the bytes
+    must be a file format.
+    """
+    import io
+
+    if not data:
+        raise DataError(f"{name}: no audio bytes (empty input)")
+    return _decode_soundfile(io.BytesIO(bytes(data)), name)
 
 
 def read_audio(
@@ -112,7 +150,9 @@ def read_audio(
     if is_pcm(path):
         wave, rate = read_pcm(path), PCM_SAMPLE_RATE
     else:
+        check_wav_complete(path)
         wave, rate = _read_soundfile(path)
+    check_finite(wave, str(path))
     if rate != sample_rate:
         if not resample:
             raise DataError(
@@ -170,3 +210,93 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
     if info.samplerate <= 0:
         raise DataError(f"audio file {path} has an invalid sample rate in its header")
     return info.frames / info.samplerate
+
+
+def check_finite(wave: np.ndarray, name: str) -> None:
+    """NaN or inf samples (a broken converter, a float WAV gone wrong) would decode to empty or
+    garbage text without a word; refuse them, naming the item and where the first one is."""
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(f"audio {name} has {int(bad.sum())} NaN/inf samples (the first at sample {first}); "
+                        "the file is damaged")
+
+
+def check_wav_complete(path: str | os.PathLike[str]) -> None:
+    """A WAV whose data chunk is shorter than its header says (a copy cut short) is refused.
+
+    libsndfile reads such a file up to where it ends, so it would transcribe partially and
+    silently; the header's own size tells us it is incomplete.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            size = path.stat().st_size
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                declared = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    held = size - pos - 8
+                    if declared != 0xFFFFFFFF and held < declared:
+                        raise DataError(
+                            f"audio file {path} is cut short: its header announces {declared} bytes of audio but "
+                            f"the file holds {held}; re-copy it (or drop the utterance)"
+                        )
+                    return
+                pos += 8 + declared + (declared & 1)
+    except OSError as err:
+        raise DataError(f"audio file {path} cannot be read: {err}") from None
+
+
+def stream_audio(
+    path: str | os.PathLike[str], *, sample_rate: int = PCM_SAMPLE_RATE, block_seconds: float = 30.0
+) -> tuple[float, Iterator[np.ndarray]]:
+    """``(seconds, blocks)``: a file of any length as float32 mono blocks at ``sample_rate``.
+
+    Memory is one block whatever the file's length (``.pcm`` through a memory map, other formats
+    through soundfile's block reader); each block is checked for NaN samples and resampled.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    size = _check_file(path)
+    if is_pcm(path):
+        if size % 2:
+            raise DataError(f"audio file {path} is a truncated 16-bit PCM file: {size} bytes is an odd count")
+        samples = np.memmap(path, dtype="<i2", mode="r")
+        rate, total = PCM_SAMPLE_RATE, len(samples)
+        step = int(block_seconds * rate)
+
+        def pcm_blocks() -> Iterator[np.ndarray]:
+            for start in range(0, total, step):
+                yield samples[start : start + step].astype(np.float32) / _INT16_SCALE
+
+        blocks: Iterator[np.ndarray] = pcm_blocks()
+    else:
+        check_wav_complete(path)
+        try:
+            info = sf.info(str(path))
+        except (sf.SoundFileError, RuntimeError, TypeError) as err:
+            raise DataError(f"audio file {path} is not audio that soundfile can decode (wav, flac, ogg; raw PCM "
+                            f"needs a .pcm suffix): {err}") from None
+        rate, total = int(info.samplerate), int(info.frames)
+        if total == 0:
+            raise DataError(f"audio file {path} has a valid header but no samples")
+
+        def sf_blocks() -> Iterator[np.ndarray]:
+            for block in sf.blocks(str(path), blocksize=int(block_seconds * rate), dtype="float32", always_2d=True):
+                yield block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+
+        blocks = sf_blocks()
+
+    def checked() -> Iterator[np.ndarray]:
+        for block in blocks:
+            check_finite(block, str(path))
+            yield resample_wave(np.ascontiguousarray(block, dtype=np.float32), rate, sample_rate)
+
+    return total / rate, checked()

@@ -55,12 +55,22 @@ def _yaml_error(path: Path | str, err: yaml.YAMLError) -> ConfigError:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """One YAML file as a mapping; syntax errors name the file, line and column."""
+    """One YAML file as a mapping; syntax errors name the file, line and column.
+
+    Read as the toolkit reads every text file: UTF-8, else CP949 (line by line, BOM dropped).
+    """
+    from kospeech.data.datadir import decode_lines
+    from kospeech.errors import DataError
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = "\n".join(decode_lines(path.read_bytes(), path)[0])  # UTF-8, or CP949 as Windows editors save it
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder; give a YAML file") from None
+    except DataError as err:
+        raise ConfigError(str(err)) from None
     try:
         data = yaml_load(text)
     except yaml.YAMLError as err:
@@ -141,12 +151,9 @@ def dump_config(cfg: Mapping[str, Any]) -> str:
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> Path:
     """Write the resolved config atomically, so a crash never leaves half a file beside a model."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(cfg), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from kospeech.data.datadir import write_atomic
+
+    return write_atomic(path, dump_config(cfg))
 
 
 def get_path(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

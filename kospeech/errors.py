@@ -15,3 +15,7 @@ class RegistryError(ConfigError):
 
 class DataError(KoSpeechError, ValueError):
     """Audio, transcripts or data dirs that cannot be read; the message names the file."""
+
+
+class TrainingError(KoSpeechError, RuntimeError):
+    """A run that cannot usefully go on (every update non-finite); the message says where it stopped."""

@@ -6,6 +6,12 @@ All rates are percentages. Definitions:
   characters with all whitespace removed, over the number of reference characters. Korean word
   spacing is inconsistent even in human transcripts, so spaces are not scored as characters;
   this is the usual Korean measure (KsponSpeech paper, KoSpeech).
+- **CER with spaces** (``cer_spaces=True``; ``kospeech score --cer-spaces``): whitespace runs
+  collapse to one space, which is then scored as a character like any other, as ESPnet's
+  ``score_cer`` does (its char tokenizer turns each space into a ``<space>`` token). ESPnet's
+  published Korean CERs (KsponSpeech, Zeroth) are of this kind; they are not comparable with
+  the default CER, since a spacing slip counts there and the reference is longer by a space
+  per word boundary. sWER and the alignments sWER uses stay space-free.
 - **CRR** = 100 - CER, the "character recognition rate" KoSpeech reports.
 - **WER**: edits between whitespace-separated words, over the reference word count.
 - **sWER** (space-normalised WER, Bang et al. 2020, "KsponSpeech: Korean spontaneous speech
@@ -36,6 +42,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CORRECT, SUBSTITUTION, DELETION, INSERTION = "C", "S", "D", "I"
+SPACE_MARK = "\u2581"  # how a scored space shows in alignments (sentencepiece's word mark)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,9 +191,9 @@ def align(ref: Sequence[str], hyp: Sequence[str]) -> Alignment:
     return align_batch([(ref, hyp)])[0]
 
 
-def chars(text: str) -> str:
-    """The characters CER scores: NFC, whitespace removed."""
-    return "".join(unicodedata.normalize("NFC", text).split())
+def chars(text: str, *, spaces: bool = False) -> str:
+    """The characters CER scores: NFC, whitespace removed (``spaces``: one space kept between words)."""
+    return (" " if spaces else "").join(unicodedata.normalize("NFC", text).split())
 
 
 def words(text: str) -> list[str]:
@@ -197,9 +204,9 @@ def _rate(errors: int, length: int) -> float:
     return 100.0 * errors / max(length, 1)
 
 
-def cer(ref: str, hyp: str) -> float:
-    """Character error rate in percent, spaces removed."""
-    a = align(chars(ref), chars(hyp))
+def cer(ref: str, hyp: str, *, spaces: bool = False) -> float:
+    """Character error rate in percent, spaces removed (``spaces``: scored as characters, ESPnet's CER)."""
+    a = align(chars(ref, spaces=spaces), chars(hyp, spaces=spaces))
     return _rate(a.errors, a.ref_len)
 
 
@@ -293,6 +300,7 @@ class CorpusScore:
     ``substitutions``, ``deletions`` and ``insertions`` are character counts (those behind CER);
     ``word_*`` are the word counts behind WER. ``n_missing`` utterances had no hypothesis and
     count as all deletions; ``n_extra`` hypotheses had no reference and were ignored.
+    ``cer_spaces``: the character counts score the space between words as a character.
     """
 
     cer: float
@@ -310,6 +318,7 @@ class CorpusScore:
     n_utts: int
     n_missing: int
     n_extra: int
+    cer_spaces: bool = False
     utts: list[UttScore] = field(default_factory=list, repr=False)
 
     def to_dict(self, *, with_utts: bool = False) -> dict[str, Any]:
@@ -332,8 +341,9 @@ class CorpusScore:
         return out
 
     def summary(self) -> str:
+        cer = "CER (spaces scored)" if self.cer_spaces else "CER"
         return (
-            f"CER {self.cer:.2f}% (CRR {self.crr:.2f}%)  WER {self.wer:.2f}%  sWER {self.swer:.2f}%  "
+            f"{cer} {self.cer:.2f}% (CRR {self.crr:.2f}%)  WER {self.wer:.2f}%  sWER {self.swer:.2f}%  "
             f"[{self.n_utts} utts, {self.ref_chars} chars: S={self.substitutions} D={self.deletions} "
             f"I={self.insertions}; {self.n_missing} missing]"
         )
@@ -346,22 +356,30 @@ class CorpusScore:
         )
 
 
-def score_utterances(items: Sequence[tuple[str, str, str | None]]) -> list[UttScore]:
-    """Scores of ``(utt_id, ref, hyp)`` triples; ``hyp=None`` (missing) scores as an empty hypothesis."""
+def score_utterances(items: Sequence[tuple[str, str, str | None]], *, cer_spaces: bool = False) -> list[UttScore]:
+    """Scores of ``(utt_id, ref, hyp)`` triples; ``hyp=None`` (missing) scores as an empty hypothesis.
+
+    ``cer_spaces``: the character counts score spaces (ESPnet's CER); sWER is unchanged.
+    """
     refs = [ref for _, ref, _ in items]
     hyps = [hyp or "" for _, _, hyp in items]
     char_al = align_batch([(chars(r), chars(h)) for r, h in zip(refs, hyps)])
     word_al = align_batch([(words(r), words(h)) for r, h in zip(refs, hyps)])
     spaced = [space_normalize(r, h, a) for r, h, a in zip(refs, hyps, char_al)]
     sword_al = align_batch([(words(r), words(h)) for r, h in zip(refs, spaced)])
+    if cer_spaces:
+        char_al = align_batch([(chars(r, spaces=True), chars(h, spaces=True)) for r, h in zip(refs, hyps)])
     return [
         UttScore(utt_id, ref, hyp, Counts.of(c), Counts.of(w), Counts.of(sw))
         for (utt_id, ref, hyp), c, w, sw in zip(items, char_al, word_al, sword_al)
     ]
 
 
-def score_corpus(refs: Mapping[str, str], hyps: Mapping[str, str]) -> CorpusScore:
-    """Score every reference utterance; a missing hypothesis counts as all deletions (logged)."""
+def score_corpus(refs: Mapping[str, str], hyps: Mapping[str, str], *, cer_spaces: bool = False) -> CorpusScore:
+    """Score every reference utterance; a missing hypothesis counts as all deletions (logged).
+
+    ``cer_spaces``: CER scores the space between words as a character (ESPnet's CER).
+    """
     missing = [u for u in refs if u not in hyps]
     extra = [u for u in hyps if u not in refs]
     if missing:
@@ -373,7 +391,7 @@ def score_corpus(refs: Mapping[str, str], hyps: Mapping[str, str]) -> CorpusScor
         )
     if extra:
         logger.warning("%d hypotheses have no reference and are ignored (first: %s)", len(extra), ", ".join(extra[:5]))
-    utts = score_utterances([(u, ref, hyps.get(u)) for u, ref in refs.items()])
+    utts = score_utterances([(u, ref, hyps.get(u)) for u, ref in refs.items()], cer_spaces=cer_spaces)
 
     def total(attr: str, part: str) -> int:
         return sum(getattr(getattr(u, part), attr) for u in utts)
@@ -397,6 +415,7 @@ def score_corpus(refs: Mapping[str, str], hyps: Mapping[str, str]) -> CorpusScor
         n_utts=len(utts),
         n_missing=len(missing),
         n_extra=len(extra),
+        cer_spaces=cer_spaces,
         utts=utts,
     )
 
@@ -414,10 +433,11 @@ def _pad(text: str, width: int) -> str:
     return text + " " * (width - _width(text))
 
 
-def format_alignment(utt_id: str, ref: str, hyp: str | None, *, unit: str = "char") -> str:
+def format_alignment(utt_id: str, ref: str, hyp: str | None, *, unit: str = "char", spaces: bool = False) -> str:
     """An sclite-like block: an ``id:`` line, then REF / HYP / Eval lines in aligned columns.
 
-    ``unit`` is ``char`` (spaces removed, as CER counts) or ``word``. Gaps are ``*``; the Eval
+    ``unit`` is ``char`` (spaces removed, as CER counts; ``spaces``: kept and shown as ``▁``)
+    or ``word``. Gaps are ``*``; the Eval
     line marks each column S, D or I (blank when correct)::
 
         id: (utt1)  (#C #S #D #I) 4 1 1 0
@@ -427,10 +447,13 @@ def format_alignment(utt_id: str, ref: str, hyp: str | None, *, unit: str = "cha
     """
     if unit not in ("char", "word"):
         raise ValueError(f"unit must be 'char' or 'word', got {unit!r}")
-    split = chars if unit == "char" else words
-    a = align(split(ref), split(hyp or ""))
+    if unit == "char":
+        a = align(chars(ref, spaces=spaces), chars(hyp or "", spaces=spaces))
+    else:
+        a = align(words(ref), words(hyp or ""))
     ref_cols, hyp_cols, eval_cols = [], [], []
     for op, r, h in a.ops:
+        r, h = (SPACE_MARK if r == " " else r), (SPACE_MARK if h == " " else h)
         w = max(_width(r or ""), _width(h or ""), 1)
         ref_cols.append(_pad(r, w) if r is not None else "*" * w)
         hyp_cols.append(_pad(h, w) if h is not None else "*" * w)

@@ -20,7 +20,7 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-pytest_plugins: list[str] = ["tests.fixtures.corpus"]
+pytest_plugins: list[str] = ["tests.fixtures.corpus", "tests.fixtures.deploy"]
 
 SAMPLE_RATE = 16000
 SHORT_SENTENCES = [

@@ -48,7 +48,7 @@ def test_attention_forward_backward_and_masking(key: str, fbank_batch: dict) -> 
     att.eval()  # no dropout: weights must sum to one exactly
     context, weights, _ = att(query, keys, keys, mask)
     b, t = mask.shape
-    assert context.shape == (b, 3, att.out_dim)
+    assert context.shape == (b, 3, att.output_dim)
     assert weights.shape == (b, att.num_heads, 3, t)
     # masked frames get exactly zero weight; each row is a distribution over the real frames
     assert weights.detach().masked_select(~mask[:, None, None, :]).abs().max().item() == 0.0
@@ -100,7 +100,7 @@ def test_scaled_dot_shares_the_value_projection_like_kospeech() -> None:
     att = build("attention", {"name": "scaled_dot"}, query_dim=512, key_dim=512)
     names = [n for n, _ in att.named_parameters()]
     assert names == ["query_proj.weight", "query_proj.bias", "value_proj.weight", "value_proj.bias"]
-    assert att.out_dim == 512 and att.num_heads == 8
+    assert att.output_dim == 512 and att.num_heads == 8
 
 
 def test_heads_must_divide_attention_dim() -> None:

@@ -75,6 +75,32 @@ def test_spec_augment_is_seeded_and_training_only(feature_batch) -> None:
     assert torch.equal(d, SpecAugment()(dict(feature_batch))["features"])  # seed null: from torch's RNG
 
 
+def test_absolute_time_mask_width_is_frames_not_a_share_of_the_length() -> None:
+    """ESPnet's T=40 frames: a long and a short utterance get masks of the same largest width,
+    which a ratio cannot do; widths reach the bound, never pass it, and stay inside the length."""
+    lengths = torch.tensor([1000, 120, 30])
+    feats = torch.ones(3, 1000, 8)
+    aug = SpecAugment(num_freq_masks=0, num_time_masks=1, time_mask_width=40, seed=0)
+    widest = {b: 0 for b in range(3)}
+    for _ in range(200):
+        out = aug({"features": feats.clone(), "feature_lengths": lengths})["features"]
+        for b, n in enumerate(lengths.tolist()):
+            masked = out[b, :, 0] == 0
+            assert not bool(masked[n:].any())
+            idx = masked.nonzero().flatten()
+            if idx.numel():  # one mask: a contiguous run
+                assert int(idx[-1] - idx[0] + 1) == idx.numel()
+            widest[b] = max(widest[b], int(masked.sum()))
+    assert widest[0] == 40 and widest[1] == 40  # 4% and 33% of the lengths: the same frames
+    assert widest[2] == 30  # capped by a 30-frame utterance
+    ratio = SpecAugment(num_freq_masks=0, num_time_masks=1, time_mask_ratio=0.04, seed=0)
+    short = max(int((ratio({"features": feats.clone(), "feature_lengths": lengths})["features"][1, :, 0] == 0).sum())
+                for _ in range(200))
+    assert short <= 4  # the ratio gives the 120-frame utterance masks of at most 4 frames
+    with pytest.raises(ConfigError, match="time_mask_width"):
+        SpecAugment(time_mask_width=-1)
+
+
 def test_time_warp_keeps_shape_and_order() -> None:
     lengths = torch.tensor([50, 30, 8])
     ramp = torch.arange(50, dtype=torch.float32)[None, :, None].repeat(3, 1, 4)

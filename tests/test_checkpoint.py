@@ -11,6 +11,7 @@ import torch
 
 from kospeech.cli import main as cli_main
 from kospeech.errors import DataError
+from kospeech.inference.loading import load_for_inference
 from kospeech.train.average import average_checkpoints, average_last, last_checkpoints
 from kospeech.train.checkpoint import (
     BEST,
@@ -19,7 +20,6 @@ from kospeech.train.checkpoint import (
     atomic_save,
     list_checkpoints,
     load_checkpoint,
-    load_for_inference,
     prune_checkpoints,
     read_lang_dir,
     rng_state,

@@ -11,7 +11,7 @@ import yaml
 
 from kospeech.errors import ConfigError
 from kospeech.models.transformer import decoder_io
-from kospeech.nn.conformer import MaskedBatchNorm1d
+from kospeech.nn.norm import MaskedBatchNorm1d
 from kospeech.nn.transformer import sinusoid_table
 from kospeech.registry import build
 from tests.test_transformer import (
@@ -34,7 +34,7 @@ from tests.test_transformer import (
 
 TINY_CONFORMER_ENCODER = (
     f"{{name: conformer, extractor: {TINY_EXTRACTOR}, d_model: 64, ff_dim: 128, num_layers: 2, kernel_size: 7, "
-    "dropout: 0.0, attention: {name: relative_multi_head, heads: 2}}"
+    "dropout: 0.0, attention: {name: relative_multi_head, num_heads: 2}}"
 )
 TINY_PREDICTOR = "{name: transducer, embed_dim: 32, hidden_dim: 64, dropout: 0.0}"
 HEAD_CONFIGS = {
@@ -65,7 +65,7 @@ EXPECTED_PARTS = {"ctc": {"loss", "ctc"}, "attention": {"loss", "ctc", "att"}, "
 @pytest.mark.parametrize("query_len,key_len", [(5, 5), (3, 7), (6, 2)])
 def test_relative_attention_scores_match_the_formula(query_len, key_len):
     """Weights equal softmax(((q+u).k + (q+v).W_p p(i-j)) / sqrt(d_k)) computed pair by pair."""
-    att = build_yaml("attention", "{name: relative_multi_head, heads: 2}", query_dim=16, key_dim=16).eval()
+    att = build_yaml("attention", "{name: relative_multi_head, num_heads: 2}", query_dim=16, key_dim=16).eval()
     query, keys = torch.randn(1, query_len, 16), torch.randn(1, key_len, 16)
     mask = torch.ones(1, key_len, dtype=torch.bool)
     mask[0, -1] = False
@@ -84,13 +84,13 @@ def test_relative_attention_scores_match_the_formula(query_len, key_len):
         scores[:, :, -1] = float("-inf")
         expected = torch.softmax(scores, dim=-1)
     assert state is None
-    assert context.shape == (1, query_len, 16) and att.out_dim == 16
+    assert context.shape == (1, query_len, 16) and att.output_dim == 16
     torch.testing.assert_close(weights[0], expected, atol=1e-6, rtol=0)
     assert float(weights[0, :, :, -1].abs().max()) == 0.0
 
 
 def test_relative_attention_backprops_through_position_biases():
-    att = build_yaml("attention", "{name: relative_multi_head, heads: 4, dropout: 0.1}", query_dim=32, key_dim=32)
+    att = build_yaml("attention", "{name: relative_multi_head, num_heads: 4, dropout: 0.1}", query_dim=32, key_dim=32)
     x = torch.randn(2, 9, 32)
     context, _, _ = att(x, x, x, torch.tensor([[True] * 9, [True] * 5 + [False] * 4]))
     context.pow(2).sum().backward()
@@ -167,9 +167,9 @@ def test_encoder_even_kernel_is_rejected():
 
 
 def test_attention_heads_must_divide_width():
-    with pytest.raises(ConfigError, match="attention_dim \\(64\\) must be divisible by heads \\(3\\)"):
+    with pytest.raises(ConfigError, match="attention_dim \\(64\\) must be divisible by num_heads \\(3\\)"):
         build_yaml("encoder", "{name: conformer, num_layers: 1, d_model: 64, attention: "
-                   "{name: relative_multi_head, heads: 3}}", input_dim=80)
+                   "{name: relative_multi_head, num_heads: 3}}", input_dim=80)
 
 
 def test_encoder_bad_conv_norm_is_a_config_error():
@@ -180,7 +180,7 @@ def test_encoder_bad_conv_norm_is_a_config_error():
 def test_encoder_accepts_another_registered_attention(fbank_batch):
     enc = build_yaml(
         "encoder",
-        TINY_CONFORMER_ENCODER.replace("relative_multi_head, heads: 2", "scaled_dot, attention_dim: 32"),
+        TINY_CONFORMER_ENCODER.replace("relative_multi_head, num_heads: 2", "scaled_dot, attention_dim: 32"),
         input_dim=80,
     )
     y, _ = enc(fbank_batch["features"], fbank_batch["feature_lengths"])

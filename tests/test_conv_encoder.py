@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from kospeech.errors import ConfigError
-from kospeech.nn.conv_encoder import MaskedBatchNorm1d
 from kospeech.nn.mask import lengths_to_mask
+from kospeech.nn.norm import MaskedBatchNorm1d
 from kospeech.registry import build
 from tests.test_deepspeech2 import assert_overfits
 

@@ -181,8 +181,10 @@ def test_kspon_walk_mode_mixed_encodings(kspon_corpus: Path, kspon_data: Path, t
         assert read_scp(tmp_path / "data" / split / "text") == read_scp(kspon_data / split / "text")
     bad = txts[3]
     bad.write_bytes(b"\xff\xfe\xfa\xff broken")
-    with pytest.raises(DataError, match=rf"{bad.name}: transcript is neither UTF-8 nor CP949"):
-        KsponSpeech().prepare(root, tmp_path / "data2")
+    reports = KsponSpeech().prepare(root, tmp_path / "data2")  # one bad transcript costs one utterance
+    assert reports["train"].skipped == {"transcript neither UTF-8 nor CP949": 1}
+    skipped = (tmp_path / "data2" / "train" / "skipped.txt").read_text(encoding="utf-8")
+    assert f"{bad.name}:1: neither UTF-8 nor CP949" in skipped
 
 
 def test_kspon_missing_root_is_an_error(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,8 @@ def test_read_scp_errors_name_file_and_line(tmp_path: Path) -> None:
     p.write_text("a x\nb\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"text:2: 'b' has no value"):
         read_scp(p)
-    p.write_bytes("a 한국어\n".encode("cp949"))
-    with pytest.raises(DataError, match=r"text:1: not valid UTF-8"):
+    p.write_bytes("a 한국어\n".encode() + "b 한국어\n".encode("cp949"))
+    with pytest.raises(DataError, match=r"text:2: this line is CP949"):
         read_scp(p)
 
 
@@ -153,3 +154,22 @@ def test_cli_validate_exit_codes(data_dir: Path, capsys: pytest.CaptureFixture[s
     assert main(["data", "validate", str(data_dir), "--fix"]) == 0
     assert main(["data", "validate", str(data_dir)]) == 0
     assert main(["data", "validate", str(data_dir.parent / "nope")]) == 1
+
+
+def test_write_atomic_text_bytes_mode_and_no_leftovers(tmp_path: Path) -> None:
+    """Text is UTF-8, bytes pass through, the mode follows the umask, and a failed write
+    leaves the old file and no temporary behind."""
+    from kospeech.data.datadir import write_atomic
+
+    target = tmp_path / "sub" / "f.txt"
+    assert write_atomic(target, "안녕\n") == target
+    assert target.read_bytes() == "안녕\n".encode()
+    write_atomic(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(TypeError):
+        write_atomic(target, 3)  # type: ignore[arg-type]
+    assert target.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.txt"]

@@ -21,7 +21,7 @@ from kospeech.text.special import BLANK_ID, EOS_ID
 
 from .conftest import SHORT_SENTENCES
 
-TINY = {"d_model": 32, "heads": 2, "ff_dim": 64, "num_layers": 1, "dropout": 0.0}
+TINY = {"d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1, "dropout": 0.0}
 MODEL = {"name": "transformer", "encoder": {"name": "transformer", **TINY}, "decoder": {"name": "transformer", **TINY},
          "ctc_weight": 0.3}
 TRANSDUCER = {"name": "rnnt", "encoder": {"name": "conformer", "d_model": 32, "ff_dim": 64, "num_layers": 1},
@@ -103,8 +103,9 @@ def test_decode_dump_writes_trn_and_metadata(setup: dict, capsys: pytest.Capture
 
     # the CLI's hypotheses are exactly what the search gives on the dump's features + CMVN
     from kospeech.data.dump import FeatureDump
-    from kospeech.decode import build_search, pad_batch
-    from kospeech.train.checkpoint import load_for_inference
+    from kospeech.data.inputs import pad_arrays as pad_batch
+    from kospeech.decode import build_search
+    from kospeech.inference.loading import load_for_inference
 
     bundle = load_for_inference(setup["ckpt"])
     dump = FeatureDump(setup["dump"])
@@ -147,20 +148,21 @@ def test_transcribe_json_timestamps(setup: dict, capsys: pytest.CaptureFixture[s
     rows = [json.loads(ln) for ln in capsys.readouterr().out.strip().splitlines()]
     assert [r["path"] for r in rows] == [setup["audio"]["utt00"], str(low)]
     for r in rows:
-        ts = r["timestamps"]
-        assert ts, r
-        assert "".join(t["token"] for t in ts).replace("▁", " ").replace("|", " ").strip() != ""
-        assert all(0 <= t["start"] < t["end"] <= r["duration"] + 0.05 for t in ts)
-        assert all(a["end"] <= b["start"] for a, b in zip(ts, ts[1:]))
-        assert len(ts) == len(r["text"].replace(" ", "")) + r["text"].strip().count(" ")
+        words, syllables = r["words"], r["syllables"]
+        assert words and r["error"] is None, r
+        assert " ".join(w["text"] for w in words) == r["text"]
+        assert "".join(s["text"] for s in syllables) == r["text"].replace(" ", "")
+        for spans in (words, syllables):
+            assert all(0 <= t["start"] < t["end"] <= r["duration"] + 0.05 for t in spans)
+            assert all(a["end"] <= b["start"] for a, b in zip(spans, spans[1:]))
 
 
-def test_transcribe_without_ctc_head_says_so(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_transcribe_without_ctc_head_gives_text_without_times(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["transcribe", str(setup["rnnt"]), setup["audio"]["utt01"], "--json", "--search", "transducer_greedy",
                "--device", "cpu"])
     assert rc == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["timestamps"] is None and "no CTC head" in row["note"]
+    assert row["error"] is None and row["words"] == [] and isinstance(row["text"], str)
 
 
 def test_score_and_compare(setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -227,7 +229,7 @@ def test_trained_ctc_model_decodes_its_training_set(setup: dict, tmp_path: Path,
     """Overfit a small CTC model on the 8 utterances, then decode, score, and fuse an LM."""
     from kospeech.data.cmvn import load_cmvn
     from kospeech.data.dump import FeatureDump
-    from kospeech.decode import pad_batch
+    from kospeech.data.inputs import pad_arrays as pad_batch
     from kospeech.registry import build
     from kospeech.text import load_tokenizer, read_lang_dir
     from kospeech.train.checkpoint import atomic_save

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kospeech.cli import main
+from kospeech.cli.compare_cmd import summarise
 from kospeech.metrics import (
     align,
     align_batch,
@@ -119,6 +122,35 @@ def test_format_alignment_exact() -> None:
     assert "[no hypothesis]" in format_alignment("u3", "가", None)
     with pytest.raises(ValueError, match="unit must be 'char' or 'word'"):
         format_alignment("u", "a", "b", unit="syllable")
+
+
+def test_cer_with_spaces_scores_the_space_as_espnet_does(tmp_path) -> None:
+    """ESPnet's CER: the single space between words is one more character, spacing slips count."""
+    ref, hyp = "나는 학교에 간다", "나는 학교 에 갔다"
+    # "나는▁학교에▁간다" (9) vs "나는▁학교▁에▁갔다" (10): one inserted space, 간->갔 => 2/9
+    assert cer(ref, hyp, spaces=True) == pytest.approx(200 / 9)
+    assert cer(ref, hyp) == pytest.approx(100 / 7)  # the default is unchanged
+    assert cer("  오늘   날씨 ", "오늘 날씨", spaces=True) == 0.0  # whitespace runs are one space
+    refs, hyps = {"a": "오늘 날씨가", "b": "좋네요"}, {"a": "오늘날씨가", "b": "좋네요"}
+    plain, spaced = score_corpus(refs, hyps), score_corpus(refs, hyps, cer_spaces=True)
+    assert (plain.cer, plain.ref_chars) == (0.0, 8)
+    assert (spaced.ref_chars, spaced.deletions) == (9, 1) and spaced.cer == pytest.approx(100 / 9)
+    assert spaced.swer == plain.swer == 0.0 and spaced.wer == plain.wer  # word scores unchanged
+    assert spaced.to_dict()["cer_spaces"] is True and "CER (spaces scored)" in spaced.summary()
+    block = format_alignment("a", "오늘 날씨가", "오늘날씨가", spaces=True).splitlines()
+    assert block[1:] == ["REF:  오 늘 ▁ 날 씨 가", "HYP:  오 늘 * 날 씨 가", "Eval:       D"]
+
+    (tmp_path / "ref.trn").write_text("a 오늘 날씨가\nb 좋네요\n", encoding="utf-8")
+    (tmp_path / "hyp.trn").write_text("a 오늘날씨가\nb 좋네요\n", encoding="utf-8")
+    args = ["score", "--ref", str(tmp_path / "ref.trn"), "--hyp", str(tmp_path / "hyp.trn")]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--out", str(tmp_path / "spaced"), "--cer-spaces"]) == 0
+    plain_json = json.loads((tmp_path / "plain" / "scores.json").read_text(encoding="utf-8"))
+    spaced_json = json.loads((tmp_path / "spaced" / "scores.json").read_text(encoding="utf-8"))
+    assert plain_json["cer"] == 0.0 and plain_json["cer_spaces"] is False
+    assert spaced_json["cer"] == pytest.approx(100 / 9) and spaced_json["cer_spaces"] is True
+    assert "▁" in (tmp_path / "spaced" / "result.txt").read_text(encoding="utf-8")
+    assert summarise(tmp_path / "spaced" / "scores.json", n_boot=10)["transcript"].endswith("CER scores spaces")
 
 
 _text = st.text(alphabet="가나다라 ab", max_size=25)

@@ -12,7 +12,7 @@ from tests.test_transformer import TINY_EXTRACTOR, build_yaml, model_args
 
 TINY_CTC_MODEL = (
     f"{{name: conformer, head: ctc, encoder: {{name: conformer, extractor: {TINY_EXTRACTOR}, d_model: 32, "
-    "ff_dim: 64, num_layers: 1, kernel_size: 5, dropout: 0.0, attention: {name: relative_multi_head, heads: 2}}}"
+    "ff_dim: 64, num_layers: 1, kernel_size: 5, dropout: 0.0, attention: {name: relative_multi_head, num_heads: 2}}}"
 )
 
 

@@ -35,7 +35,7 @@ PLUGIN = textwrap.dedent(
         def __init__(self, *, query_dim: int, key_dim: int, num_heads: int = 1, min_width: float = 0.5) -> None:
             super().__init__()
             self.num_heads = num_heads
-            self.out_dim = key_dim
+            self.output_dim = key_dim
             self.min_width = min_width
             self.window = nn.Linear(query_dim, 2 * num_heads)
 
@@ -98,7 +98,7 @@ def test_plugin_attention_replaces_scaled_dot_in_las_and_trains(plugin_dir: Path
     model = build("model", yaml.safe_load("\n".join(swapped)), input_dim=80, vocab_size=fbank_batch["vocab_size"])
     att = model.speller.attention
     assert type(att).__name__ == "GaussianAttention" and isinstance(att, kospeech.nn.Attention)
-    assert model.speller.fc1.in_features == 32 + 64  # sized from the plugin's out_dim (the listener size)
+    assert model.speller.fc1.in_features == 32 + 64  # sized from the plugin's output_dim (the listener size)
 
     batch = (
         fbank_batch["features"],

@@ -307,6 +307,22 @@ def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]
         assert (exp / "decode_eval_clean_ctc_prefix_beam" / "search.txt").read_text() == search
 
 
+def test_average_by_metric_and_espnet_scoring_options(kspon_run: tuple[Path, Path, str]) -> None:
+    """--average N --average-by METRIC decodes the mean of the N best checkpoints (its own decode
+    dirs), and --score-opts --cer-spaces scores ESPnet's way (spaces counted), said in scores.json."""
+    recipe, config, _ = kspon_run
+    exp = recipe / "exp" / "tiny"
+    args = ["--config", config, "--stage", "4", "--average", "1", "--average-by", "valid_cer"]
+    out = _run(["bash", recipe / "run.sh", *args, "--score-opts", "--cer-spaces"])
+    assert "averaging the 1 best checkpoints by valid_cer" in out
+    avg = torch.load(exp / "model_best1_valid_cer.pt", map_location="cpu", weights_only=False)
+    assert avg["averaged_by"] == "valid_cer" and len(avg["averaged_from"]) == 1
+    spaced = json.loads((exp / "decode_eval_clean_default_best1_valid_cer" / "scores.json").read_text("utf-8"))
+    plain = json.loads((exp / "decode_eval_clean_default" / "scores.json").read_text("utf-8"))
+    assert spaced["cer_spaces"] is True and plain["cer_spaces"] is False
+    assert spaced["ref_chars"] > plain["ref_chars"]  # the spaces between words are counted
+
+
 def test_recipe_rejects_unknown_options_and_missing_config(tmp_path: Path) -> None:
     recipes = _copy_recipes(tmp_path)
     res = subprocess.run(

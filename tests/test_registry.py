@@ -162,6 +162,45 @@ def test_builtin_loss_builds_from_yaml():
     assert loss.label_smoothing == 0.1
 
 
+def test_old_option_spellings_build_and_warn_with_their_key_path():
+    """``heads`` and ``out_dim`` still build for a while: renamed once, with the key path."""
+    import torch
+
+    from kospeech.nn.attention import Attention, attention_output_dim
+
+    cfg = yaml.safe_load(
+        "name: conformer\nencoder: {name: conformer, num_layers: 2, d_model: 32, ff_dim: 64,"
+        " attention: {name: relative_multi_head, heads: 2}}\ndecoder: {name: transformer,"
+        " d_model: 32, heads: 2, ff_dim: 64, num_layers: 1}"
+    )
+    with pytest.warns(FutureWarning) as record:
+        model = build("model", cfg, path="model", input_dim=40, vocab_size=20)
+    messages = sorted({str(w.message) for w in record})
+    assert messages == [
+        "model.decoder.heads is deprecated; write num_heads",
+        "model.encoder.attention.heads is deprecated; write num_heads",
+    ]
+    assert model.encoder.layers[1].attn.num_heads == 2 and model.attention.decoder.layers[0].self_attn.num_heads == 2
+    new = build("model", yaml.safe_load(yaml.safe_dump(cfg).replace("heads:", "num_heads:")),
+                path="model", input_dim=40, vocab_size=20)
+    assert sum(p.numel() for p in new.parameters()) == sum(p.numel() for p in model.parameters())
+    with pytest.raises(RegistryError, match="sets both 'heads' and 'num_heads'"):
+        build("attention", {"name": "relative_multi_head", "heads": 2, "num_heads": 2}, query_dim=8, key_dim=8)
+
+    class OldPlugin(Attention):  # a plugin written against the old contract
+        def __init__(self) -> None:
+            super().__init__()
+            self.out_dim = 7
+
+    with pytest.warns(FutureWarning, match="OldPlugin.out_dim is deprecated; write output_dim"):
+        att = OldPlugin()
+    assert att.output_dim == 7 and attention_output_dim(att) == 7
+    bare = torch.nn.Module()
+    bare.out_dim = 5
+    with pytest.warns(FutureWarning, match="Module.out_dim is deprecated; write output_dim"):
+        assert attention_output_dim(bare) == 5
+
+
 PLUGIN_SOURCE = textwrap.dedent(
     '''
     from kospeech.registry import register

@@ -370,7 +370,7 @@ def test_ctc_search_on_attention_only_model_fails() -> None:
 # ---------------------------------------------------------------------------------------------
 # the real models on real speech features (untrained: shapes, termination, agreement)
 
-_TINY_T = {"d_model": 32, "heads": 2, "ff_dim": 64, "num_layers": 1}
+_TINY_T = {"d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1}
 _CONF = {"name": "conformer", "d_model": 32, "ff_dim": 64, "num_layers": 1}
 _PRED = {"name": "transducer", "embed_dim": 16, "hidden_dim": 32}
 REAL_MODELS = {

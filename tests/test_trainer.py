@@ -118,7 +118,8 @@ def read_log(exp: Path) -> list[dict[str, Any]]:
 def test_cli_training_writes_config_logs_plot_and_checkpoints(corpus: dict[str, Path], tmp_path: Path) -> None:
     import yaml
 
-    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint, load_for_inference
+    from kospeech.inference.loading import load_for_inference
+    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint
 
     cfg_path = tmp_path / "conf.yaml"
     cfg = base_config(corpus)
@@ -220,7 +221,7 @@ def test_errors_are_clear(corpus: dict[str, Path], tmp_path: Path) -> None:
 
     cfg = base_config(corpus)
     cfg["data"]["train"] = str(tmp_path / "no_such_dump")
-    with pytest.raises(DataError, match=r"data.train: .*no_such_dump not found; make a feature dump"):
+    with pytest.raises(DataError, match=r"data.train: .*no_such_dump does not exist; make a feature dump"):
         Trainer(cfg, tmp_path / "e1")
 
     with pytest.raises(ConfigError, match=r"unknown option 'train.max_epoch'. Did you mean 'max_epochs'"):
@@ -252,7 +253,7 @@ def test_raw_audio_mode_runs_frontend_cmvn_and_wave_augments(corpus: dict[str, P
     cfg["data"].update(train=str(corpus["root"] / "data/train"), valid=str(corpus["root"] / "data/dev"))
     cfg["augment"] = [{"name": "speed", "factors": [0.9, 1.1]}, {"name": "spec_augment", "freq_mask_width": 8}]
     trainer = Trainer(cfg, tmp_path / "exp")
-    assert trainer.mode == "raw" and trainer.input_dim == 40
+    assert trainer.mode == "datadir" and trainer.input_dim == 40
     # statistics computed through the on-the-fly frontend match those of the float16 dump
     mean, std = load_cmvn(corpus["train"] / "cmvn.npz")
     assert torch.allclose(trainer.cmvn.mean.cpu(), torch.from_numpy(mean), atol=0.02)
@@ -309,3 +310,38 @@ def test_budget_decay_scheduler_gets_the_spent_share_from_the_trainer(corpus: di
     assert lrs[:4] == pytest.approx([0.01] * 4)
     assert lrs[4] > lrs[5] > lrs[6] > lrs[7]
     assert lrs[7] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_keep_best_spares_the_best_checkpoints_and_average_best_uses_them(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    """ESPnet's keep_nbest_models: rotation keeps the last checkpoint plus the 2 best by validation
+    loss, which a too-high rate scatters (so "best" and "last" differ); the kept ones are
+    what ``kospeech average --best 2`` averages."""
+    from kospeech.train.average import select_best
+    from kospeech.train.checkpoint import list_checkpoints, load_checkpoint
+    from kospeech.train.trainer import Trainer
+
+    exp = tmp_path / "exp"
+    cfg = base_config(corpus, max_steps=6, max_epochs=5, valid_every=1, keep_last=1, keep_best=2,
+                      keep_best_by="valid_loss")
+    cfg["optimizer"] = {"name": "adam", "lr": 0.3}
+    cfg.pop("scheduler")
+    trainer = Trainer(cfg, exp)
+    trainer.train()
+    trainer.close()
+    valid = [r for r in read_log(exp) if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == list(range(1, 7))
+    best = select_best([(r["step"], r["loss"]) for r in valid], 2)
+    # the constructed case: a best checkpoint older than the last two, which keep_last alone would delete
+    assert min(best) < 5, [r["loss"] for r in valid]
+    kept = {int(load_checkpoint(p)["step"]): p for p in list_checkpoints(exp / "checkpoints")}
+    assert sorted(kept) == sorted({*best, 6})
+    for step, path in kept.items():  # each carries its own validation's numbers
+        metrics = load_checkpoint(path)["metrics"]
+        assert metrics["valid_step"] == step and metrics["valid_loss"] == valid[step - 1]["loss"]
+    assert cli_main(["average", "--exp-dir", str(exp), "--best", "2", "--metric", "valid_loss", "--out", "b.pt"]) == 0
+    avg = load_checkpoint(exp / "b.pt")
+    assert [Path(p).name for p in avg["averaged_from"]] == [kept[s].name for s in sorted(best)]
+    with pytest.raises(ConfigError, match="keep_best_by"):
+        Trainer(base_config(corpus, keep_best=2, keep_best_by="valid_acc"), tmp_path / "bad")

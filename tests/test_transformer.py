@@ -19,10 +19,10 @@ from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
 
 TINY_EXTRACTOR = "{name: conv2d_subsampling, output_dim: 64, channels: 16}"
 TINY_TRANSFORMER_ENCODER = (
-    f"{{name: transformer, extractor: {TINY_EXTRACTOR}, d_model: 64, heads: 2, ff_dim: 128, num_layers: 2, "
+    f"{{name: transformer, extractor: {TINY_EXTRACTOR}, d_model: 64, num_heads: 2, ff_dim: 128, num_layers: 2, "
     "dropout: 0.0}"
 )
-TINY_TRANSFORMER_DECODER = "{name: transformer, d_model: 64, heads: 2, ff_dim: 128, num_layers: 1, dropout: 0.0}"
+TINY_TRANSFORMER_DECODER = "{name: transformer, d_model: 64, num_heads: 2, ff_dim: 128, num_layers: 1, dropout: 0.0}"
 TINY_TRANSFORMER_MODEL = (
     f"{{name: transformer, encoder: {TINY_TRANSFORMER_ENCODER}, decoder: {TINY_TRANSFORMER_DECODER}, "
     "label_smoothing: 0.0}"
@@ -195,7 +195,7 @@ def test_encoder_builds_from_yaml_and_backprops(fbank_batch):
 
 def test_encoder_with_null_extractor_keeps_frames(fbank_batch):
     enc = build_yaml(
-        "encoder", "{name: transformer, extractor: null, d_model: 32, heads: 2, num_layers: 1}", input_dim=80
+        "encoder", "{name: transformer, extractor: null, d_model: 32, num_heads: 2, num_layers: 1}", input_dim=80
     )
     y, lengths = enc(fbank_batch["features"], fbank_batch["feature_lengths"])
     assert torch.equal(lengths, fbank_batch["feature_lengths"])
@@ -257,7 +257,7 @@ def test_decoder_step_with_cache_matches_teacher_forcing(fbank_batch, cross):
 def test_decoder_backprops_into_registered_cross_attention(fbank_batch):
     dec = build_yaml(
         "decoder",
-        "{name: transformer, d_model: 32, heads: 2, num_layers: 1, cross_attention: {name: scaled_dot}}",
+        "{name: transformer, d_model: 32, num_heads: 2, num_layers: 1, cross_attention: {name: scaled_dot}}",
         vocab_size=fbank_batch["vocab_size"],
         encoder_dim=48,
     )
@@ -271,7 +271,7 @@ def test_decoder_rejects_stepwise_attention(fbank_batch):
     with pytest.raises(ConfigError, match="location_aware.*previous step's alignment"):
         build_yaml(
             "decoder",
-            "{name: transformer, d_model: 32, heads: 2, num_layers: 1, cross_attention: {name: location_aware}}",
+            "{name: transformer, d_model: 32, num_heads: 2, num_layers: 1, cross_attention: {name: location_aware}}",
             vocab_size=fbank_batch["vocab_size"],
             encoder_dim=48,
         )
@@ -361,3 +361,51 @@ def test_model_overfits_eight_utterances(fbank_batch):
         # steps); an untrained or miswired CTC head gets none
         exact = sum(h == r for h, r in zip(greedy_ctc(model, enc, enc_len), references(fbank_batch)))
         assert exact >= 3, exact
+
+
+def test_xavier_uniform_init_is_espnets() -> None:
+    """ESPnet2's init: xavier_uniform: Glorot bounds on every matrix, zero biases, norms at 1 / 0."""
+    import math
+
+    from kospeech.registry import build
+
+    cfg = {"name": "transformer", "init": "xavier_uniform",
+           "encoder": {"name": "transformer", "d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1,
+                       "extractor": {"name": "conv2d_subsampling", "output_dim": 32, "channels": 8}},
+           "decoder": {"name": "transformer", "d_model": 32, "num_heads": 2, "ff_dim": 64, "num_layers": 1}}
+    torch.manual_seed(0)
+    model = build("model", cfg, input_dim=40, vocab_size=30)
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert embeddings  # the decoder's: back to N(0, 1), as ESPnet resets them
+    for name, p in model.named_parameters():
+        if p.dim() > 1 and id(p) not in embeddings:
+            fan_in = p.size(1) * (p[0][0].numel() if p.dim() > 2 else 1)
+            fan_out = p.size(0) * (p[0][0].numel() if p.dim() > 2 else 1)
+            assert p.abs().max() <= math.sqrt(6.0 / (fan_in + fan_out)) + 1e-6, name
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    linear_biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+    assert all(torch.equal(b, torch.zeros_like(b)) for b in linear_biases)
+    torch.manual_seed(0)
+    default = build("model", {**cfg, "init": "default"}, input_dim=40, vocab_size=30)
+    assert any(b.abs().sum() > 0 for b in (m.bias for m in default.modules() if isinstance(m, torch.nn.Linear)))
+
+
+def test_attention_dropout_apart_from_dropout() -> None:
+    """ESPnet's attention_dropout_rate: 0.0 on the attention weights while the rest keeps 0.1."""
+    from kospeech.nn.transformer import MultiHeadAttention
+    from kospeech.registry import build
+
+    def rates(attention_dropout):
+        extra = {} if attention_dropout is None else {"attention_dropout": attention_dropout}
+        enc = {"name": "transformer", "d_model": 16, "num_heads": 2, "ff_dim": 32, "num_layers": 1,
+               "dropout": 0.1, "extractor": None, **extra}
+        dec = {"name": "transformer", "d_model": 16, "num_heads": 2, "ff_dim": 32, "num_layers": 1,
+               "dropout": 0.1, **extra}
+        model = build("model", {"name": "transformer", "encoder": enc, "decoder": dec}, input_dim=16, vocab_size=12)
+        attn = sorted({m.dropout for m in model.modules() if isinstance(m, MultiHeadAttention)})
+        other = sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+        return attn, other
+
+    assert rates(None) == ([0.1], [0.1])  # null: the attention follows dropout
+    assert rates(0.0) == ([0.0], [0.1])  # encoder self-, decoder self- and cross-attention

@@ -8,6 +8,7 @@ so ``--help`` never lists a command that does not work.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -29,7 +30,20 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "compare",
     "transcribe",
+    "export",
+    "serve",
 )
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (``--batch-size 0`` was a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -51,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     from kospeech import __version__
 
     parser.add_argument("--version", action="version", version=f"kospeech {__version__}")
+    # the common options are also taken before the command (`kospeech -v registry list`); their own
+    # dests, because a sub-command's defaults would overwrite what the top level parsed
+    parser.add_argument("-v", "--verbose", dest="top_verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--user-dir", dest="top_user_dir", action="append", default=[], metavar="DIR", help="plugin folder; repeatable"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parent = common_parser()
     for name in COMMANDS:
@@ -61,11 +81,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` where a command's trailing positionals may sit between options.
+
+    argparse fills a ``nargs="*"`` positional from one run of words only, so
+    ``train --config c.yaml seed=3 --exp-dir e seed=4`` left ``seed=4`` unrecognised; a command
+    that names its list in ``set_defaults(extra_positionals=DEST)`` gets such words appended, in
+    order (`transcribe CKPT a.wav --search beam beam_size=4` alike). Anything else that looks like
+    an option is still an error. ``-v``/``--user-dir`` count before the command too.
+    """
+    args, extra = parser.parse_known_args(argv)
+    target = getattr(args, "extra_positionals", None)
+    if extra and target and not any(e.startswith("-") and e != "-" for e in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.verbose = bool(getattr(args, "verbose", False) or args.top_verbose)
+    args.user_dir = [*args.top_user_dir, *getattr(args, "user_dir", [])]
+    return args
+
+
+def _os_error(err: OSError) -> str:
+    """One line for a failed file operation; a full disk says that finished files are intact."""
+    where = f": {err.filename}" if err.filename else ""
+    text = f"{err.strerror or err}{where}"
+    if err.errno == errno.ENOSPC:
+        text += "; files written before are intact (every output goes to a temporary name first): free space and rerun"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -74,12 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from kospeech.registry import load_plugins
 
+    name = f"kospeech {args.command}"
     try:
         load_plugins(args.user_dir)
         return int(args.func(args) or 0)
     except (KoSpeechError, FileNotFoundError) as err:
-        print(f"kospeech {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(f"{name}: error: {_os_error(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        resume = " (`--resume` continues from the last one)" if args.command == "train" else ""
+        print(
+            f"{name}: interrupted; files already written are intact: every output, checkpoints included, "
+            f"is written to a temporary name and renamed{resume}",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+from kospeech.cli import positive_int
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
 
 
@@ -50,7 +53,8 @@ def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         "model": s.get("model") or "?",
         "corpus": s.get("corpus") or "?",
         "test_set": s.get("test_set") or decode_dir.name,
-        "transcript": s.get("transcript") or "?",
+        # a CER that scores spaces (ESPnet's) is not comparable with one that does not: say so
+        "transcript": (s.get("transcript") or "?") + ("; CER scores spaces" if s.get("cer_spaces") else ""),
         "search": s.get("search") or "?",
         "utts": s.get("n_utts"),
         "cer": float(s["cer"]),
@@ -100,10 +104,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("CER % (95% bootstrap CI)")
     ax.set_title("Character error rate by run and test set")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, buf.getvalue())
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -128,5 +132,5 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p = sub.add_parser("compare", parents=[parent], help="table and chart of CRR/CER with 95%% CIs across runs")
     p.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_SCORES_JSON")
     p.add_argument("--out", default=".", help="folder for compare.csv and compare.png (default: current dir)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples for the intervals")
     p.set_defaults(func=compare)

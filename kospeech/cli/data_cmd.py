@@ -2,7 +2,7 @@
 
 kospeech data prep --corpus ksponspeech --root /db/KsponSpeech --out data [--transcript spelling] [--nj 4]
 kospeech data synth --layout ksponspeech --out db/mini --hours 1 --seed 1 [--nj 2] [--max-utts 40]
-kospeech data validate data/train [--fix]
+kospeech data validate data/train [--fix [--force]]
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from kospeech.cli import positive_int
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def synth(args: argparse.Namespace) -> int:
 def validate(args: argparse.Namespace) -> int:
     from kospeech.data.datadir import validate_data_dir
 
-    report = validate_data_dir(args.dir, fix=args.fix)
+    report = validate_data_dir(args.dir, fix=args.fix, force=args.force)
     print(report.summary())
     if args.fix:
         after = validate_data_dir(args.dir)
@@ -87,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         default=None,
         help="KsponSpeech form kept from each (spelling)/(phonetic) pair (default phonetic)",
     )
-    pp.add_argument("--nj", type=int, default=1, help="worker processes")
+    pp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
     pp.set_defaults(func=prep)
 
     sp = dsub.add_parser("synth", parents=[parent], help="speak Korean sentences with espeak-ng in a real layout")
@@ -96,11 +97,20 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     sp.add_argument("--hours", type=float, default=1.0, help="audio to make (about 2.75 s per utterance)")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--text", default=None, metavar="FILE", help="raw notated sentences, one per line")
-    sp.add_argument("--nj", type=int, default=1, help="worker processes")
-    sp.add_argument("--max-utts", type=int, default=None, help="cap on the number of utterances")
+    sp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
+    sp.add_argument("--max-utts", type=positive_int, default=None, help="cap on the number of utterances")
     sp.set_defaults(func=synth)
 
     vp = dsub.add_parser("validate", parents=[parent], help="check a data dir like Kaldi's validate_data_dir.sh")
     vp.add_argument("dir")
-    vp.add_argument("--fix", action="store_true", help="sort, drop broken utterances, keep the ids all lists share")
+    vp.add_argument(
+        "--fix",
+        action="store_true",
+        help="sort, drop broken utterances, keep the ids all lists share (the originals go to DIR/.backup/)",
+    )
+    vp.add_argument(
+        "--force",
+        action="store_true",
+        help="with --fix: rewrite even when one reason would remove most utterances (refused otherwise)",
+    )
     vp.set_defaults(func=validate)

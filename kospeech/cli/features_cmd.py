@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from kospeech.cli import positive_int
 from kospeech.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     dp.add_argument("--out", required=True, help="dump dir to write (an unfinished one is resumed)")
     dp.add_argument("--config", help="YAML whose frontend: section defines the features")
     dp.add_argument("--frontend", help="frontend name with default options (fbank, mel, mfcc, spectrogram)")
-    dp.add_argument("--nj", type=int, default=1, help="parallel worker processes (default 1)")
+    dp.add_argument("--nj", type=positive_int, default=1, help="parallel worker processes (default 1)")
     dp.add_argument("--cmvn", action="store_true", help="also compute global mean/std into DUMP/cmvn.npz")
     dp.add_argument("--speed-perturb", metavar="F,F,...", help="speed factors, e.g. 0.9,1.0,1.1 (ids sp0.9-UTT)")
     dp.set_defaults(func=dump)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from kospeech.cli import positive_int
+
 
 def _device(name: str) -> str:
     import torch
@@ -74,13 +76,13 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     tp.add_argument("--lang", required=True, help="lang dir of the acoustic model's tokenizer")
     tp.add_argument("--out", required=True, help="output folder; lm.pt is written there")
     tp.add_argument("--valid-text", default=None, help="held-out sentences (default: 5%% of --text)")
-    tp.add_argument("--epochs", type=int, default=10)
-    tp.add_argument("--hidden", type=int, default=512)
-    tp.add_argument("--layers", type=int, default=2)
-    tp.add_argument("--embed-dim", type=int, default=256)
+    tp.add_argument("--epochs", type=positive_int, default=10)
+    tp.add_argument("--hidden", type=positive_int, default=512)
+    tp.add_argument("--layers", type=positive_int, default=2)
+    tp.add_argument("--embed-dim", type=positive_int, default=256)
     tp.add_argument("--dropout", type=float, default=0.1)
     tp.add_argument("--lr", type=float, default=1e-3)
-    tp.add_argument("--batch-tokens", type=int, default=8000, help="padded tokens per batch")
+    tp.add_argument("--batch-tokens", type=positive_int, default=8000, help="padded tokens per batch")
     tp.add_argument("--seed", type=int, default=1)
     tp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     tp.set_defaults(func=train)

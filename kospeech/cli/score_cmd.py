@@ -23,13 +23,18 @@ def _decode_info(directory: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]:
-    """Score ``hyp_path`` against ``ref_path``; write ``scores.json`` and ``result.txt`` into ``out_dir``."""
+def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bool = False) -> dict[str, Any]:
+    """Score ``hyp_path`` against ``ref_path``; write ``scores.json`` and ``result.txt`` into ``out_dir``.
+
+    ``cer_spaces``: CER scores the space between words as a character, as ESPnet's published
+    CERs do (see :mod:`kospeech.metrics`); ``scores.json`` records it.
+    """
+    from kospeech.data.datadir import write_atomic
     from kospeech.decode import read_trn
     from kospeech.metrics import format_alignment, score_corpus
 
     refs, hyps = read_trn(ref_path), read_trn(hyp_path)
-    score = score_corpus(refs, hyps)
+    score = score_corpus(refs, hyps, cer_spaces=cer_spaces)
     info = _decode_info(hyp_path.parent)
     test = info.get("test_set") or {}
     search = info.get("search") or {}
@@ -52,18 +57,15 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path) -> dict[str, Any]
             "char_lengths": lengths.tolist(),
         },
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "scores.json.tmp"
-    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(out_dir / "scores.json")
+    write_atomic(out_dir / "scores.json", json.dumps(result, ensure_ascii=False, indent=1))
     header = [
         f"# {score.summary()}",
         f"# test set: {result['test_set']}  corpus: {result['corpus']}  transcript: {result['transcript']}  "
         f"search: {result['search']}  model: {result['model']}",
         "",
     ]
-    blocks = [format_alignment(u.utt_id, u.ref, u.hyp) for u in score.utts]
-    (out_dir / "result.txt").write_text("\n".join(header) + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    blocks = [format_alignment(u.utt_id, u.ref, u.hyp, spaces=cer_spaces) for u in score.utts]
+    write_atomic(out_dir / "result.txt", "\n".join(header) + "\n\n".join(blocks) + "\n")
     result["summary"] = score.summary()
     return result
 
@@ -80,7 +82,7 @@ def score(args: argparse.Namespace) -> int:
         out = Path(args.out or hyp.parent)
     else:
         raise ConfigError("give --dir DECODE_DIR, or both --ref and --hyp")
-    result = score_files(ref, hyp, out)
+    result = score_files(ref, hyp, out, cer_spaces=args.cer_spaces)
     form = f" ({result['transcript']} transcripts)" if result.get("transcript") else ""
     print(f"{result['test_set']}{form}: {result['summary']}  -> {out / 'scores.json'}")
     return 0
@@ -92,4 +94,10 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--ref", default=None, help="reference file (utt-id text per line)")
     p.add_argument("--hyp", default=None, help="hypothesis file (utt-id text per line)")
     p.add_argument("--out", default=None, help="where to write scores.json and result.txt (default: the decode dir)")
+    p.add_argument(
+        "--cer-spaces",
+        action="store_true",
+        help="score the space between words as a character in CER, as ESPnet's published CERs do "
+        "(default: spaces removed, the usual Korean CER)",
+    )
     p.set_defaults(func=score)

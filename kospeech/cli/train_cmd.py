@@ -7,6 +7,7 @@ script): every process reads its rank from the environment, rank 0 writes the ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 
@@ -16,17 +17,22 @@ logger = logging.getLogger(__name__)
 def train(args: argparse.Namespace) -> int:
     from kospeech.config import load_config
     from kospeech.train.distributed import env_info
+    from kospeech.train.lock import ExpDirLock
+    from kospeech.train.schema import check_train_config
     from kospeech.train.trainer import Trainer
 
     cfg = load_config(args.config, args.overrides)
+    check_train_config(cfg)  # every key and component, before any data is read
     info = env_info()
     if not info.is_main:  # one process talks; the others only warn
         logging.getLogger().setLevel(logging.WARNING)
-    trainer = Trainer(cfg, args.exp_dir, device=args.device, resume=args.resume, progress=True, dist_info=info)
-    try:
-        summary = trainer.train()
-    finally:
-        trainer.close()
+    # rank 0 holds the exp dir for the whole run; the lock dies with the process, however it ends
+    with ExpDirLock(args.exp_dir) if info.is_main else contextlib.nullcontext():
+        trainer = Trainer(cfg, args.exp_dir, device=args.device, resume=args.resume, progress=True, dist_info=info)
+        try:
+            summary = trainer.train()
+        finally:
+            trainer.close()
     if info.is_main:
         logger.info("done: %s", json.dumps(summary, ensure_ascii=False))
     return 0
@@ -46,4 +52,4 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     )
     p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.pt if it exists")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
-    p.set_defaults(func=train)
+    p.set_defaults(func=train, extra_positionals="overrides")

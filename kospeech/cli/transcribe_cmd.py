@@ -1,75 +1,83 @@
-"""``kospeech transcribe CHECKPOINT AUDIO... [--search NAME [key=value ...]] [--json] [--batch-size N]``.
+"""``kospeech transcribe CHECKPOINT AUDIO... [--search NAME] [-o KEY=VALUE]... [--format FMT]``.
 
-Audio may be wav, flac, ogg (any sample rate: resampled to the frontend's) or KsponSpeech
-headerless ``.pcm``. Prints ``path<TAB>text`` per file, in the order given. ``--json`` prints
-one JSON object per file with per-token timestamps from CTC forced alignment
-(torchaudio ``forced_align`` on the CTC head's log-probabilities; one encoder frame lasts the
-frontend's frame shift x the encoder's subsampling). A model without a CTC head (an attention
-or transducer model without the auxiliary CTC branch) gets ``"timestamps": null`` and a note.
-Search options follow the search name (``--search beam beam_size=10``); arguments of the form
-``key=value`` among the audio files that are not existing files are search options too.
+A thin command line over :class:`kospeech.inference.Transcriber` (the Python API). AUDIO is a
+wav/flac/ogg file (any sample rate), a KsponSpeech headerless ``.pcm``, or ``-`` for standard
+input; CHECKPOINT is a ``.pt`` file or an exp dir. Audio longer than ``--max-segment-seconds``
+is cut at pauses and decoded piece by piece (a progress bar shows the seconds done).
+
+``--format``: ``text`` (``path<TAB>text`` per file; the text alone for one file), ``json`` (one
+object per file: text, words and syllables with times, duration, error), ``srt``, ``vtt``,
+``ctm`` (word times). Search options come as ``-o beam_size=10`` (repeatable); ``key=value``
+words among the audio arguments that are not files are taken as search options too.
+
+A file that cannot be read or decoded is reported on standard error; the others are still
+transcribed, and the exit status is 1 when any file failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
+
+from kospeech.cli import positive_int
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from kospeech.audio import read_audio
-    from kospeech.decode import build_search, frontend_sample_rate, resolve_device, search_config, transcribe_waves
+    from kospeech.config import parse_override
     from kospeech.errors import DataError
+    from kospeech.inference import load
+    from kospeech.inference.formats import render
     from kospeech.progress import progress_bar
-    from kospeech.train.checkpoint import load_for_inference
 
-    audio = [a for a in args.items if "=" not in a or os.path.exists(a)]
-    options = [a for a in args.items if a not in audio]
+    audio = [a for a in args.items if "=" not in a or os.path.exists(a) or a == "-"]
+    texts = [a for a in args.items if a not in audio] + list(args.option)
     if not audio:
-        raise DataError("no audio files given")
-    device = resolve_device(args.device)
-    bundle = load_for_inference(args.checkpoint, device=device)
-    name = args.search[0] if args.search else None
-    options += list(args.search[1:]) if args.search else []
-    search = build_search(bundle.model, search_config(bundle.model, bundle.config, name, options))
-    sr = frontend_sample_rate(bundle)
-    # longest first keeps padding small inside each batch; output keeps the order given
-    order = sorted(range(len(audio)), key=lambda i: -os.path.getsize(audio[i]) if os.path.exists(audio[i]) else 0)
-    results: dict[int, dict] = {}
-    with progress_bar(total=len(audio), desc="transcribe", unit="file", disable=len(audio) < 2) as bar:
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start : start + args.batch_size]
-            waves = [read_audio(audio[i], sample_rate=sr) for i in idx]
-            for i, r in zip(idx, transcribe_waves(bundle, waves, search, device, timestamps=args.json)):
-                results[i] = r
-            bar.update(len(idx))
-    for i, path in enumerate(audio):
-        if args.json:
-            print(json.dumps({"path": path, **results[i]}, ensure_ascii=False))
-        else:
-            print(f"{path}\t{results[i]['text']}")
-    return 0
+        raise DataError("no audio files given (give paths, or - for standard input)")
+    options = {}
+    for text in texts:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    if args.lm:
+        options["lm"] = args.lm
+    asr = load(args.checkpoint, device=args.device, search=args.search,
+               max_segment_seconds=args.max_segment_seconds, **options)
+    total = 0.0
+    for a in audio:
+        if a != "-" and os.path.isfile(a):
+            total += os.path.getsize(a) / (2 * asr.sample_rate)  # a 16-bit mono estimate, for the bar only
+    with progress_bar(total=round(total, 1), desc="transcribe", unit="s", disable=total < 60) as bar:
+        results = asr.transcribe(audio, batch_size=args.batch_size, timestamps=args.format != "text",
+                                 progress=lambda s: bar.update(round(s, 1)))
+    failed = 0
+    for path, r in zip(audio, results):
+        if not r.ok:
+            failed += 1
+            print(f"kospeech transcribe: {path}: error: {r.error}", file=sys.stderr)
+    sys.stdout.write(render(results, args.format, names=audio))
+    return 1 if failed else 0
 
 
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "transcribe",
         parents=[parent],
-        help="transcribe audio files (wav/flac/pcm) with a checkpoint",
+        help="transcribe audio files (wav/flac/pcm, any length) with a checkpoint",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="a checkpoint .pt (carries its tokenizer, frontend and CMVN)")
-    p.add_argument("items", nargs="+", metavar="AUDIO_OR_KEY=VALUE", help="audio files, then optional search options")
+    p.add_argument("checkpoint", help="a checkpoint .pt or an exp dir (carries its tokenizer, frontend and CMVN)")
+    p.add_argument("items", nargs="*", metavar="AUDIO", help="audio files, or - for standard input")
+    p.add_argument("--search", default=None, metavar="NAME",
+                   help="registered search name (default: the checkpoint's decode.search, else the best for the model)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="search option, e.g. -o beam_size=10; repeatable")
+    p.add_argument("--lm", default=None, metavar="PATH", help="language model for shallow fusion (sets lm=PATH)")
+    p.add_argument("--format", choices=("text", "json", "srt", "vtt", "ctm"), default="text", help="output format")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     p.add_argument(
-        "--search",
-        nargs="+",
-        default=None,
-        metavar=("NAME", "KEY=VALUE"),
-        help="registered search name, then its options (default: the checkpoint's decode.search)",
+        "--batch-size", type=positive_int, default=8, help="files (or pieces of a long file) decoded together"
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per file, with per-token CTC timestamps")
-    p.add_argument("--batch-size", type=int, default=8, help="files per batch")
+    p.add_argument("--max-segment-seconds", type=float, default=20.0, help="longer audio is cut at pauses")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.set_defaults(func=transcribe)
+    p.set_defaults(func=transcribe, extra_positionals="items")

@@ -99,6 +99,10 @@ class SpecAugment(Augment):
         freq_mask_width: F, the largest frequency-mask width (bins); each width is uniform in [0, F].
         num_freq_masks: frequency masks per utterance.
         time_mask_ratio: T as a fraction of the utterance length; each width is uniform in [0, T].
+        time_mask_width: T as an absolute number of frames (ESPnet's ``time_mask_width_range``
+            upper end, Park et al.'s T=100/40); when set it replaces ``time_mask_ratio``, so a
+            mask is as long in seconds in a 2 s and a 20 s utterance. Widths are capped by the
+            utterance length. Null = use the ratio.
         num_time_masks: time masks per utterance.
         time_warp: W, the largest warp distance in frames (0 = no warp).
         fill: value written into masked cells.
@@ -113,6 +117,7 @@ class SpecAugment(Augment):
         freq_mask_width: int = 27,
         num_freq_masks: int = 2,
         time_mask_ratio: float = 0.05,
+        time_mask_width: int | None = None,
         num_time_masks: int = 2,
         time_warp: int = 0,
         fill: float = 0.0,
@@ -123,9 +128,12 @@ class SpecAugment(Augment):
             raise ConfigError("spec_augment widths and counts must be >= 0")
         if not 0 <= time_mask_ratio <= 1:
             raise ConfigError(f"spec_augment time_mask_ratio must be in [0, 1], got {time_mask_ratio}")
+        if time_mask_width is not None and time_mask_width < 0:
+            raise ConfigError(f"spec_augment time_mask_width must be >= 0 frames (or null), got {time_mask_width}")
         self.freq_mask_width = freq_mask_width
         self.num_freq_masks = num_freq_masks
         self.time_mask_ratio = time_mask_ratio
+        self.time_mask_width = time_mask_width
         self.num_time_masks = num_time_masks
         self.time_warp = time_warp
         self.fill = fill
@@ -178,8 +186,12 @@ class SpecAugment(Augment):
         if self.num_freq_masks and self.freq_mask_width:
             fm = self._masks(torch.full((b,), dim), torch.full((b,), self.freq_mask_width), self.num_freq_masks, dim)
             mask |= fm[:, None, :]
-        if self.num_time_masks and self.time_mask_ratio > 0:
-            widths = (lens.float() * self.time_mask_ratio).floor().long()
+        absolute = self.time_mask_width is not None
+        if self.num_time_masks and (self.time_mask_width if absolute else self.time_mask_ratio) > 0:
+            if absolute:
+                widths = torch.full_like(lens, self.time_mask_width)
+            else:
+                widths = (lens.float() * self.time_mask_ratio).floor().long()
             tm = self._masks(lens, widths, self.num_time_masks, t_max)
             mask |= tm[:, :, None]
         mask &= _length_mask(lens, t_max)[..., None]

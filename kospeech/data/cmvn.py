@@ -9,6 +9,7 @@ module whose buffers travel inside checkpoints, so a checkpoint normalises like 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -77,13 +79,10 @@ class CMVNStats:
 
 
 def save_cmvn(path: str | os.PathLike[str], mean: np.ndarray, std: np.ndarray, *, count: int = 0) -> Path:
-    """Write ``cmvn.npz`` (mean, std float32, count) through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32), count=np.int64(count))
-    os.replace(tmp, path)
-    return path
+    """Write ``cmvn.npz`` (mean, std float32, count) atomically (:func:`write_atomic`)."""
+    buf = io.BytesIO()
+    np.savez(buf, mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32), count=np.int64(count))
+    return write_atomic(path, buf.getvalue())
 
 
 def load_cmvn(source: str | os.PathLike[str] | Mapping[str, Any] | tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +92,7 @@ def load_cmvn(source: str | os.PathLike[str] | Mapping[str, Any] | tuple[Any, An
         if not path.exists():
             raise DataError(f"CMVN file {path} does not exist; make it with `kospeech features dump ... --cmvn`")
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 mean, std = data["mean"], data["std"]
         except (KeyError, ValueError, OSError) as err:
             raise DataError(f"CMVN file {path} is not a cmvn.npz with 'mean' and 'std' arrays: {err}") from None

@@ -49,13 +49,85 @@ REQUIRED_FILES: tuple[str, ...] = ("wav.scp", "text", "utt2spk")
 # plain readers and writers
 
 
-def write_atomic(path: str | os.PathLike[str], content: str) -> None:
-    """Write ``content`` (UTF-8) to ``path`` through a temporary file and a rename."""
+def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:
+    """Write ``content`` (text as UTF-8, or bytes) to ``path`` through a temporary file, an
+    fsync and a rename, so a crash leaves the old file or the new one, never half of one.
+
+    The temporary file is created like any other (its mode follows the umask), in the same
+    folder so the rename stays on one file system. Every text or in-memory file the toolkit
+    writes goes through here; ``torch.save`` streams use ``train.checkpoint.atomic_save``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+TEXT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp949")
+"""Encodings of text files tried in order, per line: KsponSpeech is released in CP949 (EUC-KR),
+re-packed copies and everything this toolkit writes are UTF-8."""
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _decode_line(raw: bytes) -> tuple[str, str] | None:
+    """``(text, encoding)`` of one line, UTF-8 (strictly) first, then CP949; None when neither."""
+    for encoding in TEXT_ENCODINGS:
+        try:
+            return raw.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _raw_lines(data: bytes) -> list[bytes]:
+    return (data[len(_BOM) :] if data.startswith(_BOM) else data).splitlines()
+
+
+def _mixed_error(first: Mapping[str, int], counts: Counter[str], path: str | os.PathLike[str]) -> DataError:
+    minority = min(counts, key=lambda e: (counts[e], e))
+    majority = max(counts, key=lambda e: (counts[e], e))
+    return DataError(
+        f"{path}:{first[minority]}: this line is {minority.upper()} but the file is otherwise "
+        f"{majority.upper()} (line {first[majority]}); a file must use one encoding: convert the line"
+    )
+
+
+def decode_lines(data: bytes, path: str | os.PathLike[str]) -> tuple[list[str], str]:
+    """The lines of a text file and its encoding (``utf-8`` or ``cp949``), as corpus readers read them.
+
+    Each line is tried as UTF-8 (strictly), then CP949; a leading UTF-8 byte-order mark is
+    dropped. Per line, because a CP949 line is never valid UTF-8 while a whole-file CP949 decode
+    of UTF-8 text can succeed as mojibake. A file whose non-ASCII lines disagree, or a line that
+    is neither, is a DataError naming the line.
+    """
+    lines: list[str] = []
+    first: dict[str, int] = {}
+    counts = Counter[str]()
+    for n, raw in enumerate(_raw_lines(data), start=1):
+        decoded = _decode_line(raw)
+        if decoded is None:
+            raise DataError(
+                f"{path}:{n}: neither UTF-8 nor CP949 (EUC-KR); convert the file, e.g. "
+                f"`iconv -f <encoding> -t utf-8 {path}`"
+            )
+        lines.append(decoded[0])
+        if not raw.isascii():
+            counts[decoded[1]] += 1
+            first.setdefault(decoded[1], n)
+    if len(counts) > 1:
+        raise _mixed_error(first, counts, path)
+    return lines, next(iter(counts), "utf-8")
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -63,12 +135,7 @@ def _read_lines(path: Path) -> list[str]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason}); data dir files are UTF-8") from None
-    return text.splitlines()
+    return decode_lines(data, path)[0]
 
 
 def _split_line(line: str) -> tuple[str, str]:
@@ -244,6 +311,8 @@ class ValidationReport:
     removed: Counter[str] = field(default_factory=Counter)
     num_utts: int = 0
     fixed: bool = False
+    backup: Path | None = None
+    regenerated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -259,6 +328,10 @@ class ValidationReport:
             total = sum(self.removed.values())
             lines.append(f"  fixed: removed {total} utterance(s); kept {self.num_utts}")
             lines += [f"    {reason}: {count}" for reason, count in sorted(self.removed.items())]
+            if self.regenerated:
+                lines.append(f"  durations measured again: {self.regenerated}")
+            if self.backup is not None:
+                lines.append(f"  the files as they were are in {self.backup}")
         return "\n".join(lines)
 
 
@@ -267,16 +340,22 @@ class _Parsed:
     entries: dict[str, str]
     duplicate_lines: int
     blank_lines: int
+    undecodable_lines: int = 0
+    encoding: str = "utf-8"
 
 
 def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5) -> _Parsed:
-    """Read ``key value`` lines, reporting (not raising) blank lines, duplicates and disorder."""
+    """Read ``key value`` lines, reporting (not raising) blank lines, duplicates, disorder and
+    lines in neither UTF-8 nor CP949; files are read as the corpus readers read them."""
     entries: dict[str, str] = {}
     duplicates = 0
     bad = 0
+    undecodable = 0
     listed = 0
     previous: str | None = None
     unsorted_line = 0
+    first: dict[str, int] = {}
+    counts = Counter[str]()
 
     def note(msg: str) -> None:
         nonlocal listed
@@ -285,11 +364,20 @@ def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5
         listed += 1
 
     try:
-        lines = _read_lines(path)
-    except DataError as err:
-        report.add(str(err))
+        data = path.read_bytes()
+    except OSError as err:
+        report.add(f"{path}: cannot be read ({err.strerror or err})")
         return _Parsed({}, 0, 0)
-    for n, line in enumerate(lines, start=1):
+    for n, raw in enumerate(_raw_lines(data), start=1):
+        decoded = _decode_line(raw)
+        if decoded is None:
+            note(f"{path}:{n}: neither UTF-8 nor CP949 (EUC-KR)")
+            undecodable += 1
+            continue
+        line, encoding = decoded
+        if not raw.isascii():
+            counts[encoding] += 1
+            first.setdefault(encoding, n)
         key, value = _split_line(line)
         if not key:
             note(f"{path}:{n}: blank line")
@@ -307,20 +395,74 @@ def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5
         report.add(f"{path}:{unsorted_line}: not sorted by id (LC_ALL=C order); first out-of-order line")
     if listed > max_listed:
         report.add(f"{path}: ... and {listed - max_listed} more line problem(s)")
-    return _Parsed(entries, duplicates, bad)
+    encoding = "mixed" if len(counts) > 1 else next(iter(counts), "utf-8")
+    if encoding == "mixed":
+        report.add(f"{_mixed_error(first, counts, path)}; --fix rewrites the file as UTF-8")
+    elif encoding != "utf-8":
+        report.add(f"{path}: {encoding.upper()} text (data dir files are UTF-8); --fix rewrites it as UTF-8")
+    return _Parsed(entries, duplicates, bad, undecodable, encoding)
 
 
-def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -> ValidationReport:
+BACKUP_DIR = ".backup"
+"""Where ``validate --fix`` copies the files it is about to rewrite (Kaldi's fix_data_dir.sh does the same)."""
+
+
+def _backup(directory: Path, names: Iterable[str]) -> Path:
+    """Copy ``names`` into ``DIR/.backup/`` (``.backup/2/``, ``3/``... when an earlier fix left one there)."""
+    import shutil
+
+    root = directory / BACKUP_DIR
+    target, k = root, 1
+    while target.exists() and any(p.is_file() for p in target.iterdir()):
+        k += 1
+        target = root / str(k)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (directory / name).is_file():
+            shutil.copy2(directory / name, target / name)
+    return target
+
+
+def _refusal(directory: Path, bad: Mapping[str, str], wav: Mapping[str, str], total: int) -> DataError | None:
+    """A DataError when one reason would remove most utterances: the cause is then almost always
+    outside the data (an encoding, a working directory, an unmounted disk), not broken utterances."""
+    removed = Counter(bad.values())
+    if not removed or not total:
+        return None
+    reason, count = removed.most_common(1)[0]
+    if count * 2 <= total:
+        return None
+    examples = sorted(u for u, r in bad.items() if r == reason)[:3]
+    hint = ""
+    if reason == "missing audio file":
+        relative = [u for u in examples if u in wav and not Path(wav[u]).is_absolute()]
+        if relative:
+            hint = (
+                f"; wav.scp has relative paths ({wav[relative[0]]}), read from the current directory "
+                f"{Path.cwd()}: run from the directory they are relative to"
+            )
+        else:
+            hint = "; is the disk holding the audio mounted?"
+    return DataError(
+        f"{directory}: --fix would remove {count} of {total} utterances for one reason ({reason}, e.g. "
+        f"{', '.join(examples)}){hint}. Nothing was changed; fix the cause, or pass --force to remove them"
+    )
+
+
+def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, force: bool = False) -> ValidationReport:
     """Check a data dir like Kaldi's ``validate_data_dir.sh --no-feats``.
 
-    Checks: required files exist; lines are well formed, unique and sorted; wav.scp has no
+    Checks: required files exist; lines are well formed, unique, sorted and UTF-8; wav.scp has no
     pipes and its files exist and are not empty (a ``.pcm`` must have an even size); text is
-    not empty; utt2dur is a positive number; every list names the same utterances; spk2utt is
-    the inverse of utt2spk; meta.yaml names a transcript form.
+    not empty; utt2dur is a positive number for every utterance; every list names the same
+    utterances; spk2utt is the inverse of utt2spk; meta.yaml names a transcript form.
 
-    With ``fix=True`` the dir is rewritten sorted, keeping only the utterances that are valid
-    in every list (first occurrence of a duplicate id wins), spk2utt regenerated; the report
-    counts what was removed, by reason. A fixed dir validates clean.
+    With ``fix=True`` the dir is rewritten sorted and in UTF-8, keeping only the utterances that
+    are valid in every list (first occurrence of a duplicate id wins), spk2utt regenerated and
+    missing or invalid durations measured again from the audio; the report counts what was
+    removed, by reason. A fixed dir validates clean. Nothing the user had is lost: the files are
+    copied into ``DIR/.backup/`` first, and when one reason would remove more than half of the
+    utterances nothing is written and a DataError says why (``force=True`` writes anyway).
     """
     directory = Path(directory)
     report = ValidationReport(directory=directory)
@@ -337,6 +479,7 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -
     wav, text, utt2spk = parsed["wav.scp"].entries, parsed["text"].entries, parsed["utt2spk"].entries
     utt2dur = parsed["utt2dur"].entries if "utt2dur" in parsed else None
     bad: dict[str, str] = {}  # utt -> first reason it cannot be kept
+    redo_dur: set[str] = set()  # durations --fix measures again
 
     def mark(utt: str, reason: str) -> None:
         bad.setdefault(utt, reason)
@@ -385,8 +528,8 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -
             except ValueError:
                 ok = False
             if not ok:
-                note("dur", f"{directory / 'utt2dur'}: '{utt}' has an invalid duration '{value}'")
-                mark(utt, "bad duration")
+                note("dur", f"{directory / 'utt2dur'}: '{utt}' has an invalid duration '{value}' (--fix measures it)")
+                redo_dur.add(utt)
 
     lists = {"wav.scp": wav, "text": text, "utt2spk": utt2spk}
     if utt2dur is not None:
@@ -396,12 +539,16 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -
         missing = sorted(all_ids - set(mapping))
         if missing:
             others = [o for o in lists if o != name]
+            regenerated = " (--fix measures their durations)" if name == "utt2dur" else ""
             report.add(
                 f"{directory / name}: lacks {len(missing)} utterance(s) that other lists ({', '.join(others)}) "
-                f"have, e.g. {missing[:3]}"
+                f"have, e.g. {missing[:3]}{regenerated}"
             )
             for utt in missing:
-                mark(utt, f"not in {name}")
+                if name == "utt2dur":
+                    redo_dur.add(utt)
+                else:
+                    mark(utt, f"not in {name}")
 
     # spk2utt must be the exact inverse of utt2spk
     spk2utt_path = directory / "spk2utt"
@@ -426,11 +573,28 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -
     else:
         report.add(f"{meta_path}: missing (corpus, transcript form, sample_rate)")
 
-    keep = sorted(all_ids - set(bad))
-    report.num_utts = len(keep) if fix else len(wav)
     if not fix:
+        report.num_utts = len(wav)
+        return report
+    if report.ok:
+        report.fixed = True
+        report.num_utts = len(wav)
         return report
 
+    durations: dict[str, float] = {}
+    if utt2dur is not None:
+        from kospeech.audio import audio_duration
+
+        for utt in sorted(redo_dur & set(wav) - set(bad)):
+            try:
+                durations[utt] = audio_duration(wav[utt])
+            except DataError:
+                mark(utt, "unreadable audio")
+    refusal = _refusal(directory, bad, wav, len(all_ids))
+    if refusal is not None and not force:
+        raise refusal
+    keep = sorted(all_ids - set(bad))
+    report.num_utts = len(keep)
     for reason in bad.values():
         report.removed[reason] += 1
     for name, p in parsed.items():
@@ -438,6 +602,12 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -
             report.removed[f"duplicate line in {name}"] += p.duplicate_lines
         if p.blank_lines:
             report.removed[f"blank line in {name}"] += p.blank_lines
+        if p.undecodable_lines:
+            report.removed[f"line in neither UTF-8 nor CP949 in {name}"] += p.undecodable_lines
+    report.backup = _backup(directory, [*lists, "spk2utt"])
+    if utt2dur is not None:
+        report.regenerated = len(durations)
+        utt2dur.update({u: _format_dur(d) for u, d in durations.items()})
     for name, mapping in lists.items():
         write_scp(directory / name, {u: mapping[u] for u in keep})
     kept_spk = {u: utt2spk[u] for u in keep}
@@ -446,11 +616,12 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False) -
         logger.warning("%s: no meta.yaml; not invented by --fix (write it with corpus and transcript form)", directory)
     report.fixed = True
     logger.info(
-        "fixed %s: kept %d, removed %d (%s)",
+        "fixed %s: kept %d, removed %d (%s); originals in %s",
         directory,
         len(keep),
         sum(report.removed.values()),
         dict(report.removed),
+        report.backup,
     )
     return report
 

@@ -54,6 +54,22 @@ def _log_drops(where: Path, kept: int, dropped: Counter[str]) -> None:
         logger.info("%s: %d utterances", where, kept)
 
 
+def keep_at_least(dataset: Any, min_length: int, reason: str) -> int:
+    """Drop (and count under ``reason``) the items of ``dataset`` shorter than ``min_length`` (in its
+    ``length_unit``); returns how many were dropped. Too short for the model's subsampling, an
+    utterance would crash its batch at a random step instead."""
+    keep = [i for i, n in enumerate(dataset.lengths) if n >= min_length]
+    dropped = len(dataset.lengths) - len(keep)
+    if dropped:
+        for name in ("utt_ids", "lengths", "targets", "paths"):
+            if hasattr(dataset, name):
+                values = getattr(dataset, name)
+                setattr(dataset, name, [values[i] for i in keep])
+        dataset.dropped[reason] += dropped
+        _log_drops(dataset.directory, len(keep), dataset.dropped)
+    return dropped
+
+
 class FeatureDataset(Dataset):
     """Utterances of a feature dump with their token ids.
 
@@ -134,7 +150,9 @@ class RawAudioDataset(Dataset):
     ``lengths`` are in samples (``length_unit = "samples"``), from ``utt2dur`` when the data
     dir has one, else from each file's header. Files that cannot be read are dropped here
     (counted and logged) when their header is already broken; a file that fails later, in
-    ``__getitem__``, raises a DataError naming the utterance and the file.
+    ``__getitem__``, comes back as ``{"utt_id", "error"}``: :func:`collate` leaves it out of
+    the batch and lists it under ``failed``, so one bad file costs one utterance, not the run.
+    ``known_bad`` (utterance ids) are reported so without reading them again (a resumed run).
 
     Args:
         data_dir: Kaldi data dir (``wav.scp``, ``text``).
@@ -171,6 +189,7 @@ class RawAudioDataset(Dataset):
         self.lengths: list[int] = []
         self.targets: list[list[int]] = []
         self.dropped: Counter[str] = Counter()
+        self.known_bad: set[str] = set()
         for utt in sorted(wav):
             if utt not in text:
                 self.dropped["without transcript"] += 1
@@ -203,10 +222,12 @@ class RawAudioDataset(Dataset):
         from kospeech.audio import read_audio
 
         utt = self.utt_ids[i]
+        if utt in self.known_bad:
+            return {"utt_id": utt, "error": "unreadable earlier in this run"}
         try:
             wave = read_audio(self.paths[i], sample_rate=self.sample_rate)
-        except DataError as err:
-            raise DataError(f"utterance '{utt}' in {self.directory / 'wav.scp'}: {err}") from None
+        except (DataError, OSError) as err:
+            return {"utt_id": utt, "error": f"{self.directory / 'wav.scp'}: {err}"}
         return {
             "utt_id": utt,
             "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
@@ -228,10 +249,18 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ``features`` (B, T, D) float32 zero-padded + ``feature_lengths``; or, for raw audio,
     ``waves`` (B, S) + ``wave_lengths`` (the trainer fills ``features`` with the frontend);
     ``targets`` (B, L) padded with ``<pad>`` (no sos/eos) + ``target_lengths``; ``utt_ids``.
+    Items that could not be read (``error``) are left out and listed as ``failed``
+    (``[(utt_id, error)]``); a batch of nothing but those has no ``utt_ids``.
     """
     if not items:
         raise DataError("collate got an empty list of items")
+    failed = [(it["utt_id"], it["error"]) for it in items if "error" in it]
+    items = [it for it in items if "error" not in it]
     batch: dict[str, Any] = {"utt_ids": [it["utt_id"] for it in items]}
+    if failed:
+        batch["failed"] = failed
+    if not items:
+        return batch
     if "features" in items[0]:
         batch["features"], batch["feature_lengths"] = _pad([it["features"].float() for it in items], 0.0)
     if "wave" in items[0]:

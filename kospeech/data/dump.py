@@ -14,7 +14,9 @@ values need ~3 significant digits, float16 keeps ~3.3); one flat file per shard 
 ``np.memmap`` per shard and reading an utterance is a slice, no parsing and no per-file
 open; shards let N workers write in parallel without locks, and each shard is a unit of
 resumption: its rows and skip list are written under temporary names and its index is
-renamed into place last, so a shard with an index is complete and is skipped on a rerun.
+renamed into place last. A shard counts as done only when its feats file holds exactly the
+values its index names (:func:`shard_problem`): one cut short later (a full disk, a partial
+copy) is extracted again on a rerun, and readers refuse it instead of reading it short.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -54,10 +57,33 @@ def _shard_name(kind: str, shard: int, suffix: str) -> str:
     return f"{kind}.{shard:04d}.{suffix}"
 
 
-def _write_atomic(path: Path, content: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
+def _shard_extent(index_lines: list[str]) -> int:
+    """float16 values a shard's feats file must hold for its index: the end of its last row."""
+    end = 0
+    for line in index_lines:
+        _, offset, frames, dim = line.split("\t")
+        end = max(end, int(offset) + int(frames) * int(dim))
+    return end
+
+
+def shard_problem(shard_dir: Path, shard: int) -> str | None:
+    """Why shard ``shard`` is not complete (None when it is): no index yet, or a feats file
+    whose size is not what the index says (cut by a full disk, a copy, a crash of the file system)."""
+    index = shard_dir / _shard_name("index", shard, "tsv")
+    feats = shard_dir / _shard_name("feats", shard, "f16")
+    if not index.exists():
+        return "not finished"
+    try:
+        expected = _shard_extent(index.read_text(encoding="utf-8").splitlines()) * DTYPE().itemsize
+    except ValueError:
+        return f"{index.name} is damaged"
+    try:
+        size = feats.stat().st_size
+    except FileNotFoundError:
+        return f"{feats.name} is missing"
+    if size != expected:
+        return f"{feats.name} has {size} bytes but its index needs {expected}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,14 +106,17 @@ class FeatureDump:
                 f"`kospeech features dump --out {self.directory}`"
             )
         self._index: dict[str, tuple[int, int, int, int]] = {}
+        self._extent: dict[int, int] = {}  # shard -> float16 values its feats file must hold
         for n, line in enumerate(index_path.read_text(encoding="utf-8").splitlines(), start=1):
             parts = line.split("\t")
             if len(parts) != 5:
                 raise DataError(f"{index_path}:{n}: expected 'utt shard offset frames dim', got {line!r}")
             try:
-                self._index[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]))
+                shard, offset, frames, dim = (int(x) for x in parts[1:])
             except ValueError:
                 raise DataError(f"{index_path}:{n}: non-integer field in {line!r}") from None
+            self._index[parts[0]] = (shard, offset, frames, dim)
+            self._extent[shard] = max(self._extent.get(shard, 0), offset + frames * dim)
         self._maps: dict[int, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -99,9 +128,15 @@ class FeatureDump:
         mm = self._maps.get(shard)
         if mm is None:
             path = self.directory / SHARD_DIR / _shard_name("feats", shard, "f16")
-            if not path.exists():
-                raise DataError(f"feature shard {path} is missing; the dump is damaged, rerun the dump")
-            mm = np.memmap(path, dtype=DTYPE, mode="r")
+            rerun = f"the dump is damaged: rerun `kospeech features dump --out {self.directory}` (it redoes the shard)"
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise DataError(f"feature shard {path} is missing; {rerun}") from None
+            expected = self._extent.get(shard, 0) * DTYPE().itemsize
+            if size != expected:  # a truncated shard is refused, never read short (CMVN, training)
+                raise DataError(f"feature shard {path} has {size} bytes but the index needs {expected}; {rerun}")
+            mm = np.memmap(path, dtype=DTYPE, mode="r") if size else np.zeros(0, DTYPE)
             self._maps[shard] = mm
         return mm
 
@@ -253,8 +288,8 @@ def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], st
             result.audio_seconds += wave.size / sample_rate
             _report(1)
     os.replace(tmp_feats, feats_path)
-    _write_atomic(shard_dir / _shard_name("skipped", shard, "tsv"), "".join(f"{u}\t{r}\n" for u, r in result.skipped))
-    _write_atomic(shard_dir / _shard_name("index", shard, "tsv"), "".join(index_lines))
+    write_atomic(shard_dir / _shard_name("skipped", shard, "tsv"), "".join(f"{u}\t{r}\n" for u, r in result.skipped))
+    write_atomic(shard_dir / _shard_name("index", shard, "tsv"), "".join(index_lines))
     return result
 
 
@@ -323,12 +358,20 @@ def dump_features(
             logger.warning("%s holds shards of other audio or another frontend; starting the dump over", shard_dir)
             shutil.rmtree(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(plan_path, json.dumps(plan, indent=1, ensure_ascii=False))
+    write_atomic(plan_path, json.dumps(plan, indent=1, ensure_ascii=False))
     (out_dir / INDEX_FILE).unlink(missing_ok=True)  # the dump is unfinished until the index is rewritten
 
     num_shards = plan["num_shards"]
     shards = _split(items, num_shards)
-    todo = [k for k in range(num_shards) if not (shard_dir / _shard_name("index", k, "tsv")).exists()]
+    todo = []
+    for k in range(num_shards):
+        problem = shard_problem(shard_dir, k)
+        if problem is None:
+            continue
+        if problem != "not finished":  # counted as done before; its feats do not match its index
+            logger.warning("%s: shard %d is incomplete (%s); extracting it again", out_dir, k, problem)
+            (shard_dir / _shard_name("index", k, "tsv")).unlink(missing_ok=True)
+        todo.append(k)
     done_utts = sum(len(shards[k]) for k in range(num_shards) if k not in set(todo))
     if done_utts:
         logger.info("resuming %s: %d of %d shards already complete", out_dir, num_shards - len(todo), num_shards)
@@ -409,6 +452,9 @@ def _assemble(
     frames: dict[str, int] = {}
     skipped: list[str] = []
     for k in range(num_shards):
+        problem = shard_problem(shard_dir, k)
+        if problem is not None:
+            raise DataError(f"{shard_dir}: shard {k} is incomplete after extraction ({problem}); rerun the dump")
         for line in (shard_dir / _shard_name("index", k, "tsv")).read_text(encoding="utf-8").splitlines():
             utt, offset, n_frames, dim = line.split("\t")
             index_lines.append(f"{utt}\t{k}\t{offset}\t{n_frames}\t{dim}\n")
@@ -425,8 +471,8 @@ def _assemble(
     if len(skipped) > 5:
         logger.warning("... and %d more skipped utterances, listed in %s", len(skipped) - 5, out_dir / "skipped.txt")
 
-    _write_atomic(out_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
-    _write_atomic(out_dir / "skipped.txt", "".join(f"{s}\n" for s in sorted(skipped)))
+    write_atomic(out_dir / "utt2num_frames", "".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
+    write_atomic(out_dir / "skipped.txt", "".join(f"{s}\n" for s in sorted(skipped)))
     for name, prefix_values in (("text", False), ("utt2spk", True)):
         src = data_dir / name
         if not src.exists():
@@ -440,12 +486,12 @@ def _assemble(
                 out_id = speed_id(utt, f)
                 if out_id in frames:
                     lines.append(f"{out_id} {speed_id(value, f) if prefix_values else value}\n")
-        _write_atomic(out_dir / name, "".join(sorted(lines)))
-    _write_atomic(out_dir / "frontend.yaml", yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
+        write_atomic(out_dir / name, "".join(sorted(lines)))
+    write_atomic(out_dir / "frontend.yaml", yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
     if (data_dir / "meta.yaml").exists():  # corpus and transcript form travel on to decode and score
-        _write_atomic(out_dir / "meta.yaml", (data_dir / "meta.yaml").read_text(encoding="utf-8"))
+        write_atomic(out_dir / "meta.yaml", (data_dir / "meta.yaml").read_text(encoding="utf-8"))
     info = asdict(stats)
     info["speed_factors"] = list(factors)
     info["real_time_speedup"] = round(stats.real_time_speedup, 1) if stats.wall_seconds > 0 else None
-    _write_atomic(out_dir / "dump.yaml", yaml.safe_dump(info, sort_keys=False))
-    _write_atomic(out_dir / INDEX_FILE, "".join(index_lines))
+    write_atomic(out_dir / "dump.yaml", yaml.safe_dump(info, sort_keys=False))
+    write_atomic(out_dir / INDEX_FILE, "".join(index_lines))

@@ -10,10 +10,10 @@ characters. The space unit (``|``) and sentencepiece's ``▁`` mark word boundar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kospeech.inference.result import Word
+from kospeech.inference.result import Result, Word
 from kospeech.text import hangul
 
 SPM_SPACE = "\u2581"
@@ -103,6 +103,45 @@ def _join(parts: list[Word]) -> Word:
     return Word("".join(p.text for p in parts), parts[0].start, parts[-1].end, _mean([p.score for p in parts]))
 
 
-def shift(words: Sequence[Word], offset: float) -> list[Word]:
-    """Times moved by ``offset`` seconds (a segment's start within the whole file)."""
-    return [Word(w.text, round(w.start + offset, 3), round(w.end + offset, 3), w.score) for w in words]
+def shift(words: Sequence[Word], offset: float, limit: float) -> list[Word]:
+    """Times moved by ``offset`` seconds (a piece's start within the whole file) and kept at or
+    before ``limit`` (the piece's end: the encoder's last frame may reach into the padding)."""
+    out = []
+    for w in words:
+        start, end = min(w.start + offset, limit), min(w.end + offset, limit)
+        out.append(Word(w.text, round(start, 3), round(end, 3), w.score))
+    return out
+
+
+#: one decoded piece of an item: start and end seconds in the item, token ids, token spans
+#: (seconds from the piece's start; None when the model gives no alignment)
+Piece = tuple[float, float, Sequence[int], Sequence[TokenSpan] | None]
+
+
+def assemble(
+    pieces: Sequence[Piece],
+    decode: Callable[[Sequence[int]], str],
+    *,
+    space_symbol: str = "|",
+    seconds: float,
+    source: str | None,
+) -> Result:
+    """The :class:`Result` of one item from its decoded pieces: texts joined, word and syllable
+    times put on the item's clock, ``segments`` when it was cut. Shared by the PyTorch API and
+    the torch-free runtime, so both give the same result for the same tokens and spans."""
+    texts: list[str] = []
+    words: list[Word] = []
+    syllables: list[Word] = []
+    tokens: list[int] = []
+    for start, end, ids, spans in pieces:
+        text = decode(ids)
+        if text:
+            texts.append(text)
+        tokens.extend(int(i) for i in ids)
+        if spans:
+            syl, wrd = syllables_and_words(spans, space_symbol)
+            syllables.extend(shift(syl, start, end))
+            words.extend(shift(wrd, start, end))
+    segments = [(round(a, 3), round(b, 3)) for a, b, _, _ in pieces] if len(pieces) > 1 else []
+    return Result(text=" ".join(texts), words=words, syllables=syllables, duration=round(seconds, 3), source=source,
+                  segments=segments, tokens=tokens)

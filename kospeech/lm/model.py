@@ -87,12 +87,9 @@ class LSTMLM(nn.Module):
 
 def save_lm(lm: LSTMLM, path: str | Path, **extra: Any) -> Path:
     """Write ``lm.pt``: config, weights and vocabulary size (plus ``extra`` such as perplexity)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": lm.hparams, "model": lm.state_dict(), "vocab_size": lm.vocab_size, **extra}, tmp)
-    tmp.replace(path)
-    return path
+    from kospeech.train.checkpoint import atomic_save
+
+    return atomic_save({"config": lm.hparams, "model": lm.state_dict(), "vocab_size": lm.vocab_size, **extra}, path)
 
 
 def load_lm(path: str | Path, device: torch.device | str = "cpu") -> LSTMLM:
@@ -101,7 +98,15 @@ def load_lm(path: str | Path, device: torch.device | str = "cpu") -> LSTMLM:
     if not path.is_file():
         raise ConfigError(f"LM file not found: {path}; train one with `kospeech lm train --text ... --out DIR`")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: an LM file someone shared is data, never code (a pickle could run anything)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # foreign pickles (refused before anything runs), truncated files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(
+            f"{path} cannot be read as an LM ({type(err).__name__}: {first}); only files written by "
+            f"`kospeech lm train` load, and they never run code"
+        ) from None
+    try:
         lm = LSTMLM(**ckpt["config"])
         lm.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError) as err:

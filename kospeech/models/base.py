@@ -99,3 +99,36 @@ class ASRModel(nn.Module):
     def select_state(self, state: State, index: torch.Tensor) -> State:
         """Reorder or repeat hypotheses: keep rows ``index`` (LongTensor) of every tensor."""
         return map_state(state, lambda t: t.index_select(0, index))
+
+
+@torch.no_grad()
+def min_input_frames(model: nn.Module, input_dim: int, device: torch.device | str = "cpu", limit: int = 4096) -> int:
+    """The fewest feature frames the model's encoder accepts (7 for x4 convolution subsampling).
+
+    Probed by encoding zeros (binary search), so it holds for any encoder, plugins included.
+    Training leaves shorter utterances out (``data.min_frames``); transcription pads them.
+    """
+    from kospeech.errors import ConfigError
+
+    def encodes(frames: int) -> bool:
+        try:
+            x = torch.zeros(1, frames, input_dim, device=device)
+            _, lens = model.encode(x, torch.tensor([frames], device=device))
+            return int(lens[0]) > 0
+        except (RuntimeError, ValueError):
+            return False
+
+    was_training = model.training
+    model.eval()  # batch norm in training mode rejects a batch of one frame
+    try:
+        lo, hi = 1, 1
+        while not encodes(hi):
+            lo, hi = hi, hi * 2
+            if hi > limit:
+                raise ConfigError(f"the model's encoder rejects every input length up to {limit} frames")
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if encodes(mid) else (mid + 1, hi)
+    finally:
+        model.train(was_training)
+    return hi

@@ -15,6 +15,7 @@ from torch import nn
 
 from kospeech.models.base import ASRModel, State
 from kospeech.models.common import decoder_io
+from kospeech.nn.init import apply_init
 from kospeech.nn.losses import JointCTCAttentionLoss
 from kospeech.registry import build, component, register
 
@@ -98,6 +99,8 @@ class TransformerASR(AttentionHooks, ASRModel):
         ctc_weight: share of CTC in the loss (0.3 as in ESPnet); 0 disables the CTC head for
             decoding too.
         label_smoothing: for the decoder's cross entropy.
+        init: parameter initialisation (:mod:`kospeech.nn.init`): ``default`` (PyTorch's) or
+            ``xavier_uniform`` (ESPnet's Transformer recipes).
     """
 
     has_decoder = True
@@ -111,6 +114,7 @@ class TransformerASR(AttentionHooks, ASRModel):
         decoder: component("decoder", "vocab_size", "encoder_dim") = {"name": "transformer"},
         ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
+        init: str = "default",
     ) -> None:
         super().__init__()
         self.encoder = build("encoder", encoder, path="model.encoder", input_dim=input_dim)
@@ -123,6 +127,7 @@ class TransformerASR(AttentionHooks, ASRModel):
             path="model.decoder",
         )
         self.has_ctc = ctc_weight > 0
+        apply_init(self, init)
 
     def forward(
         self,

@@ -4,9 +4,9 @@ Every attention subclasses :class:`Attention` and is built by its decoder with
 ``query_dim`` (decoder state size) and ``key_dim`` (encoder output size) provided:
 
 ``forward(query (B, Lq, Dq), keys (B, T, Dk), values (B, T, Dk), mask (B, T) bool True=valid,
-state=None) -> (context (B, Lq, out_dim), weights (B, heads, Lq, T), new_state)``
+state=None) -> (context (B, Lq, output_dim), weights (B, heads, Lq, T), new_state)``
 
-``out_dim`` is the size of the context vectors (for the built-ins: ``attention_dim``, which
+``output_dim`` is the size of the context vectors (for the built-ins: ``attention_dim``, which
 defaults to ``query_dim``); the decoder sizes its layers after it. ``state`` carries what an
 attention needs from the previous decoder step (the previous alignment for location-aware
 attention); it is ``None`` at the first step and stateless attentions return ``None``.
@@ -16,6 +16,7 @@ Masked positions get exactly zero weight, so padding never changes a context vec
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
 class Attention(nn.Module):
     """Base class of encoder-decoder attentions; subclass it to add one.
 
-    Subclasses set ``self.out_dim`` (context size) in ``__init__`` and implement ``forward``
+    Subclasses set ``self.output_dim`` (context size) in ``__init__`` and implement ``forward``
     with the signature in the module docstring. Set the class attribute ``stepwise = True``
     when the attention needs the previous step's alignment: decoders then call it one query
     at a time (or it loops itself over ``Lq``) and keep ``new_state`` between calls.
@@ -45,15 +46,26 @@ class Attention(nn.Module):
     ... class DotAttention(Attention):
     ...     def __init__(self, *, query_dim: int, key_dim: int) -> None:
     ...         super().__init__()
-    ...         self.out_dim = key_dim
+    ...         self.output_dim = key_dim
     ...     def forward(self, query, keys, values, mask, state=None):
     ...         w = masked_softmax(query @ keys.transpose(1, 2), mask[:, None, :])
     ...         return w @ values, w[:, None], None
     """
 
     stepwise: bool = False
-    out_dim: int
+    output_dim: int
     num_heads: int = 1
+
+    @property
+    def out_dim(self) -> int:
+        """Old spelling of ``output_dim``, read and set with a warning for a while."""
+        _warn_out_dim(self)
+        return self.output_dim
+
+    @out_dim.setter
+    def out_dim(self, value: int) -> None:
+        _warn_out_dim(self)
+        self.output_dim = value
 
     def forward(  # type: ignore[override]
         self,
@@ -64,6 +76,30 @@ class Attention(nn.Module):
         state: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         raise NotImplementedError
+
+
+def _warn_out_dim(attention: nn.Module) -> None:
+    warnings.warn(
+        f"attention {type(attention).__qualname__}.out_dim is deprecated; write output_dim",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def attention_output_dim(attention: nn.Module, default: int | None = None) -> int:
+    """Context size of a registered attention (``output_dim`` by the attention contract).
+
+    An attention that only sets ``out_dim`` (the old spelling) is read with a warning; one
+    that sets neither has ``default``.
+    """
+    if hasattr(attention, "output_dim"):
+        return int(attention.output_dim)
+    if hasattr(attention, "out_dim"):
+        _warn_out_dim(attention)
+        return int(attention.out_dim)
+    if default is None:
+        raise ConfigError(f"attention {type(attention).__qualname__} sets no output_dim (its context size)")
+    return default
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -91,7 +127,7 @@ class ScaledDotAttention(Attention):
 
     Queries and encoder outputs are projected to ``attention_dim`` and split into heads; as in
     KoSpeech, one projection (``value_proj``) serves keys and values unless
-    ``separate_key_proj`` adds a ``key_proj``. ``out_dim = attention_dim``: the concatenated
+    ``separate_key_proj`` adds a ``key_proj``. ``output_dim = attention_dim``: the concatenated
     heads, with no output projection (the speller mixes context and state itself).
 
     Args:
@@ -115,7 +151,7 @@ class ScaledDotAttention(Attention):
         attention_dim = attention_dim or query_dim
         _check_heads("scaled_dot", attention_dim, num_heads)
         self.num_heads = num_heads
-        self.out_dim = attention_dim
+        self.output_dim = attention_dim
         self.scale = 1.0 / math.sqrt(attention_dim // num_heads)
         self.query_proj = nn.Linear(query_dim, attention_dim)
         self.value_proj = nn.Linear(key_dim, attention_dim)
@@ -153,14 +189,14 @@ class _ScoredAttention(Attention):
         attention_dim = attention_dim or query_dim
         _check_heads(name, attention_dim, num_heads)
         self.num_heads = num_heads
-        self.out_dim = attention_dim
+        self.output_dim = attention_dim
         self.query_proj = nn.Linear(query_dim, attention_dim)
         self.key_proj = nn.Linear(key_dim, attention_dim, bias=False)
         self.value_proj = nn.Linear(key_dim, attention_dim)
 
     def _score_vector(self) -> nn.Parameter:
         """A new per-head ``w`` (heads, d); subclasses create it after their own layers."""
-        d = self.out_dim // self.num_heads
+        d = self.output_dim // self.num_heads
         w = nn.Parameter(torch.empty(self.num_heads, d))
         nn.init.normal_(w, std=d**-0.5)
         return w
@@ -184,7 +220,7 @@ class LocationAwareAttention(_ScoredAttention):
 
     The state is the previous alignment (B, heads, T); at the first step it is uniform over
     the valid frames. With ``Lq > 1`` queries the attention steps through them itself.
-    ``out_dim = attention_dim`` (per-head contexts over projected values, concatenated).
+    ``output_dim = attention_dim`` (per-head contexts over projected values, concatenated).
 
     Args:
         num_heads: heads (1 is the paper's single-head attention).
@@ -218,7 +254,7 @@ class LocationAwareAttention(_ScoredAttention):
             num_heads, num_heads * conv_channels, conv_kernel_size, padding=conv_kernel_size // 2,
             groups=num_heads, bias=False,
         )
-        self.loc_proj = nn.Linear(conv_channels, self.out_dim // num_heads, bias=False)
+        self.loc_proj = nn.Linear(conv_channels, self.output_dim // num_heads, bias=False)
         self.score_proj = self._score_vector()
 
     def _initial_alignment(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -261,7 +297,7 @@ class AdditiveAttention(_ScoredAttention):
     """Additive (Bahdanau et al. 2015) attention: ``w·tanh(W s_i + V h_j + b)`` per head.
 
     Content-only, so all queries are scored at once; they are processed in chunks to bound the
-    (B, Lq, T, attention_dim) energy tensor. ``out_dim = attention_dim``.
+    (B, Lq, T, attention_dim) energy tensor. ``output_dim = attention_dim``.
 
     Args:
         num_heads: heads (1 is the original).
@@ -294,7 +330,7 @@ class AdditiveAttention(_ScoredAttention):
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         b, t, _ = keys.shape
         q, k, v = self._project(query, keys, values)
-        chunk = max(1, self.max_chunk_elements // max(1, b * t * self.out_dim))
+        chunk = max(1, self.max_chunk_elements // max(1, b * t * self.output_dim))
         scores = []
         for start in range(0, q.size(2), chunk):
             energy = torch.tanh(q[:, :, start : start + chunk, None, :] + k[:, :, None, :, :])  # (B,H,l,T,d)

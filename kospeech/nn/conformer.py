@@ -21,31 +21,12 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.attention import attention_output_dim
+from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import lengths_to_mask
-from kospeech.nn.transformer import FeedForward, attention_output_dim, build_extractor, projection
+from kospeech.nn.norm import MaskedBatchNorm1d
+from kospeech.nn.transformer import FeedForward
 from kospeech.registry import build, component, register
-
-
-class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over (B, C, T) whose batch statistics ignore padded frames."""
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        if not self.training or mask is None:
-            return super().forward(x)
-        m = mask[:, None, :].to(x.dtype)  # (B, 1, T)
-        n = m.sum().clamp(min=2.0)
-        mean = (x * m).sum(dim=(0, 2)) / n
-        var = (((x - mean[None, :, None]) ** 2) * m).sum(dim=(0, 2)) / n
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
-            with torch.no_grad():
-                momentum = 0.1 if self.momentum is None else self.momentum
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
-                self.num_batches_tracked += 1
-        y = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
-        if self.affine:
-            y = y * self.weight[None, :, None] + self.bias[None, :, None]
-        return y
 
 
 class ConvolutionModule(nn.Module):
@@ -94,8 +75,7 @@ class ConformerBlock(nn.Module):
         self.ff1 = FeedForward(d_model, ff_dim, dropout, activation="swish")
         self.ff2 = FeedForward(d_model, ff_dim, dropout, activation="swish")
         self.attn = build("attention", attention, path=path, query_dim=d_model, key_dim=d_model)
-        out_dim = attention_output_dim(self.attn, d_model)
-        self.attn_proj = nn.Identity() if out_dim == d_model else nn.Linear(out_dim, d_model)
+        self.attn_proj = projection(attention_output_dim(self.attn, d_model), d_model)
         self.conv = ConvolutionModule(d_model, kernel_size, dropout, conv_norm)
         self.norm_ff1 = nn.LayerNorm(d_model)
         self.norm_attn = nn.LayerNorm(d_model)
@@ -130,8 +110,8 @@ class ConformerEncoder(nn.Module):
         conv_norm: ``layer_norm`` (default; per frame, padding cannot leak) or ``batch_norm``
             (paper; statistics over real frames only).
         attention: self-attention of each block; gets ``query_dim = key_dim = d_model``. Default
-            Transformer-XL relative positions; set ``heads`` here (``{name: relative_multi_head,
-            heads: 8}``).
+            Transformer-XL relative positions; set ``num_heads`` here (``{name: relative_multi_head,
+            num_heads: 8}``).
     """
 
     def __init__(

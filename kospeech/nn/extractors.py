@@ -10,14 +10,15 @@ Convolutions here work on a (B, C, T, F) image: time is axis 2, frequency axis 3
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
 from kospeech.nn.mask import lengths_to_mask
-from kospeech.registry import register
+from kospeech.registry import build, register
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "hardtanh": lambda: nn.Hardtanh(0, 20, inplace=True),
@@ -249,7 +250,7 @@ class Conv2dSubsampling(Extractor):
 
     def _min_frames(self) -> int:
         n = 1
-        while int(_out_len_all(self.cnn, torch.tensor([n]))[0]) < 1:
+        while int(_out_len_all(self.cnn, torch.tensor([n], device="cpu"))[0]) < 1:  # CPU also under a meta device
             n += 1
         return n
 
@@ -284,3 +285,16 @@ class IdentityExtractor(Extractor):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, lengths
+
+
+def projection(in_dim: int, out_dim: int) -> nn.Module:
+    """A linear map between sizes, or nothing when they already agree."""
+    return nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
+
+
+def build_extractor(cfg: Mapping[str, Any] | None, input_dim: int, path: str) -> tuple[nn.Module | None, int]:
+    """The encoder front end and its output size; ``None`` (``extractor: null``) feeds features as they are."""
+    if cfg is None:
+        return None, input_dim
+    extractor = build("extractor", cfg, path=path, input_dim=input_dim)
+    return extractor, int(extractor.output_dim)

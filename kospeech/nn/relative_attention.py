@@ -50,7 +50,7 @@ class RelativeMultiHeadAttention(Attention):
         query_dim: size of the queries; also the output size (provided by the parent).
         key_dim: size of keys and values (provided by the parent; equal to ``query_dim`` in
             self-attention).
-        heads: attention heads.
+        num_heads: attention heads.
         attention_dim: width of the projected queries/keys/values; defaults to ``query_dim``.
         dropout: on the attention weights.
 
@@ -63,35 +63,35 @@ class RelativeMultiHeadAttention(Attention):
         *,
         query_dim: int,
         key_dim: int,
-        heads: int = 4,
+        num_heads: int = 4,
         attention_dim: int | None = None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         attention_dim = query_dim if attention_dim is None else attention_dim
-        if attention_dim % heads:
+        if attention_dim % num_heads:
             raise ConfigError(
-                f"attention 'relative_multi_head': attention_dim ({attention_dim}) must be divisible by heads ({heads})"
+                f"attention 'relative_multi_head': attention_dim ({attention_dim}) must be divisible by "
+                f"num_heads ({num_heads})"
             )
-        self.heads = heads
-        self.d_k = attention_dim // heads
+        self.num_heads = num_heads
+        self.d_k = attention_dim // num_heads
         self.q = nn.Linear(query_dim, attention_dim)
         self.k = nn.Linear(key_dim, attention_dim)
         self.v = nn.Linear(key_dim, attention_dim)
         self.out = nn.Linear(attention_dim, query_dim)
         self.pos_proj = nn.Linear(attention_dim, attention_dim, bias=False)
-        self.pos_bias_u = nn.Parameter(torch.empty(heads, self.d_k))
-        self.pos_bias_v = nn.Parameter(torch.empty(heads, self.d_k))
+        self.pos_bias_u = nn.Parameter(torch.empty(num_heads, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.empty(num_heads, self.d_k))
         nn.init.xavier_uniform_(self.pos_bias_u)
         nn.init.xavier_uniform_(self.pos_bias_v)
         self.pos_enc = RelativePositionalEncoding(attention_dim)
         self.dropout = nn.Dropout(dropout)
-        self.out_dim = query_dim
-        self.num_heads = heads
+        self.output_dim = query_dim
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.d_k).transpose(1, 2)  # (B, H, t, d_k)
+        return x.view(b, t, self.num_heads, self.d_k).transpose(1, 2)  # (B, H, t, d_k)
 
     def forward(
         self,
@@ -103,18 +103,18 @@ class RelativeMultiHeadAttention(Attention):
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         b, lq, _ = query.shape
         t = keys.size(1)
-        q = self.q(query).view(b, lq, self.heads, self.d_k)  # (B, Lq, H, d_k)
+        q = self.q(query).view(b, lq, self.num_heads, self.d_k)  # (B, Lq, H, d_k)
         k = self._split(self.k(keys))
         v = self._split(self.v(values))
         pos = self.pos_proj(self.pos_enc(lq, t, query.device).to(query.dtype))  # (Lq+T-1, A)
-        pos = pos.view(-1, self.heads, self.d_k).transpose(0, 1)  # (H, Lq+T-1, d_k)
+        pos = pos.view(-1, self.num_heads, self.d_k).transpose(0, 1)  # (H, Lq+T-1, d_k)
 
         content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))  # (B, H, Lq, T)
         by_offset = torch.matmul((q + self.pos_bias_v).transpose(1, 2), pos.transpose(-2, -1))  # (B,H,Lq,Lq+T-1)
         # row k of the table is offset Lq-1-k, so pair (i, j) with offset i-j sits at column Lq-1-i+j
         i = torch.arange(lq, device=query.device)[:, None]
         j = torch.arange(t, device=query.device)[None, :]
-        index = (lq - 1 - i + j).expand(b, self.heads, lq, t)
+        index = (lq - 1 - i + j).expand(b, self.num_heads, lq, t)
         position = torch.gather(by_offset, -1, index)
 
         scores = (content + position) / math.sqrt(self.d_k)
@@ -122,5 +122,5 @@ class RelativeMultiHeadAttention(Attention):
             scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         context = torch.matmul(self.dropout(weights), v)  # (B, H, Lq, d_k)
-        context = context.transpose(1, 2).reshape(b, lq, self.heads * self.d_k)
+        context = context.transpose(1, 2).reshape(b, lq, self.num_heads * self.d_k)
         return self.out(context), weights, None

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.attention import attention_output_dim
 from kospeech.nn.rnn_encoder import rnn_class
 from kospeech.registry import build, component, register
 
@@ -80,13 +81,14 @@ class RNNDecoder(nn.Module):
         # the attention is built before the RNN to learn its context size, but registered after
         # it, so the module tree reads in data-flow order
         att = build("attention", attention, path="decoder.attention", query_dim=hidden_dim, key_dim=encoder_dim)
-        rnn_input = embedding_dim + (att.out_dim if input_feeding else 0)
+        self.context_dim = attention_output_dim(att)
+        rnn_input = embedding_dim + (self.context_dim if input_feeding else 0)
         self.rnn = rnn_class(rnn_type, "decoder 'rnn'")(
             rnn_input, hidden_dim, num_layers=num_layers, batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.attention = att
-        self.fc1 = nn.Linear(hidden_dim + att.out_dim, hidden_dim)
+        self.fc1 = nn.Linear(hidden_dim + self.context_dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, vocab_size)
         # the current ratio lives in a buffer, so checkpoints resume the schedule (and averaging
         # tools see only tensors); a Python copy avoids a device sync on every forward
@@ -163,7 +165,7 @@ class RNNDecoder(nn.Module):
         if self.rnn_type == "lstm":
             state["c"] = zeros.clone()
         if self.input_feeding:
-            state["context"] = encoder_out.new_zeros(n, self.attention.out_dim)
+            state["context"] = encoder_out.new_zeros(n, self.context_dim)
         return state
 
     def _step_logits(

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from kospeech.errors import ConfigError
-from kospeech.nn.transformer import build_extractor
+from kospeech.nn.extractors import build_extractor
 from kospeech.registry import component, register
 
 RNN_TYPES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}

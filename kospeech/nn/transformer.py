@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.attention import attention_output_dim
+from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import causal_mask, lengths_to_mask
 from kospeech.registry import build, component, register
 
@@ -57,18 +59,18 @@ class PositionalEncoding(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention over ``heads`` learned projections (Vaswani et al.).
+    """Scaled dot-product attention over ``num_heads`` learned projections (Vaswani et al.).
 
     ``key_dim`` may differ from ``d_model`` (cross-attention onto an encoder of another width).
     """
 
-    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, key_dim: int | None = None) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, key_dim: int | None = None) -> None:
         super().__init__()
-        if d_model % heads:
-            raise ConfigError(f"d_model ({d_model}) must be divisible by heads ({heads}); change one of them")
+        if d_model % num_heads:
+            raise ConfigError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads}); change one of them")
         key_dim = d_model if key_dim is None else key_dim
-        self.heads = heads
-        self.d_k = d_model // heads
+        self.num_heads = num_heads
+        self.d_k = d_model // num_heads
         self.q = nn.Linear(d_model, d_model)
         self.k = nn.Linear(key_dim, d_model)
         self.v = nn.Linear(key_dim, d_model)
@@ -77,7 +79,7 @@ class MultiHeadAttention(nn.Module):
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.d_k).transpose(1, 2)
+        return x.view(b, t, self.num_heads, self.d_k).transpose(1, 2)
 
     def forward(
         self,
@@ -101,7 +103,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
         b, _, lq, _ = ctx.shape
-        return self.out(ctx.transpose(1, 2).reshape(b, lq, self.heads * self.d_k))
+        return self.out(ctx.transpose(1, 2).reshape(b, lq, self.num_heads * self.d_k))
 
 
 class FeedForward(nn.Module):
@@ -123,9 +125,11 @@ class FeedForward(nn.Module):
 class TransformerEncoderLayer(nn.Module):
     """Self-attention + feed-forward, each wrapped in a residual; pre-norm trains without warm-up tricks."""
 
-    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, pre_norm: bool) -> None:
+    def __init__(
+        self, d_model: int, num_heads: int, ff_dim: int, dropout: float, pre_norm: bool, attn_drop: float | None = None
+    ) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, heads, dropout)
+        self.attn = MultiHeadAttention(d_model, num_heads, dropout if attn_drop is None else attn_drop)
         self.ff = FeedForward(d_model, ff_dim, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
@@ -141,24 +145,6 @@ class TransformerEncoderLayer(nn.Module):
         return self.norm2(x + self.drop(self.ff(x)))
 
 
-def projection(in_dim: int, out_dim: int) -> nn.Module:
-    """A linear map between sizes, or nothing when they already agree."""
-    return nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
-
-
-def attention_output_dim(attention: nn.Module, default: int) -> int:
-    """Context size of a registered attention (``out_dim`` by the attention contract)."""
-    return int(getattr(attention, "out_dim", getattr(attention, "output_dim", default)))
-
-
-def build_extractor(cfg: Mapping[str, Any] | None, input_dim: int, path: str) -> tuple[nn.Module | None, int]:
-    """The encoder front end and its output size; ``None`` (``extractor: null``) feeds features as they are."""
-    if cfg is None:
-        return None, input_dim
-    extractor = build("extractor", cfg, path=path, input_dim=input_dim)
-    return extractor, int(extractor.output_dim)
-
-
 @register("encoder", "transformer")
 class TransformerEncoder(nn.Module):
     """Speech Transformer encoder: a subsampling front end, then self-attention layers.
@@ -168,11 +154,13 @@ class TransformerEncoder(nn.Module):
         extractor: front end that shortens the sequence (default 4x conv2d subsampling), since
             self-attention is quadratic in length; null feeds the features directly.
         d_model: width of every layer.
-        heads: attention heads (d_model must divide by it).
+        num_heads: attention heads (d_model must divide by it).
         ff_dim: inner size of the feed-forward blocks.
         num_layers: encoder layers.
         dropout: on attention weights, residual branches and positions.
         pre_norm: LayerNorm before each block (and once at the end) instead of after; more stable.
+        attention_dropout: on the attention weights only, when it should differ from ``dropout``
+            (ESPnet's ``attention_dropout_rate``; 0.0 in its Zeroth Transformer); null = ``dropout``.
     """
 
     def __init__(
@@ -181,18 +169,20 @@ class TransformerEncoder(nn.Module):
         input_dim: int,
         extractor: component("extractor", "input_dim") | None = {"name": "conv2d_subsampling"},
         d_model: int = 256,
-        heads: int = 4,
+        num_heads: int = 4,
         ff_dim: int = 2048,
         num_layers: int = 12,
         dropout: float = 0.1,
         pre_norm: bool = True,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.extractor, ext_dim = build_extractor(extractor, input_dim, "encoder.extractor")
         self.input_proj = projection(ext_dim, d_model)
         self.pos = PositionalEncoding(d_model, dropout)
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(d_model, heads, ff_dim, dropout, pre_norm) for _ in range(num_layers)
+            TransformerEncoderLayer(d_model, num_heads, ff_dim, dropout, pre_norm, attention_dropout)
+            for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.d_model = d_model
@@ -216,11 +206,11 @@ class _CrossAttention(nn.Module):
     """Adapts either our multi-head attention or any registered ``attention`` to ``(query, memory, mask)``."""
 
     def __init__(
-        self, d_model: int, heads: int, dropout: float, encoder_dim: int, cfg: Mapping[str, Any] | None, path: str
+        self, d_model: int, num_heads: int, dropout: float, encoder_dim: int, cfg: Mapping[str, Any] | None, path: str
     ) -> None:
         super().__init__()
         if cfg is None:
-            self.mha: nn.Module | None = MultiHeadAttention(d_model, heads, dropout, key_dim=encoder_dim)
+            self.mha: nn.Module | None = MultiHeadAttention(d_model, num_heads, dropout, key_dim=encoder_dim)
             self.registered = None
             self.proj: nn.Module = nn.Identity()
             return
@@ -247,17 +237,19 @@ class TransformerDecoderLayer(nn.Module):
     def __init__(
         self,
         d_model: int,
-        heads: int,
+        num_heads: int,
         ff_dim: int,
         dropout: float,
         pre_norm: bool,
         encoder_dim: int,
         cross_cfg: Mapping[str, Any] | None,
         path: str,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
-        self.cross_attn = _CrossAttention(d_model, heads, dropout, encoder_dim, cross_cfg, path)
+        attn_drop = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_drop)
+        self.cross_attn = _CrossAttention(d_model, num_heads, attn_drop, encoder_dim, cross_cfg, path)
         self.ff = FeedForward(d_model, ff_dim, dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3))
         self.drop = nn.Dropout(dropout)
@@ -295,11 +287,13 @@ class TransformerDecoder(nn.Module):
         vocab_size: output size (provided by the model).
         encoder_dim: width of the encoder output (provided by the model).
         d_model: width of every layer.
-        heads: self- (and default cross-) attention heads.
+        num_heads: self- (and default cross-) attention heads.
         ff_dim: inner size of the feed-forward blocks.
         num_layers: decoder layers.
         dropout: on attention weights, residual branches and positions.
         pre_norm: LayerNorm before each block (and once at the end).
+        attention_dropout: on the attention weights (self and cross) only, when it should differ
+            from ``dropout``; null = ``dropout``.
         cross_attention: null for our multi-head attention; otherwise any registered attention
             without a recurrent state (e.g. ``{name: scaled_dot}``); it gets ``query_dim=d_model``
             and ``key_dim=encoder_dim`` and its output is projected to ``d_model`` if needed.
@@ -311,11 +305,12 @@ class TransformerDecoder(nn.Module):
         vocab_size: int,
         encoder_dim: int,
         d_model: int = 256,
-        heads: int = 4,
+        num_heads: int = 4,
         ff_dim: int = 2048,
         num_layers: int = 6,
         dropout: float = 0.1,
         pre_norm: bool = True,
+        attention_dropout: float | None = None,
         cross_attention: component("attention", "query_dim", "key_dim") | None = None,
     ) -> None:
         super().__init__()
@@ -323,8 +318,8 @@ class TransformerDecoder(nn.Module):
         self.pos = PositionalEncoding(d_model, dropout)
         self.layers = nn.ModuleList(
             TransformerDecoderLayer(
-                d_model, heads, ff_dim, dropout, pre_norm, encoder_dim, cross_attention,
-                f"decoder.cross_attention[{i}]",
+                d_model, num_heads, ff_dim, dropout, pre_norm, encoder_dim, cross_attention,
+                f"decoder.cross_attention[{i}]", attention_dropout,
             )
             for i in range(num_layers)
         )

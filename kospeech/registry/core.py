@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from kospeech.errors import RegistryError
+from kospeech.errors import ConfigError, KoSpeechError, RegistryError
 
 KINDS: tuple[str, ...] = (
     "extractor",
@@ -156,6 +157,10 @@ def register(kind: str, name: str, *, override: bool = False) -> Callable[[Any],
 # ---------------------------------------------------------------------------------------------
 # validation
 
+# Old spellings of options, accepted for a while with a warning: a config key on the left is
+# read as the one on the right by any component whose constructor takes the new name only.
+RENAMED_OPTIONS: dict[str, str] = {"heads": "num_heads", "out_dim": "output_dim"}
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -206,8 +211,27 @@ def _sub_component(hint: Any) -> SubComponent | None:
     return None
 
 
-def validate(kind: str, cfg: Mapping[str, Any], *, path: str = "", provided: tuple[str, ...] = ()) -> None:
-    """Check a component config (and every nested one) without constructing anything."""
+def _renamed(cfg: Mapping[str, Any], params: Mapping[str, inspect.Parameter], path: str) -> dict[str, Any]:
+    """``cfg`` with the old spellings of :data:`RENAMED_OPTIONS` replaced, each with a warning."""
+    out = dict(cfg)
+    for old, new in RENAMED_OPTIONS.items():
+        if old not in out or old in params or new not in params:
+            continue
+        if new in out:
+            raise RegistryError(f"'{path}' sets both '{old}' and '{new}'; '{old}' is the old spelling, remove it")
+        warnings.warn(f"{path}.{old} is deprecated; write {new}", FutureWarning, stacklevel=2)
+        out = {(new if k == old else k): v for k, v in out.items()}
+    return out
+
+
+def validate(
+    kind: str, cfg: Mapping[str, Any], *, path: str = "", provided: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check a component config (and every nested one) without constructing anything.
+
+    Returns the config with old option spellings (:data:`RENAMED_OPTIONS`) renamed, nested
+    configs included; each old spelling is reported once, by its key path.
+    """
     path = path or kind
     if not isinstance(cfg, Mapping):
         raise RegistryError(f"'{path}' must be a mapping with a 'name' key, got {type(cfg).__name__}: {cfg!r}")
@@ -217,6 +241,7 @@ def validate(kind: str, cfg: Mapping[str, Any], *, path: str = "", provided: tup
         )
     entry = registry(kind).get(str(cfg["name"]), path=path)
     params = {p.name: p for p in entry.parameters()}
+    cfg = _renamed(cfg, params, path)
     accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in _signature(entry.obj).parameters.values())
     hints = _hints(entry.obj)
     label = f"{kind} '{entry.name}' ({entry.module}.{entry.qualname})"
@@ -241,7 +266,7 @@ def validate(kind: str, cfg: Mapping[str, Any], *, path: str = "", provided: tup
         sub = _sub_component(hint_tp)
         if sub is not None:
             if value is not None:
-                validate(sub.kind, value, path=key_path, provided=sub.provided)
+                cfg[key] = validate(sub.kind, value, path=key_path, provided=sub.provided)
             continue
         if not _check_type(value, hint_tp):
             raise RegistryError(
@@ -261,6 +286,7 @@ def validate(kind: str, cfg: Mapping[str, Any], *, path: str = "", provided: tup
         sub = _sub_component(hints.get(name, p.annotation))
         if sub is not None and name not in cfg and isinstance(p.default, Mapping):
             validate(sub.kind, p.default, path=f"{path}.{name}", provided=sub.provided)
+    return cfg
 
 
 def build(kind: str, cfg: Mapping[str, Any], *, path: str = "", **provided: Any) -> Any:
@@ -271,8 +297,18 @@ def build(kind: str, cfg: Mapping[str, Any], *, path: str = "", **provided: Any)
     with its own ``provided`` values.
     """
     path = path or kind
-    validate(kind, cfg, path=path, provided=tuple(provided))
+    cfg = validate(kind, cfg, path=path, provided=tuple(provided))
     entry = registry(kind).get(str(cfg["name"]), path=path)
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
     kwargs.update(provided)
-    return entry.obj(**kwargs)
+    try:
+        return entry.obj(**kwargs)
+    except KoSpeechError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:
+        # a value of the right type that the component cannot use (dropout 1.5, a zero width):
+        # one line naming the config path, not a traceback from deep inside torch
+        given = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k != "name" and not isinstance(v, Mapping))
+        raise ConfigError(
+            f"'{path}': {kind} '{entry.name}' cannot be built with {given or 'its defaults'}: {err}"
+        ) from None

@@ -45,18 +45,28 @@ def _record_failure(label: str) -> None:
     logger.error("plugin %s failed to import and was skipped:\n%s", label, tb)
 
 
-def load_builtins() -> None:
-    """Import every module of the built-in packages so their ``@register`` calls run."""
+def load_builtins(only: Iterable[str] | None = None) -> None:
+    """Import every module of the built-in packages so their ``@register`` calls run.
+
+    ``only``: import just these packages (e.g. ``("kospeech.nn", "kospeech.models",
+    "kospeech.optim")``) and count the built-ins as loaded, for a script that builds models
+    where the data and text dependencies (YAML, soundfile) may be missing: bench/train_gpu.py,
+    after a full load failed. A load that fails is not counted, so it can be retried that way.
+    """
     global _builtins_loaded
     if _builtins_loaded:
         return
-    _builtins_loaded = True
-    for pkg_name in BUILTIN_PACKAGES:
-        if importlib.util.find_spec(pkg_name) is None:
-            continue
-        pkg = importlib.import_module(pkg_name)
-        for info in pkgutil.walk_packages(pkg.__path__, prefix=pkg_name + "."):
-            importlib.import_module(info.name)
+    _builtins_loaded = True  # first: a module that looks a name up while being imported must not recurse
+    try:
+        for pkg_name in BUILTIN_PACKAGES if only is None else tuple(only):
+            if importlib.util.find_spec(pkg_name) is None:
+                continue
+            pkg = importlib.import_module(pkg_name)
+            for info in pkgutil.walk_packages(pkg.__path__, prefix=pkg_name + "."):
+                importlib.import_module(info.name)
+    except BaseException:
+        _builtins_loaded = False
+        raise
 
 
 def load_entry_points(*, force: bool = False) -> None:

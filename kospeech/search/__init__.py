@@ -74,6 +74,30 @@ def require_head(search_name: str, model: Any, head: str) -> None:
         )
 
 
+def default_search(model: Any, *, greedy: bool = False) -> dict[str, Any]:
+    """The search for a model when neither the CLI nor the config names one.
+
+    ``greedy`` asks for the cheapest search of the cheapest head (validation CER during
+    training); otherwise the strongest search that fits the model's heads (decoding).
+    """
+    if greedy:
+        greedy_by_head = (("has_ctc", "ctc_greedy"), ("has_decoder", "greedy"), ("is_transducer", "transducer_greedy"))
+        for flag, name in greedy_by_head:
+            if getattr(model, flag, False):
+                return {"name": name}
+    elif getattr(model, "has_ctc", False) and getattr(model, "has_decoder", False):
+        return {"name": "joint_ctc_attention", "beam_size": 5}
+    else:
+        for flag, cfg in (
+            ("has_decoder", {"name": "beam", "beam_size": 5}),
+            ("is_transducer", {"name": "transducer_beam", "beam_size": 4}),
+            ("has_ctc", {"name": "ctc_prefix_beam", "beam_size": 10}),
+        ):
+            if getattr(model, flag, False):
+                return cfg
+    raise ConfigError(f"model {type(model).__name__} has no decoding head (CTC, attention decoder or transducer)")
+
+
 def check_beam_size(search_name: str, beam_size: int) -> None:
     if beam_size < 1:
         raise ValueError(f"{search_name}: beam_size must be >= 1, got {beam_size}")

@@ -1,23 +1,29 @@
 """Korean text: KsponSpeech normalisation, Hangul jamo, tokenizers (character, jamo, sentencepiece).
 
-Only light modules are imported here; sentencepiece loads when a subword tokenizer is used.
+The names below resolve on first use, not at import: ``kospeech.text.hangul`` (and
+``kospeech.text.special``) must import without the registry, because the torch-free runtime
+(``kospeech.runtime``) composes jamo with them. sentencepiece loads when a subword tokenizer is used.
 """
 
-from kospeech.text.normalize import is_empty_after_normalization, normalize_kspon
-from kospeech.text.tokenizers import (
-    Tokenizer,
-    load_tokenizer,
-    load_tokenizer_from_files,
-    read_lang_dir,
-    train_tokenizer,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Tokenizer",
-    "is_empty_after_normalization",
-    "load_tokenizer",
-    "load_tokenizer_from_files",
-    "normalize_kspon",
-    "read_lang_dir",
-    "train_tokenizer",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Tokenizer": "kospeech.text.tokenizers",
+    "load_tokenizer": "kospeech.text.tokenizers",
+    "load_tokenizer_from_files": "kospeech.text.tokenizers",
+    "read_lang_dir": "kospeech.text.tokenizers",
+    "train_tokenizer": "kospeech.text.tokenizers",
+    "is_empty_after_normalization": "kospeech.text.normalize",
+    "normalize_kspon": "kospeech.text.normalize",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kospeech.text' has no attribute {name!r}")

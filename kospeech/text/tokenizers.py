@@ -22,16 +22,15 @@ import io
 import logging
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-
-import yaml
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register, registry, validate
 from kospeech.text import hangul
 from kospeech.text.special import NUM_SPECIAL, SPECIAL_TOKENS, UNK_ID
+from kospeech.text.units import units_to_text
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +89,13 @@ class Tokenizer:
         """Write the lang dir; each file goes to a temporary name first, ``tokenizer.yaml`` last."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        import yaml  # here, so building a model needs no YAML library (bench/train_gpu.py)
+
+        from kospeech.data.datadir import write_atomic  # idem: datadir needs YAML
+
         config = yaml.safe_dump({"name": self.name, **self.options()}, allow_unicode=True, sort_keys=False)
-        for fname, data in [*self.files().items(), (CONFIG_FILE, config.encode("utf-8"))]:
-            tmp = out / f".{fname}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, out / fname)
+        for fname, data in [*self.files().items(), (CONFIG_FILE, config)]:
+            write_atomic(out / fname, data)
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -148,9 +149,6 @@ class UnitTokenizer(Tokenizer):
     def _prepare(self, text: str) -> str:
         return text
 
-    def _join(self, units: Sequence[str]) -> str:
-        return "".join(" " if u == self.space_symbol else u for u in units)
-
     def _base_units(self) -> list[str]:
         """Units always in the vocabulary whatever the training text."""
         return [self.space_symbol]
@@ -197,12 +195,8 @@ class UnitTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         self._require_ready()
-        units = [self._units[int(i)] for i in ids if NUM_SPECIAL <= int(i) < len(self._units)]
-        return " ".join(self._finish(self._join(units)).split())
-
-    def _finish(self, text: str) -> str:
-        """Joined units -> output text: always valid Hangul (see ``hangul.to_valid_text``)."""
-        return hangul.to_valid_text(text)
+        return units_to_text([self._units[int(i)] for i in ids if NUM_SPECIAL <= int(i) < len(self._units)],
+                             self.space_symbol)
 
     def files(self) -> dict[str, bytes]:
         self._require_ready()
@@ -399,6 +393,8 @@ def load_tokenizer_from_files(files: Mapping[str, bytes]) -> Tokenizer:
     """Rebuild a tokenizer from a lang dir's files held in memory (as a checkpoint stores them)."""
     if CONFIG_FILE not in files:
         raise DataError(f"tokenizer files have no {CONFIG_FILE}; got {', '.join(sorted(files)) or 'nothing'}")
+    import yaml
+
     config = yaml.safe_load(files[CONFIG_FILE].decode("utf-8"))
     tok = _from_config(config, CONFIG_FILE)
     tok.load_files(files)
@@ -438,21 +434,27 @@ def train_tokenizer(name: str, texts: Iterable[str], out_dir: str | os.PathLike[
 def read_kaldi_text(path: str | os.PathLike[str]) -> dict[str, str]:
     """A Kaldi ``text`` file (``utt-id transcript`` per line) as an ordered mapping.
 
+    Read as corpus transcripts are (UTF-8, else CP949; :func:`kospeech.data.datadir.decode_lines`).
     An empty transcript or a repeated utterance id is an error naming the file and line.
     """
+    from kospeech.data.datadir import decode_lines
+
     p = Path(path)
     out: dict[str, str] = {}
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) < 2:
-                raise DataError(
-                    f"{p}:{lineno}: utterance '{parts[0]}' has an empty transcript; "
-                    "remove the line or the utterance from the data dir"
-                )
-            if parts[0] in out:
-                raise DataError(f"{p}:{lineno}: utterance '{parts[0]}' appears twice")
-            out[parts[0]] = parts[1]
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise DataError(f"{p}: cannot be read ({err.strerror or err})") from None
+    for lineno, line in enumerate(decode_lines(data, p)[0], 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) < 2:
+            raise DataError(
+                f"{p}:{lineno}: utterance '{parts[0]}' has an empty transcript; "
+                "remove the line or the utterance from the data dir"
+            )
+        if parts[0] in out:
+            raise DataError(f"{p}:{lineno}: utterance '{parts[0]}' appears twice")
+        out[parts[0]] = parts[1]
     return out

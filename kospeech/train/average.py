@@ -1,10 +1,17 @@
-"""Checkpoint averaging (the ESPnet / WeNet habit): the mean of the last N models' weights.
+"""Checkpoint averaging (the ESPnet / WeNet habit): the mean of the last N models' weights,
+or of the N best by a validation metric (ESPnet's ``keep_nbest_models`` + ``valid.acc.ave``).
 
 Averaging the weights of neighbouring checkpoints smooths the noise of the last updates and
 usually lowers CER a little for free. Floating-point tensors are averaged in float64 and cast
 back; integer buffers (step counters, BatchNorm's ``num_batches_tracked``) take the newest value.
 The result is a normal checkpoint (config, tokenizer, CMVN from the newest input) without the
 training state, so it decodes but is not meant to resume from.
+
+The best N are ranked by the ``metrics`` each checkpoint carries (``valid_cer``, ``valid_loss``:
+what the trainer's validation measured at that step). A checkpoint written between
+validations (``save_every``) carries the previous validation's numbers; when it records
+``valid_step`` and that differs from its own ``step`` it is not ranked, so stale numbers cannot
+select it. Ties go to the newer checkpoint.
 """
 
 from __future__ import annotations
@@ -16,12 +23,83 @@ from typing import Any
 
 import torch
 
-from kospeech.errors import DataError
-from kospeech.train.checkpoint import CKPT_DIR, atomic_save, list_checkpoints, load_checkpoint
+from kospeech.errors import ConfigError, DataError
+from kospeech.train.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
 TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "sampler", "rng")
+
+#: validation metrics a checkpoint can be ranked by, and whether higher is better
+METRICS: dict[str, bool] = {"valid_cer": False, "valid_loss": False}
+
+
+def check_metric(metric: str, where: str = "--metric") -> bool:
+    """``metric``'s direction (True: higher is better); a ConfigError names the choices."""
+    if metric not in METRICS:
+        raise ConfigError(f"{where} = {metric!r}: checkpoints can be ranked by {', '.join(METRICS)}")
+    return METRICS[metric]
+
+
+def select_best(scored: Sequence[tuple[Any, float | None]], n: int, *, higher_is_better: bool = False) -> list[Any]:
+    """The ``n`` best of ``(item, value)`` pairs in their given (oldest-first) order.
+
+    ``None`` or NaN values are never chosen; among equal values the later item wins. Shared by
+    averaging and by the trainer's ``keep_best`` pruning, so both rank alike.
+    """
+    ranked = [
+        (i, item, float(v)) for i, (item, v) in enumerate(scored) if v is not None and float(v) == float(v)
+    ]
+    sign = -1.0 if higher_is_better else 1.0
+    ranked.sort(key=lambda t: (sign * t[2], -t[0]))
+    keep = sorted(ranked[: max(n, 0)], key=lambda t: t[0])
+    return [item for _, item, _ in keep]
+
+
+def checkpoint_metric(path: str | Path, metric: str) -> float | None:
+    """``metrics[metric]`` of a checkpoint, None if absent or stale (see the module docstring).
+
+    Read memory-mapped, so ranking a directory of large checkpoints does not load their tensors.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated files, foreign pickles
+        raise DataError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict):
+        raise DataError(f"{path}: not a KoSpeech checkpoint")
+    metrics = ckpt.get("metrics") or {}
+    value = metrics.get(metric)
+    if value is None:
+        return None
+    valid_step = metrics.get("valid_step")
+    if valid_step is not None and ckpt.get("step") is not None and int(valid_step) != int(ckpt["step"]):
+        return None
+    return float(value)
+
+
+def best_checkpoints(exp_dir: str | Path, n: int, metric: str = "valid_cer") -> list[Path]:
+    """The ``n`` numbered checkpoints of an experiment best by ``metric``, oldest first."""
+    higher = check_metric(metric)
+    if n < 1:
+        raise DataError(f"--best must be at least 1, got {n}")
+    exp_dir = Path(exp_dir)
+    ckpt_dir = exp_dir / CKPT_DIR if (exp_dir / CKPT_DIR).is_dir() else exp_dir
+    found = list_checkpoints(ckpt_dir)
+    if not found:
+        raise DataError(f"no checkpoints (ckpt_<step>.pt) in {ckpt_dir}; train first or check --exp-dir")
+    scored = [(p, checkpoint_metric(p, metric)) for p in found]
+    n_scored = sum(v is not None for _, v in scored)
+    if n_scored < n:
+        raise DataError(
+            f"asked to average the {n} best checkpoints by {metric} but only {n_scored} of the {len(found)} in "
+            f"{ckpt_dir} carry it from a validation at their own step (set train.keep_best, and "
+            f"train.valid_every or epoch-end validation with data.valid)"
+        )
+    best = select_best(scored, n, higher_is_better=higher)
+    logger.info(
+        "the %d best by %s: %s", n, metric, ", ".join(f"{p.name} ({v:.4g})" for p, v in scored if p in best)
+    )
+    return best
 
 
 def last_checkpoints(exp_dir: str | Path, n: int) -> list[Path]:
@@ -71,4 +149,11 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 def average_last(exp_dir: str | Path, n: int, out: str | Path) -> Path:
     """Average the last ``n`` checkpoints of ``exp_dir`` into ``out`` (atomically)."""
-    return atomic_save(average_checkpoints(last_checkpoints(exp_dir, n)), out)
+    return write_checkpoint(average_checkpoints(last_checkpoints(exp_dir, n)), out)  # a checksum of its own
+
+
+def average_best(exp_dir: str | Path, n: int, out: str | Path, metric: str = "valid_cer") -> Path:
+    """Average the ``n`` checkpoints of ``exp_dir`` best by ``metric`` into ``out`` (atomically, sealed)."""
+    avg = average_checkpoints(best_checkpoints(exp_dir, n, metric))
+    avg["averaged_by"] = metric
+    return write_checkpoint(avg, out)

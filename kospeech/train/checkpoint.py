@@ -8,18 +8,21 @@ bit for bit where the interrupted one stopped.
 
 Everything stored is a tensor, a number, a string, bytes or a container of those, so the file
 loads with ``torch.load(..., weights_only=True)``: opening a checkpoint never runs pickled code.
+The metadata block holds the sha256 of the weights (``checksum``), checked on every load: a
+file whose bytes changed after it was written is refused by name, not trained or decoded on.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import random
 import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +49,39 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` into a temporary name in the same folder, fsync, then rename.
 
     A rename within one file system is atomic, so a kill at any moment leaves either the old
-    file or the new one, never a truncated checkpoint under the final name.
+    file or the new one, never a truncated checkpoint under the final name. The temporary is
+    created like any other output (mode 0666 less the umask; ``mkstemp`` would make it 0600),
+    and a write that fails for want of space says so as an ``OSError(ENOSPC)``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+    except BaseException as err:
+        tmp_name.unlink(missing_ok=True)
+        if isinstance(err, RuntimeError) and "write" in str(err) and _nearly_full(path.parent):
+            # torch's zip writer reports a full disk as a RuntimeError without an errno
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
     return path
+
+
+def _nearly_full(folder: Path, margin: int = 64 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+def write_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """Seal a checkpoint (checksum of its weights in its metadata block) and save it atomically."""
+    return atomic_save(seal(ckpt), path)
 
 
 def atomic_link(src: str | Path, dst: str | Path) -> Path:
@@ -93,11 +114,15 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` numbered checkpoints (0 or less keeps all)."""
+def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep: Iterable[str | Path] = ()) -> list[Path]:
+    """Delete all but the newest ``keep_last`` numbered checkpoints (0 or less keeps all) and ``keep``.
+
+    ``keep``: checkpoints spared whatever their age (the trainer's ``keep_best``).
+    """
     if keep_last <= 0:
         return []
-    old = list_checkpoints(ckpt_dir)[:-keep_last]
+    spared = {Path(p).name for p in keep}
+    old = [p for p in list_checkpoints(ckpt_dir)[:-keep_last] if p.name not in spared]
     for p in old:
         p.unlink(missing_ok=True)
     return old
@@ -120,7 +145,105 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, Mapping) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
         raise DataError(f"{path}: not a KoSpeech checkpoint (missing {', '.join(missing)})")
+    from kospeech.metadata import check_metadata
+
+    check_metadata(ckpt.get("metadata"), str(path))
+    verify_checksum(ckpt, path)
     return dict(ckpt)
+
+
+# ---------------------------------------------------------------------------------------------
+# integrity: a checksum of the weights, readable-checkpoint fallback, stale temporaries
+
+
+def weights_checksum(state: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` over every tensor of a state dict: name, dtype, shape and bytes, by name.
+
+    The zip container ``torch.save`` writes has no check of its own on tensor bytes: a file with
+    overwritten bytes loads, and its weights silently turn to garbage (NaN, then a run that skips
+    every batch to its end). The checksum in the metadata block makes such a file an error.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        if not torch.is_tensor(value):
+            digest.update(f"{key}|{value!r}|".encode())
+            continue
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()
+
+
+def seal(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Put the weights' checksum into the checkpoint's metadata block (making the block if absent)."""
+    from kospeech.metadata import make_metadata
+
+    checksum = weights_checksum(ckpt["model"])
+    meta = ckpt.get("metadata")
+    ckpt["metadata"] = {**meta, "checksum": checksum} if isinstance(meta, Mapping) else make_metadata(
+        "checkpoint", checksum=checksum
+    )
+    return ckpt
+
+
+def verify_checksum(ckpt: Mapping[str, Any], source: str | Path) -> None:
+    """A DataError when the weights do not match the checksum they were saved with.
+
+    Files written before checksums existed have none and pass unchecked.
+    """
+    meta = ckpt.get("metadata")
+    expected = meta.get("checksum") if isinstance(meta, Mapping) else None
+    if not expected:
+        return
+    if weights_checksum(ckpt["model"]) != expected:
+        raise DataError(
+            f"{source}: the weights do not match the checksum they were saved with: the file was damaged "
+            f"after it was written; use another checkpoint (an earlier ckpt_*.pt) or retrain"
+        )
+
+
+def remove_stale_temporaries(ckpt_dir: str | Path) -> list[Path]:
+    """Delete the temporaries of saves that were killed before their rename (``.ckpt_*.pt.*.tmp``,
+    ``.last.pt.*.tmp``). Only safe while no save runs: the trainer calls it under the exp-dir lock."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    stale = [p for p in ckpt_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temporary file(s) of interrupted saves from %s", len(stale), ckpt_dir)
+    return stale
+
+
+def latest_readable_checkpoint(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """``last.pt``, or else the newest numbered checkpoint that loads and matches its checksum.
+
+    Whatever is passed over is logged with the reason. None when the dir holds no checkpoint at
+    all; a DataError when it holds some and none can be read (resuming from scratch there would
+    let rotation delete the old run's checkpoints and mix two runs in one dir).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    candidates = ([ckpt_dir / LAST] if (ckpt_dir / LAST).exists() else []) + list_checkpoints(ckpt_dir)[::-1]
+    failures: list[str] = []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+        except DataError as err:
+            logger.warning("--resume: passing over %s: %s", path.name, err)
+            failures.append(f"{path.name}: {err}")
+            continue
+        if failures or path.name != LAST:
+            why = "; ".join(failures) if failures else f"{LAST} is missing"
+            logger.warning("--resume: continuing from %s (%s)", path, why)
+        return path, ckpt
+    if failures:
+        raise DataError(
+            f"{ckpt_dir}: --resume found {len(failures)} checkpoint(s) and none can be read "
+            f"({failures[0]}); move them away to start over, or choose a new --exp-dir"
+        )
+    return None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -165,22 +288,10 @@ def tokenizer_from_files(files: Mapping[str, bytes]) -> Any:
 # CMVN
 
 
-def make_cmvn(mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray) -> nn.Module:
-    """A :class:`kospeech.data.cmvn.GlobalCMVN` holding ``mean`` and ``std``."""
-    from kospeech.data.cmvn import GlobalCMVN
-
-    return GlobalCMVN(mean, std)
-
-
 def cmvn_stats(cmvn: nn.Module | None) -> dict[str, torch.Tensor] | None:
     if cmvn is None:
         return None
     return {"mean": cmvn.mean.detach().float().cpu().clone(), "std": cmvn.std.detach().float().cpu().clone()}
-
-
-def apply_cmvn(cmvn: nn.Module | None, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Normalise, keeping padded frames at zero; identity without CMVN."""
-    return features if cmvn is None else cmvn(features, lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,61 +366,3 @@ def restore_generator_states(objects: dict[str, Any], states: Mapping[str, Mappi
             gen = torch.Generator(device=entry.get("device", "cpu"))
             gen.set_state(entry["state"])
             setattr(owner, attr, gen)
-
-
-# ---------------------------------------------------------------------------------------------
-# inference
-
-
-@dataclass
-class InferenceBundle:
-    """Everything decoding needs, rebuilt from one checkpoint.
-
-    ``frontend`` turns waves into features (None when the config names none); ``cmvn``
-    normalises them (None when training used none); ``model`` is in eval mode on the device.
-    """
-
-    model: nn.Module
-    tokenizer: Any
-    frontend: nn.Module | None
-    cmvn: nn.Module | None
-    config: dict[str, Any]
-
-
-def build_model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
-    from kospeech.registry import build
-
-    cfg = ckpt["config"]
-    args = ckpt["model_args"]
-    if "model" not in cfg:
-        raise ConfigError("checkpoint config has no 'model' section")
-    dims = {"input_dim": int(args["input_dim"]), "vocab_size": int(args["vocab_size"])}
-    model = build("model", cfg["model"], path="model", **dims)
-    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    return model
-
-
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> InferenceBundle:
-    """Rebuild model, tokenizer, frontend and CMVN from a checkpoint file alone."""
-    from kospeech.registry import build
-
-    device = torch.device(device)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = dict(ckpt["config"])
-    model = build_model_from_checkpoint(ckpt).to(device).eval()
-    tokenizer = tokenizer_from_files(ckpt["tokenizer"]) if ckpt.get("tokenizer") else None
-    if tokenizer is None:
-        raise DataError(f"{path}: checkpoint carries no tokenizer files; it cannot decode on its own")
-    vocab = int(ckpt["model_args"]["vocab_size"])
-    if tokenizer.vocab_size != vocab:
-        raise DataError(
-            f"{path}: the inline tokenizer has {tokenizer.vocab_size} units but the model was built for {vocab}"
-        )
-    frontend = None
-    if isinstance(cfg.get("frontend"), Mapping) and cfg["frontend"].get("name"):
-        frontend = build("frontend", cfg["frontend"], path="frontend").to(device).eval()
-    cmvn = None
-    if ckpt.get("cmvn"):
-        cmvn = make_cmvn(ckpt["cmvn"]["mean"], ckpt["cmvn"]["std"]).to(device).eval()
-    return InferenceBundle(model=model, tokenizer=tokenizer, frontend=frontend, cmvn=cmvn, config=cfg)

@@ -6,10 +6,13 @@ resumed run's picture continues the interrupted one's.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from kospeech.data.datadir import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +65,7 @@ def plot_training(log_path: str | Path, out_path: str | Path) -> Path | None:
     ax_cer.set_title("validation CER")
     ax_cer.grid(alpha=0.3)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    tmp.replace(out_path)
-    return out_path
+    return write_atomic(out_path, buf.getvalue())

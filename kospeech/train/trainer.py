@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import difflib
 import json
 import logging
 import math
@@ -34,29 +33,38 @@ import numpy as np
 import torch
 from torch import nn
 
-from kospeech.errors import ConfigError, DataError
+from kospeech.data.datadir import write_atomic
+from kospeech.data.inputs import (
+    DUMP,
+    InputPipeline,
+    dump_frontend_config,
+    read_meta,
+    resolve_device,
+    source_kind,
+)
+from kospeech.errors import ConfigError, DataError, TrainingError
 from kospeech.train import distributed as D
+from kospeech.train.average import check_metric, checkpoint_metric, select_best
 from kospeech.train.checkpoint import (
     BEST,
     CKPT_DIR,
     LAST,
-    apply_cmvn,
     atomic_link,
-    atomic_save,
     cmvn_stats,
     generator_states,
+    latest_readable_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     load_tokenizer_dir,
-    make_cmvn,
     model_state,
     prune_checkpoints,
     read_lang_dir,
+    remove_stale_temporaries,
     restore_generator_states,
     rng_state,
     set_rng_state,
     step_path,
     unwrap,
+    write_checkpoint,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,11 +97,20 @@ class TrainOptions:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         save_every: also checkpoint every this many updates (0: only at epoch ends).
         keep_last: numbered checkpoints kept (0: all); ``last.pt`` and ``best.pt`` are extra.
+        keep_best: also keep this many numbered checkpoints best by ``keep_best_by``
+            (ESPnet's ``keep_nbest_models``), however old; ``kospeech average --best N``
+            averages them and run.sh's ``--average N --average-by METRIC`` decodes that.
+        keep_best_by: ``valid_cer`` (greedy-decoding CER, lower is better) or ``valid_loss``.
+            Only checkpoints written at a validation are ranked. ``best.pt`` stays the best by CER.
         log_every: a ``log.jsonl`` line every this many updates.
         valid_every: also validate (and checkpoint) every this many updates (0: epoch ends).
         num_workers: DataLoader worker processes.
         find_unused_parameters: DDP option for models with heads that a loss may not use.
         plot: redraw ``train.png`` at each validation.
+        max_nonfinite: stop with an error after this many batches or updates in a row with a
+            non-finite loss or gradient (0: never). One such batch is skipped and counted; a
+            run of them means the weights or the learning rate are broken, and skipping to the
+            end of the run would only hide it.
     """
 
     max_epochs: int = 10
@@ -106,48 +123,32 @@ class TrainOptions:
     device: str = "auto"
     save_every: int = 0
     keep_last: int = 5
+    keep_best: int = 0
+    keep_best_by: str = "valid_cer"
     log_every: int = 20
     valid_every: int = 0
     num_workers: int = 0
     find_unused_parameters: bool = False
     plot: bool = True
+    max_nonfinite: int = 50
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> TrainOptions:
-        section = dict(section or {})
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key, value in section.items():
-            if key not in fields:
-                close = difflib.get_close_matches(key, list(fields), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"unknown option 'train.{key}'.{hint} Accepted: {', '.join(fields)}")
-            default = fields[key].default
-            ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise ConfigError(f"'train.{key}' = {value!r} must be a {type(default).__name__}")
-        opts = cls(**section)
+        from kospeech.train.schema import check_section
+
+        opts = cls(**check_section(section, cls, "train"))
         if opts.accum_grad < 1:
             raise ConfigError(f"'train.accum_grad' must be >= 1, got {opts.accum_grad}")
         if opts.amp not in ("auto", "bf16", "fp16", "none"):
             raise ConfigError(f"'train.amp' = {opts.amp!r}: choose auto, bf16, fp16 or none")
         if opts.log_every < 1:
             raise ConfigError(f"'train.log_every' must be >= 1, got {opts.log_every}")
+        if opts.keep_best < 0:
+            raise ConfigError(f"'train.keep_best' must be >= 0, got {opts.keep_best}")
+        check_metric(opts.keep_best_by, "'train.keep_best_by'")
+        if opts.max_nonfinite < 0:
+            raise ConfigError(f"'train.max_nonfinite' must be >= 0, got {opts.max_nonfinite}")
         return opts
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks this rank's CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device '{name}' asked for, but no CUDA device is visible; use --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name != "cpu":
-        raise ConfigError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -167,22 +168,13 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 # validation decoding and CER
 
 
-def _search_name(model: Any) -> str:
-    if getattr(model, "has_ctc", False):
-        return "ctc_greedy"
-    if getattr(model, "has_decoder", False):
-        return "greedy"
-    if getattr(model, "is_transducer", False):
-        return "transducer_greedy"
-    raise ConfigError(f"model {type(model).__name__} has no decoding head (has_ctc, has_decoder, is_transducer)")
-
-
 def make_greedy(model: Any) -> Any:
     """``(features, lengths) -> list[list[int]]``: the registered greedy search for the model's
     cheapest head, used for validation CER."""
     from kospeech.registry import build
+    from kospeech.search import default_search
 
-    return build("search", {"name": _search_name(model)}, path="valid_search", model=model).decode
+    return build("search", default_search(model, greedy=True), path="valid_search", model=model).decode
 
 
 def corpus_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> float:
@@ -196,41 +188,6 @@ def corpus_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> float:
 # data helpers
 
 
-def data_kind(path: Path, key: str) -> str:
-    """``dump`` (feature dump with utt2num_frames) or ``raw`` (Kaldi data dir with wav.scp)."""
-    if not path.is_dir():
-        raise DataError(
-            f"{key}: {path} not found; make a feature dump with `kospeech features dump` "
-            f"(stage 2) or point it at a Kaldi data dir with wav.scp"
-        )
-    if (path / "utt2num_frames").is_file():
-        return "dump"
-    if (path / "wav.scp").is_file():
-        return "raw"
-    raise DataError(
-        f"{key}: {path} is neither a feature dump (no utt2num_frames) nor a Kaldi data dir (no wav.scp); "
-        f"run `kospeech features dump` to make one"
-    )
-
-
-def frames_per_second(frontend_cfg: Mapping[str, Any] | None) -> float:
-    """Feature frames per second of audio, for throughput in audio seconds per second."""
-    cfg = dict(frontend_cfg or {})
-    if "frame_shift_ms" in cfg:
-        return 1000.0 / float(cfg["frame_shift_ms"])
-    if "frame_shift" in cfg:
-        shift = float(cfg["frame_shift"])
-        return 1000.0 / shift if shift > 1 else 1.0 / shift
-    if "hop_length" in cfg:
-        return float(cfg.get("sample_rate", 16000)) / float(cfg["hop_length"])
-    return 100.0
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def _plain(obj: Any) -> Any:
     """NumPy values to Python/tensors, so the checkpoint stays loadable with weights_only=True."""
     if isinstance(obj, np.ndarray):
@@ -242,12 +199,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(v) for v in obj)
     return obj
-
-
-def _load_cmvn_file(path: Path) -> nn.Module:
-    from kospeech.data.cmvn import GlobalCMVN
-
-    return GlobalCMVN.from_file(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +227,9 @@ class Trainer:
         progress: bool = False,
         dist_info: D.DistInfo | None = None,
     ) -> None:
+        from kospeech.train.schema import check_train_config
+
+        check_train_config(cfg)  # every key and component, before any data is read
         self.cfg: dict[str, Any] = copy.deepcopy(dict(cfg))
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / CKPT_DIR
@@ -304,6 +258,8 @@ class Trainer:
         self._epoch_len = 0  # batches in the current epoch, for the budget share
         self.skipped_batches = 0
         self.skipped_updates = 0
+        self.unreadable: dict[str, str] = {}  # utterance -> why its audio could not be read
+        self._nonfinite_run = 0  # batches/updates in a row with a non-finite loss or gradient
         self.best_cer = math.inf
         self.best_step = -1
         self.last_metrics: dict[str, Any] = {}
@@ -312,13 +268,17 @@ class Trainer:
         self._saved_at: tuple[int, int, int] | None = None  # (step, epoch, batches_done) of the last save
         self._validated_step = -1
 
+        if self.dist.is_main:  # saves killed before their rename (the exp-dir lock keeps others out)
+            remove_stale_temporaries(self.ckpt_dir)
         self._setup_data()
         self._setup_model()
+        self._check_search()
+        self._setup_batches()
         self._setup_optim()
         if resume:
-            last = self.ckpt_dir / LAST
-            if last.is_file():
-                self._resume(last)
+            found = latest_readable_checkpoint(self.ckpt_dir)
+            if found is not None:
+                self._resume(*found)
             else:
                 logger.info("--resume: no checkpoint in %s yet, starting from scratch", self.ckpt_dir)
         if self.dist.is_main:
@@ -346,110 +306,115 @@ class Trainer:
         self.tokenizer = load_tokenizer_dir(self.lang_dir)
         self.vocab_size = int(self.tokenizer.vocab_size)
 
-        from kospeech.data.dataset import collate
+        from kospeech.data.dataset import FeatureDataset, RawAudioDataset, collate
 
         self.collate = collate
         train_dir = Path(data["train"])
-        self.mode = data_kind(train_dir, "data.train")
+        self.mode = source_kind(train_dir, "data.train")
         valid_dir = Path(data["valid"]) if data.get("valid") else None
-        if valid_dir is not None and data_kind(valid_dir, "data.valid") != self.mode:
+        if valid_dir is not None and source_kind(valid_dir, "data.valid") != self.mode:
             raise DataError(f"data.valid: {valid_dir} must be the same kind as data.train ({self.mode})")
+        self.train_meta = read_meta(train_dir)
         max_frames = data.get("max_frames")
-        self.frontend: nn.Module | None = None
-        self.sample_rate = 16000
-        if self.mode == "dump":
-            from kospeech.data.dataset import FeatureDataset
+        cmvn_file = Path(data["cmvn"]) if data.get("cmvn") else None
+        if self.mode == DUMP:
+            self.cfg["frontend"] = dump_frontend_config(train_dir, self.cfg.get("frontend"))
+            if cmvn_file is None and (train_dir / "cmvn.npz").is_file():
+                cmvn_file = train_dir / "cmvn.npz"
+            if cmvn_file is None:
+                logger.warning("no CMVN statistics (%s missing): features are used unnormalised",
+                               train_dir / "cmvn.npz")
+        elif not isinstance(self.cfg.get("frontend"), Mapping):
+            raise ConfigError(f"data.train {train_dir} is a raw-audio data dir: the config needs a 'frontend'")
+        from kospeech.data.cmvn import GlobalCMVN
 
-            fe_file = train_dir / "frontend.yaml"
-            if fe_file.is_file():
-                from kospeech.config import read_yaml
-
-                dumped = read_yaml(fe_file)
-                if isinstance(dumped.get("frontend"), Mapping):
-                    dumped = dict(dumped["frontend"])
-                given = dict(self.cfg.get("frontend") or {})
-                clash = sorted(k for k, v in given.items() if k in dumped and dumped[k] != v)
-                if clash:
-                    logger.warning(
-                        "config 'frontend' differs from %s in %s; using the dump's (the features were made with it)",
-                        fe_file,
-                        ", ".join(clash),
-                    )
-                self.cfg["frontend"] = dumped
+        self.inputs = InputPipeline.from_config(
+            self.cfg.get("frontend"),
+            cmvn=GlobalCMVN.from_file(cmvn_file) if cmvn_file is not None else None,
+            augments=self._build_augments(),
+            device=self.device,
+            build_frontend=self.mode != DUMP,
+        )
+        if self.mode == DUMP:
             self.train_set = FeatureDataset(train_dir, self.tokenizer, max_frames=max_frames)
             self.valid_set = FeatureDataset(valid_dir, self.tokenizer) if valid_dir else None
-            if len(self.train_set) == 0:
-                raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
-            self.input_dim = int(self.train_set[0]["features"].shape[-1])
-            self.frame_rate = frames_per_second(self.cfg.get("frontend"))
-            cmvn_path = Path(data["cmvn"]) if data.get("cmvn") else train_dir / "cmvn.npz"
-            if data.get("cmvn") or cmvn_path.is_file():
-                self.cmvn: nn.Module | None = _load_cmvn_file(cmvn_path)
-            else:
-                logger.warning("no CMVN statistics (%s missing): features are used unnormalised", cmvn_path)
-                self.cmvn = None
         else:
-            from kospeech.data.dataset import RawAudioDataset
-            from kospeech.registry import build
-
-            if not isinstance(self.cfg.get("frontend"), Mapping):
-                raise ConfigError(f"data.train {train_dir} is a raw-audio data dir: the config needs a 'frontend'")
-            self.frontend = build("frontend", self.cfg["frontend"], path="frontend").to(self.device).eval()
-            self.input_dim = int(self.frontend.output_dim)
-            self.sample_rate = int(getattr(self.frontend, "sample_rate", data.get("sample_rate", 16000)))
-            hop = getattr(self.frontend, "hop_length", None)
-            self.frame_rate = self.sample_rate / hop if hop else frames_per_second(self.cfg.get("frontend"))
-            max_seconds = float(max_frames) / self.frame_rate if max_frames else None
-            self.train_set = RawAudioDataset(
-                train_dir, self.tokenizer, sample_rate=self.sample_rate, max_seconds=max_seconds
-            )
-            self.valid_set = (
-                RawAudioDataset(valid_dir, self.tokenizer, sample_rate=self.sample_rate) if valid_dir else None
-            )
-            if len(self.train_set) == 0:
-                raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
-            if data.get("cmvn"):
-                self.cmvn = _load_cmvn_file(Path(data["cmvn"]))
-            else:
-                self.cmvn = self._compute_cmvn()
-        if self.cmvn is not None:
-            self.cmvn = self.cmvn.to(self.device)
+            rate = self.inputs.sample_rate
+            max_seconds = float(max_frames) / self.inputs.frame_rate if max_frames else None
+            self.train_set = RawAudioDataset(train_dir, self.tokenizer, sample_rate=rate, max_seconds=max_seconds)
+            self.valid_set = RawAudioDataset(valid_dir, self.tokenizer, sample_rate=rate) if valid_dir else None
+        if len(self.train_set) == 0:
+            raise DataError(f"data.train: {train_dir} has no usable utterances (max_frames={max_frames})")
+        if self.mode == DUMP:
+            self.input_dim = int(self.train_set[0]["features"].shape[-1])
+        else:
+            self.input_dim = int(self.inputs.output_dim)
+            if self.inputs.cmvn is None:
+                self.inputs.cmvn = self.inputs.estimate_cmvn(self.train_set, self.collate).to(self.device)
         if self.valid_set is None:
             logger.warning("no data.valid: no validation CER, and no best.pt")
 
+    def _setup_batches(self) -> None:
+        """Leave out utterances shorter than the model accepts (``data.min_frames``, counted), then
+        the length-bucketed batch samplers."""
+        from kospeech.data.dataset import keep_at_least
+        from kospeech.data.sampler import BucketBatchSampler
+        from kospeech.models.base import min_input_frames
+
+        data = self.cfg["data"]
+        min_frames = data.get("min_frames")
+        if min_frames is None:
+            min_frames = min_input_frames(self.raw_model, self.input_dim, self.device)
+        reason = f"shorter than data.min_frames={min_frames}"
+        for dataset in (self.train_set, self.valid_set):
+            if dataset is None or min_frames <= 1:
+                continue
+            if getattr(dataset, "length_unit", "samples") == "samples":  # centred frames: 1 + samples // hop
+                need = int(math.ceil((min_frames - 1) * self.inputs.sample_rate / self.inputs.frame_rate))
+            else:
+                need = min_frames
+            keep_at_least(dataset, need, reason)
+        if len(self.train_set) == 0:
+            raise DataError(f"data.train: {data['train']} has no utterance of at least {min_frames} frames")
         self.batch_frames = int(data.get("batch_frames", 20000))
         num_buckets = int(data.get("num_buckets", 10))
-        from kospeech.data.sampler import BucketBatchSampler
 
-        self.train_sampler = BucketBatchSampler(
-            self._sampler_lengths(self.train_set),
-            batch_frames=self.batch_frames,
-            seed=self.seed,
-            shuffle=True,
-            num_buckets=num_buckets,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
-        self.valid_sampler = (
-            BucketBatchSampler(
-                self._sampler_lengths(self.valid_set),
+        def sampler(dataset: Any, shuffle: bool) -> BucketBatchSampler:
+            return BucketBatchSampler(
+                self._sampler_lengths(dataset),
                 batch_frames=self.batch_frames,
                 seed=self.seed,
-                shuffle=False,
+                shuffle=shuffle,
                 num_buckets=num_buckets,
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
             )
-            if self.valid_set is not None
-            else None
-        )
-        self.augments = self._build_augments()
+
+        self.train_sampler = sampler(self.train_set, True)
+        self.valid_sampler = sampler(self.valid_set, False) if self.valid_set is not None else None
+
+    # the pipeline's parts, for the code (and tests) that read them off the trainer
+    @property
+    def frontend(self) -> nn.Module | None:
+        return self.inputs.frontend
+
+    @property
+    def cmvn(self) -> nn.Module | None:
+        return self.inputs.cmvn
+
+    @property
+    def augments(self) -> list[Any]:
+        return self.inputs.augments
+
+    @property
+    def frame_rate(self) -> float:
+        return self.inputs.frame_rate
 
     def _sampler_lengths(self, dataset: Any) -> list[int]:
         """Lengths in feature frames, so ``batch_frames`` means the same in both modes."""
         lengths = list(dataset.lengths)
-        if self.mode == "raw" and getattr(dataset, "length_unit", "samples") == "samples":
-            per_frame = self.sample_rate / self.frame_rate
+        if getattr(dataset, "length_unit", "samples") == "samples":
+            per_frame = self.inputs.sample_rate / self.inputs.frame_rate
             lengths = [max(1, int(n // per_frame)) for n in lengths]
         return lengths
 
@@ -465,36 +430,13 @@ class Trainer:
             domain = getattr(aug, "domain", "feature")
             if domain not in ("feature", "wave"):
                 raise ConfigError(f"augment[{i}] '{spec.get('name')}' has domain {domain!r}; expected feature or wave")
-            if domain == "wave" and self.mode == "dump":
+            if domain == "wave" and self.mode == DUMP:
                 raise ConfigError(
                     f"augment[{i}] '{spec.get('name')}' works on waveforms, but data.train is a feature dump; "
                     f"train from a Kaldi data dir (wav.scp) for on-the-fly features, or drop it"
                 )
-            if isinstance(aug, nn.Module):
-                aug = aug.to(self.device)
             augments.append(aug)
         return augments
-
-    @torch.no_grad()
-    def _compute_cmvn(self, max_utts: int = 2000, chunk: int = 16) -> nn.Module:
-        """Global mean/std of the on-the-fly features over (up to) the first ``max_utts`` utterances."""
-        n = min(len(self.train_set), max_utts)
-        total = torch.zeros(self.input_dim, dtype=torch.float64)
-        total_sq = torch.zeros(self.input_dim, dtype=torch.float64)
-        count = 0
-        for start in range(0, n, chunk):
-            items = [self.train_set[i] for i in range(start, min(n, start + chunk))]
-            batch = _to_device(self.collate(items), self.device)
-            feats, lens = self.frontend(batch["waves"], batch["wave_lengths"])
-            mask = torch.arange(feats.size(1), device=feats.device)[None, :] < lens[:, None]
-            valid = feats[mask].double().cpu()
-            total += valid.sum(0)
-            total_sq += (valid**2).sum(0)
-            count += valid.size(0)
-        mean = total / max(count, 1)
-        std = (total_sq / max(count, 1) - mean**2).clamp(min=1e-10).sqrt()
-        logger.info("CMVN computed over %d utterances (%d frames)", n, count)
-        return make_cmvn(mean.float(), std.float())
 
     def _setup_model(self) -> None:
         from kospeech.registry import build
@@ -520,6 +462,18 @@ class Trainer:
         # each rank gets its own random stream for dropout and augmentation after a shared init
         self._seed_everything(self.seed + 1000 * self.dist.rank)
 
+    def _check_search(self) -> None:
+        """Build ``decode.search`` against the model now, so a search the model cannot run (a beam
+        over an attention decoder the model lacks) fails before training, not after it. The
+        ``lm`` option is left out: the LM is often trained later."""
+        from kospeech.config import get_path
+        from kospeech.registry import build
+
+        search = get_path(self.cfg, "decode.search")
+        if isinstance(search, Mapping) and search.get("name"):
+            cfg = {k: v for k, v in search.items() if k != "lm"}
+            build("search", cfg, path="decode.search", model=self.raw_model)
+
     def _setup_optim(self) -> None:
         from kospeech.registry import build
 
@@ -534,16 +488,18 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------
     def _random_parts(self) -> dict[str, Any]:
         """Components that may own random generators besides the global streams."""
-        parts = {f"augment[{i}]": aug for i, aug in enumerate(self.augments)}
-        if self.frontend is not None:
-            parts["frontend"] = self.frontend
-        return parts
+        return self.inputs.random_parts()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything docs/contracts.md lists, for this moment (an update boundary)."""
         rng = rng_state()
         ranks = D.all_gather_objects(rng) if self.dist.enabled else None
+        from kospeech.metadata import make_metadata
+
+        corpus = {"corpus": self.train_meta.get("corpus"), "transcript": self.train_meta.get("transcript"),
+                  "path": str(self.cfg["data"]["train"])}
         return {
+            "metadata": make_metadata("checkpoint", training_corpus=corpus),
             "model": model_state(self.model),
             "config": self.cfg,
             "model_args": dict(self.model_args),
@@ -564,6 +520,7 @@ class Trainer:
                 "best_step": self.best_step,
                 "skipped_batches": self.skipped_batches,
                 "skipped_updates": self.skipped_updates,
+                "unreadable": dict(self.unreadable),
             },
         }
 
@@ -580,18 +537,30 @@ class Trainer:
         state = self.state_dict()  # every rank joins the RNG gather
         path = None
         if self.dist.is_main:
-            path = atomic_save(state, step_path(self.ckpt_dir, self.step))
+            path = write_checkpoint(state, step_path(self.ckpt_dir, self.step))
             atomic_link(path, self.ckpt_dir / LAST)
             if is_best:
                 atomic_link(path, self.ckpt_dir / BEST)
-            prune_checkpoints(self.ckpt_dir, self.opts.keep_last)
+            prune_checkpoints(self.ckpt_dir, self.opts.keep_last, keep=self._best_checkpoints())
             logger.info("saved %s%s", path, " (best)" if is_best else "")
         self._saved_at = self._position()
         D.barrier()
         return path
 
-    def _resume(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
+    def _best_checkpoints(self) -> list[Path]:
+        """The ``keep_best`` checkpoints best by ``keep_best_by``, which rotation spares."""
+        if self.opts.keep_best <= 0 or self.opts.keep_last <= 0:
+            return []
+        scored = []
+        for p in list_checkpoints(self.ckpt_dir):
+            try:
+                scored.append((p, checkpoint_metric(p, self.opts.keep_best_by)))
+            except DataError:  # a damaged file is never "best"; rotation treats it by age
+                logger.warning("%s cannot be read; not ranked for train.keep_best", p)
+        higher = check_metric(self.opts.keep_best_by)
+        return select_best(scored, self.opts.keep_best, higher_is_better=higher)
+
+    def _resume(self, path: Path, ckpt: Mapping[str, Any]) -> None:
         args = ckpt["model_args"]
         if int(args["vocab_size"]) != self.vocab_size:
             raise DataError(
@@ -604,7 +573,15 @@ class Trainer:
                 f"{path}: the checkpoint's model takes {args['input_dim']}-dim features but data.train gives "
                 f"{self.input_dim}; resume with the same features, or start a new --exp-dir"
             )
-        unwrap(self.model).load_state_dict(ckpt["model"])
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+        except RuntimeError as err:  # another model size or layout than the config's
+            lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+            detail = next((x for x in lines if "size mismatch" in x or "Missing key" in x), lines[0] if lines else "")
+            raise DataError(
+                f"{path}: the checkpoint's model does not fit the config's ({detail.rstrip('.')}); resume with "
+                f"the config it was trained with ({self.exp_dir / CONFIG_FILE}), or start a new --exp-dir"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -629,7 +606,10 @@ class Trainer:
         self.best_step = int(metrics.get("best_step", -1))
         self.skipped_batches = int(metrics.get("skipped_batches", 0))
         self.skipped_updates = int(metrics.get("skipped_updates", 0))
-        self.last_metrics = {k: metrics[k] for k in ("valid_cer", "valid_loss") if k in metrics}
+        self.unreadable = dict(metrics.get("unreadable") or {})
+        if hasattr(self.train_set, "known_bad"):  # not read again; the batches stay as they were
+            self.train_set.known_bad = set(self.unreadable)
+        self.last_metrics = {k: metrics[k] for k in ("valid_cer", "valid_loss", "valid_step") if k in metrics}
         gens = ckpt.get("generators") or []
         if len(gens) == self.dist.world_size:
             self._pending_generators = gens[self.dist.rank]
@@ -657,9 +637,7 @@ class Trainer:
                     keep.append(line)
             except (json.JSONDecodeError, ValueError, AttributeError):
                 continue
-        tmp = log.with_name(log.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-        tmp.replace(log)
+        write_atomic(log, "".join(f"{line}\n" for line in keep))
 
     # ---- batches ------------------------------------------------------------------------
     def _epoch_batches(self, sampler: Any, epoch: int, skip: int = 0) -> list[list[int]]:
@@ -679,24 +657,9 @@ class Trainer:
         )
 
     def _prepare(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """Device, on-the-fly frontend, CMVN, then augmentation (training batches only, once
-        ``train.augment_after`` updates are done)."""
-        batch = _to_device(batch, self.device)
-        train = train and self.step >= self.opts.augment_after
-        if self.mode == "raw":
-            if train:
-                for aug in self.augments:
-                    if getattr(aug, "domain", "feature") == "wave":
-                        batch = aug(batch)
-            with torch.no_grad():
-                feats, lens = self.frontend(batch["waves"], batch["wave_lengths"])
-            batch["features"], batch["feature_lengths"] = feats.float(), lens.long()
-        batch["features"] = apply_cmvn(self.cmvn, batch["features"].float(), batch["feature_lengths"])
-        if train:
-            for aug in self.augments:
-                if getattr(aug, "domain", "feature") == "feature":
-                    batch = aug(batch)
-        return batch
+        """The input pipeline; augmentation on training batches once ``train.augment_after``
+        updates are done."""
+        return self.inputs.prepare(batch, augment=train and self.step >= self.opts.augment_after)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -714,13 +677,14 @@ class Trainer:
         self._grad_norm = 0.0
         self._t0 = time.perf_counter()
 
-    def _audio_seconds(self, batch: dict[str, Any]) -> float:
-        if "wave_lengths" in batch:
-            return float(batch["wave_lengths"].sum()) / self.sample_rate
-        return float(batch["feature_lengths"].sum()) / self.frame_rate
-
     def _train_batch(self, batch: dict[str, Any], *, last_micro: bool) -> None:
         """Forward and backward one micro-batch; a non-finite loss is skipped on every rank."""
+        self._note_unreadable(batch.pop("failed", ()))
+        empty = not batch["utt_ids"]
+        if D.any_true(empty, self.device) if self.dist.enabled else empty:  # every item unreadable
+            self.skipped_batches += 1
+            self._unsynced = self._unsynced or (self.dist.enabled and last_micro and self._contributed > 0)
+            return
         batch = self._prepare(batch, train=True)
         self.model.train()
         sync_now = last_micro or not self.dist.enabled
@@ -739,6 +703,7 @@ class Trainer:
                     self.skipped_batches,
                 )
                 self._unsynced = self._unsynced or (self.dist.enabled and last_micro and self._contributed > 0)
+                self._note_nonfinite("loss")
             else:
                 scaled = loss / self.opts.accum_grad
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -749,9 +714,30 @@ class Trainer:
                         self._parts[k] = self._parts.get(k, 0.0) + float(v.detach())
                 self._stats["batches"] += 1
         lengths = batch["feature_lengths"]
-        self._stats["audio"] += self._audio_seconds(batch)
+        self._stats["audio"] += self.inputs.audio_seconds(batch)
         self._stats["frames"] += int(lengths.sum())
         self._stats["padded"] += int(lengths.numel() * batch["features"].size(1))
+
+    def _note_unreadable(self, failed: Any) -> None:
+        """Count utterances whose audio could not be read (each named once in the log)."""
+        for utt, why in failed:
+            if utt not in self.unreadable:
+                self.unreadable[utt] = why
+                logger.warning("left out utterance %s (%d so far): %s", utt, len(self.unreadable), why)
+
+    def _note_nonfinite(self, what: str) -> None:
+        """One more non-finite batch or update in a row; too many and the run stops (same on every
+        rank: the loss flag and the gradient norm are agreed across ranks)."""
+        self._nonfinite_run += 1
+        limit = self.opts.max_nonfinite
+        if limit and self._nonfinite_run >= limit:
+            last = self.ckpt_dir / LAST
+            raise TrainingError(
+                f"stopped at step {self.step}: {self._nonfinite_run} batches/updates in a row had a non-finite "
+                f"{what} (train.max_nonfinite={limit}); the weights or the learning rate are broken. "
+                f"Nothing after {last if last.exists() else 'the start'} was saved; lower optimizer.lr, "
+                f"check the data, or resume from an earlier ckpt_*.pt"
+            )
 
     def _sync_grads(self) -> None:
         """Average gradients by hand when the syncing micro-batch was skipped (DDP never saw it)."""
@@ -782,6 +768,9 @@ class Trainer:
         if not finite:
             self.skipped_updates += 1
             logger.warning("non-finite gradient norm at step %d: update skipped", self.step)
+            self._note_nonfinite("gradient")
+        else:
+            self._nonfinite_run = 0
         if self.scheduler is not None:
             if hasattr(self.scheduler, "set_progress"):
                 self.scheduler.set_progress(self._budget_spent())
@@ -820,6 +809,7 @@ class Trainer:
             "padding": 1.0 - stats["frames"] / max(stats["padded"], 1),
             "skipped_batches": self.skipped_batches,
             "skipped_updates": self.skipped_updates,
+            "unreadable_utterances": len(self.unreadable),
             "time": time.time(),
         }
         self._log(record)
@@ -838,6 +828,9 @@ class Trainer:
         hyps: dict[str, str] = {}
         loss_sum, n_batches = 0.0, 0
         for batch in self._loader(self.valid_set, self._epoch_batches(self.valid_sampler, 0)):
+            self._note_unreadable(batch.pop("failed", ()))
+            if not batch["utt_ids"]:
+                continue
             batch = self._prepare(batch, train=False)
             out = self._forward(model, batch)
             if torch.isfinite(out["loss"]):
@@ -865,7 +858,8 @@ class Trainer:
             "example": {"utt_id": first, "ref": all_refs[first], "hyp": all_hyps[first]} if first else None,
             "time": time.time(),
         }
-        self.last_metrics = {"valid_cer": cer, "valid_loss": record["loss"]}
+        # valid_step: a checkpoint saved later (save_every) carries these numbers but is not ranked by them
+        self.last_metrics = {"valid_cer": cer, "valid_loss": record["loss"], "valid_step": self.step}
         self._validated_step = self.step
         if self.scheduler is not None and hasattr(self.scheduler, "step_metric"):
             self.scheduler.step_metric(cer)
@@ -982,6 +976,7 @@ class Trainer:
             "best_step": self.best_step,
             "skipped_batches": self.skipped_batches,
             "skipped_updates": self.skipped_updates,
+            "unreadable_utterances": len(self.unreadable),
             **self.last_metrics,
         }
 

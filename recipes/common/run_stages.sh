@@ -12,13 +12,15 @@
 #   --search "NAME [k=v ...]" --tokenizer NAME --vocab-size N --train-input dump|data
 #   --train-opts "a.b=c ..." (dotted overrides for kospeech train) --average N (decode the
 #   mean of the last N checkpoints instead of best.pt) --corpus-root DIR
+#   --average-by valid_cer|valid_loss (with --average N: the N best by that validation metric)
+#   --score-opts "--cer-spaces" (options for kospeech score: ESPnet's CER, spaces scored)
 # Each stage writes into temporary names and renames when complete, and skips finished work,
 # so `--stage N` resumes safely after an interruption.
 set -euo pipefail
 
 : "${stage:=1}" "${stop_stage:=5}" "${nj:=2}" "${ngpu:=0}"
 : "${config:=conf/las.yaml}" "${search:=}" "${tokenizer:=jamo}" "${vocab_size:=0}"
-: "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}"
+: "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}" "${average_by:=}" "${score_opts:=}"
 : "${train_set:=train}" "${dev_set:=dev}" "${test_sets:=}" "${tag:=}"
 
 # Kaldi-style options: --stage 3 --stop-stage 4 --nj 4 --ngpu 1 --config conf/x.yaml --search beam
@@ -36,8 +38,10 @@ while [ $# -gt 0 ]; do
     --train-input|--train_input) train_input=$2; shift 2 ;;
     --train-opts|--train_opts) train_opts="${train_opts:+$train_opts }$2"; shift 2 ;;  # after a recipe's own
     --average) average=$2; shift 2 ;;
+    --average-by|--average_by) average_by=$2; shift 2 ;;
+    --score-opts|--score_opts) score_opts=$2; shift 2 ;;
     --corpus-root|--corpus_root) corpus_root=$2; shift 2 ;;
-    --help|-h) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --help|-h) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -100,7 +104,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   if [ "$train_input" = dump ]; then train_args+=("data.cmvn=dump/$train_set/cmvn.npz"); fi
   # shellcheck disable=SC2206  # word splitting of the overrides is intended
   [ -n "$train_opts" ] && train_args+=($train_opts)
-  [ -f "$exp/checkpoints/last.pt" ] && train_args+=(--resume)
+  # any checkpoint means resume: without last.pt, --resume continues from the newest readable ckpt_*.pt
+  compgen -G "$exp/checkpoints/*.pt" > /dev/null && train_args+=(--resume)
   if [ "$ngpu" -gt 1 ]; then
     torchrun --standalone --nproc_per_node="$ngpu" -m kospeech train "${train_args[@]}"
   else
@@ -108,9 +113,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   fi
 fi
 
-# The model to decode: the mean of the last N checkpoints, else the best on the dev set,
-# else the last one (no dev set).
-if [ "$average" -gt 0 ]; then
+# The model to decode: the mean of the last N checkpoints (or of the N best by a validation
+# metric), else the best on the dev set, else the last one (no dev set).
+if [ "$average" -gt 0 ] && [ -n "$average_by" ]; then
+  ckpt=$exp/model_best${average}_$average_by.pt
+elif [ "$average" -gt 0 ]; then
   ckpt=$exp/model_avg$average.pt
 elif [ -e "$exp/checkpoints/best.pt" ]; then
   ckpt=$exp/checkpoints/best.pt
@@ -124,12 +131,21 @@ search_name=${search%% *}
 search_name=${search_name:-default}
 # decode dirs say which model and search made them: decode_<set>_<search>[_avgN]
 decode_tag=$search_name
-[ "$average" -gt 0 ] && decode_tag=${decode_tag}_avg$average
+if [ "$average" -gt 0 ] && [ -n "$average_by" ]; then
+  decode_tag=${decode_tag}_best${average}_$average_by
+elif [ "$average" -gt 0 ]; then
+  decode_tag=${decode_tag}_avg$average
+fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   if [ "$average" -gt 0 ] && { [ ! -f "$ckpt" ] || [ "$exp/checkpoints/last.pt" -nt "$ckpt" ]; }; then
-    log "stage 4: averaging the last $average checkpoints -> $ckpt"
-    kospeech average --exp-dir "$exp" --last "$average" --out "$(basename "$ckpt")"
+    if [ -n "$average_by" ]; then
+      log "stage 4: averaging the $average best checkpoints by $average_by -> $ckpt"
+      kospeech average --exp-dir "$exp" --best "$average" --metric "$average_by" --out "$(basename "$ckpt")"
+    else
+      log "stage 4: averaging the last $average checkpoints -> $ckpt"
+      kospeech average --exp-dir "$exp" --last "$average" --out "$(basename "$ckpt")"
+    fi
   fi
   [ -e "$ckpt" ] || { echo "no checkpoint $ckpt: run stage 3 first" >&2; exit 1; }
   log "stage 4: decoding with $ckpt"
@@ -152,7 +168,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   dirs=()
   for s in $test_sets; do
     out=$exp/decode_${s}_${decode_tag}
-    kospeech score --dir "$out"
+    # shellcheck disable=SC2086  # word splitting of the options is intended
+    kospeech score --dir "$out" $score_opts
     dirs+=("$out")
   done
   kospeech compare "${dirs[@]}" --out "$exp"

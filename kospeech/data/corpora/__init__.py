@@ -20,27 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kospeech.data.datadir import write_atomic, write_data_dir
+from kospeech.data.datadir import TEXT_ENCODINGS, decode_lines, write_atomic, write_data_dir
 from kospeech.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-TEXT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp949")
-"""Transcript encodings tried in order; the KsponSpeech release is CP949, re-packed copies UTF-8."""
-
-
 def decode_transcript(data: bytes, path: str | os.PathLike[str]) -> str:
-    """Bytes of a transcript file as text: UTF-8 (strict, BOM allowed), else CP949, else a DataError."""
-    for encoding in TEXT_ENCODINGS:
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        return text.removeprefix("\ufeff")
-    raise DataError(
-        f"{path}: transcript is neither UTF-8 nor CP949 (EUC-KR); convert it, e.g. "
-        f"`iconv -f <encoding> -t utf-8 {path}`"
-    )
+    """Bytes of a transcript file as text: each line UTF-8 (strictly, BOM dropped), else CP949.
+
+    A line that is neither, or a file mixing the two, is a DataError naming the line
+    (:func:`kospeech.data.datadir.decode_lines`).
+    """
+    return "\n".join(decode_lines(data, path)[0])
 
 
 def read_transcript(path: str | os.PathLike[str]) -> str:
@@ -189,6 +180,7 @@ def check_root_path(root: str | os.PathLike[str]) -> Path:
 
 
 __all__: list[Any] = [
+    "TEXT_ENCODINGS",
     "SetReport",
     "Skip",
     "Utterance",

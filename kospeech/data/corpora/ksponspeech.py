@@ -24,7 +24,9 @@ form (``phonetic`` or ``spelling``; ``meta.yaml`` records it).
 Skipped, counted, logged and listed in ``<out>/<set>/skipped.txt`` with the reason: a
 malformed ``.trn`` line, a ``.trn`` entry whose audio is missing, an empty or truncated (odd
 byte count) ``.pcm``, a missing ``.txt`` (walk mode), a transcript that is empty after
-normalisation (only noise tags, say).
+normalisation (only noise tags, say), a ``.txt`` in neither UTF-8 nor CP949. A ``.trn`` list that
+mixes the two encodings, or has a line in neither, fails its split with the line named; the
+other splits are still prepared.
 
 Speakers: the ``KsponSpeech_NNNN`` folder of a training utterance (the release groups one
 session's files per folder, and utterance ids sort with it). The eval sets carry no speaker
@@ -103,7 +105,10 @@ def _process(item: _Item) -> Utterance | Skip:
         txt = path.with_suffix(".txt")
         if not txt.exists():
             return Skip(item.utt_id, "transcript file missing", str(txt))
-        raw = read_transcript(txt)
+        try:
+            raw = read_transcript(txt)
+        except DataError as err:  # one unreadable transcript costs its utterance, not the split
+            return Skip(item.utt_id, "transcript neither UTF-8 nor CP949", str(err))
     text = normalize_kspon(raw, item.form)
     if not text.strip():
         return Skip(item.utt_id, "empty transcript after normalisation", raw)
@@ -217,6 +222,7 @@ class KsponSpeech:
         out = Path(out)
         scripts = root / SCRIPTS_DIR
         plan: dict[str, tuple[list[_Item], list[Skip]]] = {}
+        failed: dict[str, DataError] = {}  # splits whose list cannot be read; the others go on
         if scripts.is_dir():
             logger.info("ksponspeech: using the .trn lists in %s", scripts)
             for split in SPLITS:
@@ -224,7 +230,11 @@ class KsponSpeech:
                 if not trn.exists():
                     logger.warning("ksponspeech: %s is missing; split '%s' is not prepared", trn, split)
                     continue
-                plan[split] = self._items_from_trn(root, split, trn)
+                try:
+                    plan[split] = self._items_from_trn(root, split, trn)
+                except DataError as err:
+                    logger.error("ksponspeech: split '%s' is not prepared: %s", split, err)
+                    failed[split] = err
         else:
             logger.info("ksponspeech: no %s folder; walking the audio folders and reading each .txt", scripts)
             for split, items in self._items_from_walk(root).items():
@@ -232,7 +242,7 @@ class KsponSpeech:
                     plan[split] = (items, [])
                 else:
                     logger.warning("ksponspeech: no audio found for split '%s' under %s", split, root)
-        if not plan:
+        if not plan and not failed:
             raise DataError(
                 f"ksponspeech: nothing to prepare under {root}: expected {SCRIPTS_DIR}/*.trn or the "
                 f"{TRAIN_PARTS[0]}..05 and {EVAL_DIR} folders"
@@ -248,5 +258,10 @@ class KsponSpeech:
                     utterances.append(result)
             reports[split] = write_split(
                 out / split, utterances, skipped, name=split, corpus=self.name, transcript=self.transcript
+            )
+        if failed:
+            done = f"; prepared {', '.join(reports)}" if reports else ""
+            raise DataError(
+                "ksponspeech: " + "; ".join(f"split '{k}' not prepared: {v}" for k, v in failed.items()) + done
             )
         return reports

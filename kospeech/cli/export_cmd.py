@@ -1,0 +1,37 @@
+"""``kospeech export CHECKPOINT --format onnx --out DIR [--quantize int8]``: a model for use without PyTorch.
+
+DIR holds model.onnx (encoder + CTC head, dynamic batch and time axes), the tokenizer, the
+frontend config and arrays, CMVN and model.yaml (the manifest with the metadata block).
+``kospeech.runtime.load(DIR)`` decodes it with onnxruntime and numpy; so does
+``kospeech serve DIR``. Needs the ``export`` extra: pip install 'kospeech[export]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def export(args: argparse.Namespace) -> int:
+    from kospeech.export.onnx import export_onnx
+
+    out = export_onnx(args.checkpoint, args.out, quantize=args.quantize)
+    logger.info("wrote %s; run it with kospeech.runtime.load(%r) or `kospeech serve %s`", out, str(out), out)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "export",
+        parents=[parent],
+        help="export a checkpoint to ONNX for the torch-free runtime",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="a checkpoint .pt (or an exp dir with checkpoints/last.pt)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    p.add_argument("--out", required=True, help="output directory (replaced if it exists)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="also write model.int8.onnx (dynamic int8)")
+    p.set_defaults(func=export)

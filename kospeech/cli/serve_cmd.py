@@ -1,0 +1,37 @@
+"""``kospeech serve CHECKPOINT_OR_EXPORT_DIR [--host 127.0.0.1] [--port 8000]``: the web demo.
+
+Open http://HOST:PORT/ to upload a file or record from the microphone and read the transcript
+with word times; programs ``POST /transcribe`` (multipart field ``audio``, or the raw body) and
+get ``{"text", "words", "duration"}``. An export directory runs on the torch-free runtime; a
+checkpoint loads with ``kospeech.load``. Needs the ``serve`` extra: pip install 'kospeech[serve]'
+(and ``export`` for an export directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def serve(args: argparse.Namespace) -> int:
+    from kospeech.serve.app import serve as run
+
+    run(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 1024 * 1024),
+        max_seconds=args.max_seconds, workers=args.workers)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=[parent],
+        help="web demo and JSON endpoint for a checkpoint or export dir",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="a checkpoint .pt or a directory written by `kospeech export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
+    p.add_argument("--workers", type=int, default=0, help="concurrent transcriptions (default: 2 runtime, 1 torch)")
+    p.set_defaults(func=serve)

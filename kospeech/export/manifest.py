@@ -1,0 +1,45 @@
+"""The layout of an export directory, shared by the writer (torch side) and the runtime (torch-free).
+
+::
+
+    DIR/model.yaml          the manifest: the metadata block (kind ``export``), the network's
+                            inputs/outputs, frame timing, the frontend config, the default search
+    DIR/model.onnx          CTC models: encoder + CTC head: features (B, T, D), feature_lengths
+                            (B,) -> log_probs (B, T', V), lengths (B,); batch and time axes dynamic
+    DIR/encoder.onnx        transducers instead: features, feature_lengths -> encoder_out
+                            (B, T', H), lengths; predictor.onnx: tokens (N,), state_0.. ->
+                            predictor_out (N, P), next_state_0..; joiner.onnx: encoder_frame
+                            (N, H), predictor_out (N, P) -> log_probs (N, V)
+    DIR/*.int8.onnx         the same with int8 dynamic quantisation (``--quantize int8``)
+    DIR/frontend.npz        the frontend's arrays (window, mel filters, DCT) as the checkpoint's
+                            frontend computed them, so the runtime's numpy features match exactly
+    DIR/cmvn.npz            global CMVN (mean, std), absent when the model was trained without it
+    DIR/tokenizer/          the lang dir (``tokenizer.yaml`` + ``units.txt`` or ``spm.model``)
+
+This module imports neither torch nor the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+MANIFEST = "model.yaml"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TRANSDUCER_FILES = {"onnx": "encoder.onnx", "predictor": "predictor.onnx", "joiner": "joiner.onnx"}
+FRONTEND_ARRAYS = "frontend.npz"
+CMVN_FILE = "cmvn.npz"
+TOKENIZER_DIR = "tokenizer"
+INPUTS = ("features", "feature_lengths")
+OUTPUTS = ("log_probs", "lengths")
+
+
+def sha256_files(*paths: str | os.PathLike[str]) -> str:
+    """The ``checksum`` of the metadata block: sha256 of the network files' bytes in order, checked on load."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,146 @@
+"""The web demo: a page to upload or record audio, and ``POST /transcribe`` for programs.
+
+``POST /transcribe`` takes the audio in the multipart form field ``audio`` or as the raw request
+body (wav, flac or ogg; any rate, resampled) and answers ``{"text", "words": [{"text", "start",
+"end", "score"}], "duration"}``. Errors are JSON ``{"error": ...}`` with a 4xx status: 400 no
+audio, 413 a body over ``max_bytes`` or audio over ``max_seconds``, 415 bytes that are not audio,
+503 when every worker stayed busy for ``queue_timeout`` seconds; 422 when the model cannot take the
+audio (too short), 500 (JSON too) for a failure of the server itself.
+
+Browsers record WebM/Opus, which soundfile cannot read, so the page does not use
+MediaRecorder: it captures samples with the Web Audio API, resamples them to 16 kHz in an
+OfflineAudioContext and sends a 16-bit WAV. The server therefore only ever decodes what
+soundfile reads.
+
+Concurrency: Flask serves each request on its own thread; a semaphore of ``workers`` slots
+bounds how many transcribe at once (an onnxruntime session runs concurrent calls safely; a
+PyTorch model gets one slot), and a request that waits too long gets 503 instead of piling up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from importlib import resources
+from typing import Any
+
+from kospeech.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+MAX_BYTES = 20 * 1024 * 1024
+MAX_SECONDS = 60.0
+
+
+def create_app(
+    model: Any,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_seconds: float = MAX_SECONDS,
+    workers: int = 2,
+    queue_timeout: float = 30.0,
+    name: str = "",
+) -> Any:
+    """A Flask app serving ``model`` (anything with ``transcribe(item) -> Result`` and ``sample_rate``)."""
+    try:
+        from flask import Flask, Response, jsonify, request
+    except ImportError:
+        raise ConfigError("the web demo needs flask: pip install 'kospeech[serve]'") from None
+    from kospeech.audio import check_finite, read_audio_bytes, resample_wave
+
+    app = Flask("kospeech.serve")
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes
+    slots = threading.BoundedSemaphore(max(1, workers))
+    page = resources.files("kospeech.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    page = page.replace("{{MAX_SECONDS}}", f"{max_seconds:g}").replace("{{MODEL}}", name or "model")
+    sample_rate = int(getattr(model, "sample_rate", 16000))
+
+    def error(status: int, message: str) -> Any:
+        return jsonify({"error": message}), status
+
+    @app.errorhandler(413)
+    def too_large(_: Any) -> Any:
+        return error(413, f"the request is larger than the limit of {max_bytes / 1e6:.1f} MB")
+
+    @app.errorhandler(500)
+    def failed(err: Any) -> Any:
+        cause = getattr(err, "original_exception", None) or err
+        logger.error("transcription failed: %s: %s", type(cause).__name__, cause)
+        return error(500, f"the server failed on this request ({type(cause).__name__}); see its log")
+
+    @app.get("/")
+    def index() -> Any:
+        return Response(page, mimetype="text/html")
+
+    @app.get("/health")
+    def health() -> Any:
+        return jsonify({"ok": True, "model": name, "max_seconds": max_seconds, "max_bytes": max_bytes})
+
+    @app.post("/transcribe")
+    def transcribe() -> Any:
+        upload = request.files.get("audio")
+        data = upload.read() if upload is not None else request.get_data(cache=False)
+        if not data:
+            return error(400, "no audio: send a file in the multipart form field 'audio' or as the request body")
+        source = (upload.filename if upload is not None else "") or "<upload>"
+        try:
+            wave, rate = read_audio_bytes(data, source)
+            check_finite(wave, source)
+        except DataError as err:
+            return error(415, str(err))
+        duration = wave.size / rate
+        if duration > max_seconds:
+            return error(413, f"{source}: {duration:.1f} s of audio is longer than the limit of {max_seconds:g} s")
+        wave = resample_wave(wave, rate, sample_rate)
+        if not slots.acquire(timeout=queue_timeout):
+            return error(503, f"all {workers} workers stayed busy for {queue_timeout:g} s; try again later")
+        try:
+            start = time.perf_counter()
+            result = model.transcribe(wave)
+        finally:
+            slots.release()
+        if not result.ok:
+            return error(422, result.error or "transcription failed")
+        logger.info("%s: %.2f s of audio in %.2f s", source, duration, time.perf_counter() - start)
+        body = result.to_dict()
+        return jsonify({"text": body["text"], "words": body["words"], "duration": body["duration"]})
+
+    return app
+
+
+def open_model(path: str) -> tuple[Any, int]:
+    """An export dir (torch-free runtime) or a checkpoint (``kospeech.load``), and its worker count.
+
+    Only the path the user named is opened; checkpoints load with ``weights_only`` (no pickled code).
+    """
+    from pathlib import Path
+
+    from kospeech.export.manifest import MANIFEST
+
+    p = Path(path)
+    if (p / MANIFEST).is_file():
+        from kospeech import runtime
+
+        return runtime.load(p), 2
+    if not p.exists():
+        raise DataError(f"{p}: no such checkpoint or export directory")
+    import kospeech
+
+    return kospeech.load(str(p)), 1
+
+
+def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Load ``path`` and serve until interrupted (werkzeug's threaded server)."""
+    from werkzeug.serving import make_server
+
+    model, workers = open_model(path)
+    app = create_app(model, workers=options.pop("workers", None) or workers, name=str(path), **options)
+    server = make_server(host, port, app, threaded=True)
+    logger.info("serving %s on http://%s:%d (Ctrl-C stops)", path, host, server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -4,6 +4,9 @@ from setuptools import find_packages, setup
 
 EXPORT = ["onnx>=1.14", "onnxruntime>=1.16"]
 SERVE = ["flask>=2.3"]
+OPTIM = ["pytorch-optimizer>=3.0"]
+LM = ["kenlm>=0.2"]
+TENSORBOARD = ["tensorboard>=2.14"]
 
 setup(
     name="kospeech",
@@ -28,12 +31,22 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
+        # KenLM's query module reads (and checks) the ARPA files of `kospeech lm train --type ngram`;
+        # the n-gram itself is estimated and queried without it
+        "lm": LM,
+        # train.tensorboard: true (torch.utils.tensorboard writes through it)
+        "tensorboard": TENSORBOARD,
         # `kospeech export` (and the torch-free runtime, which needs only onnxruntime of these)
         "export": EXPORT,
         # `kospeech serve`
         "serve": SERVE,
+        # the adamp and novograd optimizers
+        "optim": OPTIM,
         # tests exercise every extra (selenium drives the demo page in headless Chromium)
-        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE],
+        "dev": [
+            "pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE, *OPTIM,
+            *LM, *TENSORBOARD,
+        ],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},
 )

@@ -39,7 +39,7 @@ sys.path.insert(0, sys.argv[4])
 import kospeech
 asr = kospeech.load(sys.argv[1], device="cpu", search="ctc_greedy")
 t0 = time.perf_counter()
-r = asr.transcribe(sys.argv[2], segment=sys.argv[3] == "1", batch_size=8)
+r = asr.transcribe(sys.argv[2], segment=sys.argv[3] == "1", batch_size=8, timestamps=sys.argv[5] == "1")
 wall = time.perf_counter() - t0
 print(json.dumps({"wall": wall, "duration": r.duration, "ok": r.ok, "pieces": max(1, len(r.segments)),
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -78,8 +78,9 @@ def speech() -> np.ndarray:
     return np.concatenate(pieces)
 
 
-def run(ckpt: Path, path: Path, segment: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(path), "1" if segment else "0", str(ROOT)],
+def run(ckpt: Path, path: Path, segment: bool, timestamps: bool) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(path), "1" if segment else "0", str(ROOT),
+                          "1" if timestamps else "0"],
                          capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -90,20 +91,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     parser.add_argument("--baseline-up-to", type=float, default=10, help="decode in one piece up to this length")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a trained checkpoint instead of the untrained mini default (realistic output)")
+    parser.add_argument("--timestamps", type=int, default=1, help="1: word times (CTC alignment), 0: text only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        ckpt = make_checkpoint(tmp_path)
+        ckpt = Path(args.checkpoint) if args.checkpoint else make_checkpoint(tmp_path)
         base = speech()
-        print(f"model: recipes/mini/conf/conv_ctc.yaml (untrained), search ctc_greedy, CPU, {time.strftime('%F')}")
+        what = args.checkpoint or "recipes/mini/conf/conv_ctc.yaml (untrained)"
+        print(f"model: {what}, search ctc_greedy, timestamps {bool(args.timestamps)}, CPU, {time.strftime('%F')}")
         print(f"{'minutes':>8} {'way':>9} {'pieces':>7} {'RTF':>7} {'peak MiB':>9} {'vs one piece':>13}")
         for minutes in args.minutes:
             reps = int(np.ceil(minutes * 60 * SR / len(base)))
             path = tmp_path / f"{minutes:g}min.wav"
             sf.write(path, np.tile(base, reps)[: int(minutes * 60 * SR)], SR, subtype="PCM_16")
-            rows = {"segmented": run(ckpt, path, True)}
+            rows = {"segmented": run(ckpt, path, True, bool(args.timestamps))}
             if minutes <= args.baseline_up_to:
-                rows["one piece"] = run(ckpt, path, False)
+                rows["one piece"] = run(ckpt, path, False, bool(args.timestamps))
             for way, r in rows.items():
                 if "error" in r:
                     print(f"{minutes:>8g} {way:>9} failed: {r['error']}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,7 @@ def decode_test_set(
     search_cfg: Mapping[str, Any],
     *,
     batch_size: int = 16,
-    checkpoint: str | None = None,
+    checkpoint: str | Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Decode every utterance of ``data`` with a :class:`~kospeech.inference.Transcriber`;
@@ -185,9 +185,12 @@ def decode_test_set(
     write_trn(out_dir / "hyp.trn", hyps)
     write_trn(out_dir / "ref.trn", refs)
     model_cfg = transcriber.config.get("model", {}) if isinstance(transcriber.config, Mapping) else {}
+    bundle = getattr(transcriber, "bundle", None)
     info = {
-        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint": ([str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else str(checkpoint))
+        if checkpoint else None,
         "model": model_cfg.get("name") if isinstance(model_cfg, Mapping) else None,
+        "training_corpus": bundle.metadata.get("training_corpus") if bundle is not None else None,
         "search": dict(search_cfg),
         "test_set": {
             "path": str(test.path),

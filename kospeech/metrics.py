@@ -211,8 +211,9 @@ def cer(ref: str, hyp: str, *, spaces: bool = False) -> float:
 
 
 def crr(ref: str, hyp: str) -> float:
-    """Character recognition rate, 100 - CER (may be negative with many insertions)."""
-    return 100.0 - cer(ref, hyp)
+    """Character recognition rate, 100 - CER, clamped at 0 (a CER past 100% from insertions
+    recognises no character, it does not recognise a negative number of them)."""
+    return max(0.0, 100.0 - cer(ref, hyp))
 
 
 def wer(ref: str, hyp: str) -> float:
@@ -401,7 +402,7 @@ def score_corpus(refs: Mapping[str, str], hyps: Mapping[str, str], *, cer_spaces
     c = _rate(char_err, ref_chars)
     return CorpusScore(
         cer=c,
-        crr=100.0 - c,
+        crr=max(0.0, 100.0 - c),
         wer=_rate(word_err, ref_words),
         swer=_rate(sword_err, ref_words),
         substitutions=total("substitutions", "char"),

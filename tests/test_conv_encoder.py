@@ -49,26 +49,36 @@ def test_masked_batch_norm_matches_batch_norm_over_real_frames() -> None:
     torch.testing.assert_close(masked(x, mask)[0], plain(x[:1])[0])
 
 
+def assert_padding_invariant(enc: torch.nn.Module, fbank_batch: dict, extra: int = 40) -> tuple[torch.Tensor, ...]:
+    """Each utterance's output is the same with ``extra`` loud padding frames, and zero past its
+    length; in eval mode the shortest utterance alone gives what it gives in the batch.
+    Returns the batch output, its lengths, the shortest utterance's own output and its index."""
+    feats, flen = fbank_batch["features"], fbank_batch["feature_lengths"]
+    longer = torch.cat([feats, torch.randn(feats.size(0), extra, feats.size(2)) * 5], dim=1)
+    with torch.no_grad():
+        a, alen = enc(feats, flen)
+        b, blen = enc(longer, flen)
+    assert torch.equal(alen, blen) and a.shape[-1] == enc.output_dim
+    for i in range(feats.size(0)):
+        n = int(alen[i])
+        torch.testing.assert_close(b[i, :n], a[i, :n], atol=1e-5, rtol=0)
+    assert b[~lengths_to_mask(blen, b.size(1))].abs().max().item() == 0.0
+    short = int(flen.argmin())
+    alone = None
+    if not enc.training:
+        with torch.no_grad():
+            alone, _ = enc(feats[short : short + 1, : int(flen[short])], flen[short : short + 1])
+        torch.testing.assert_close(alone[0], a[short, : alone.size(1)], atol=1e-5, rtol=0)
+    return a, alen, alone, short
+
+
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_outputs_do_not_depend_on_batch_padding(fbank_batch: dict, mode: str) -> None:
     torch.manual_seed(0)
     enc = _model(fbank_batch).encoder
     enc.train(mode == "train")
-    feats, flen = fbank_batch["features"], fbank_batch["feature_lengths"]
-    longer = torch.cat([feats, torch.randn(feats.size(0), 40, feats.size(2)) * 5], dim=1)
-    with torch.no_grad():
-        a, alen = enc(feats, flen)
-        b, blen = enc(longer, flen)
-    assert torch.equal(alen, blen) and a.shape[-1] == enc.output_dim == 48
-    for i in range(feats.size(0)):
-        n = int(alen[i])
-        torch.testing.assert_close(b[i, :n], a[i, :n], atol=1e-5, rtol=0)
-    assert b[~lengths_to_mask(blen, b.size(1))].abs().max().item() == 0.0
-    if mode == "eval":  # and an utterance alone gives what it gives in the batch
-        short = int(flen.argmin())
-        with torch.no_grad():
-            alone, _ = enc(feats[short : short + 1, : int(flen[short])], flen[short : short + 1])
-        torch.testing.assert_close(alone[0], a[short, : alone.size(1)], atol=1e-5, rtol=0)
+    assert_padding_invariant(enc, fbank_batch)
+    assert enc.output_dim == 48
 
 
 def test_ctc_model_overfits_eight_utterances(fbank_batch: dict) -> None:

@@ -102,7 +102,8 @@ def test_kspon_prep_data_dirs(kspon_corpus: Path, kspon_data: Path) -> None:
     assert counts == {"train": 34, "dev": 2, "eval_clean": 2, "eval_other": 2}
     for split in KSPON_SPLITS:
         d = read_data_dir(kspon_data / split)
-        assert d.meta == {"corpus": "ksponspeech", "transcript": "phonetic", "sample_rate": 16000}
+        assert d.meta == {"corpus": "ksponspeech", "transcript": "phonetic", "sample_rate": 16000,
+                          "normalization": "standard"}
         assert validate_data_dir(kspon_data / split).ok
         assert (kspon_data / split / "skipped.txt").read_text() == ""
         raw = _trn(kspon_corpus, split)
@@ -268,3 +269,43 @@ def test_noise_mixing_hits_the_snr() -> None:
     assert 30 < low / high < 300  # 1/f: about 100x between bands 100x apart
     with pytest.raises(ValueError, match="unknown noise type"):
         make_noise("brown", 10, rng)
+
+
+def test_kspon_scripts_folder_espnet_layout(kspon_corpus: Path, kspon_data: Path, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """ESPnet's recipe keeps the lists in scripts/: the same data dirs, and the log names the lists found."""
+    root = _copy(kspon_corpus, tmp_path)
+    (root / "KsponSpeech_scripts").rename(root / "scripts")
+    (root / "scripts" / "dev.trn").unlink()
+    with caplog.at_level("INFO", logger="kospeech.data.corpora.ksponspeech"):
+        reports = KsponSpeech().prepare(root, tmp_path / "data")
+    assert set(reports) == {"train", "eval_clean", "eval_other"}
+    for split in reports:
+        assert read_scp(tmp_path / "data" / split / "text") == read_scp(kspon_data / split / "text")
+    assert (f"lists found in {root / 'scripts'}: train.trn, eval_clean.trn, eval_other.trn (missing: dev.trn)"
+            in caplog.text)
+
+
+def test_kspon_walk_mode_names_the_missing_eval_trn(kspon_corpus: Path, tmp_path: Path) -> None:
+    """As released, the eval folders have no .txt: the error says which .trn to bring, and where."""
+    root = _copy(kspon_corpus, tmp_path)
+    shutil.rmtree(root / "KsponSpeech_scripts")
+    for txt in (root / "KsponSpeech_eval" / "eval_other").glob("*.txt"):
+        txt.unlink()
+    with pytest.raises(DataError, match=r"eval_other has 2 \.pcm files and no \.txt transcripts.*only in "
+                                        r"eval_other\.trn: put eval_other\.trn into .*KsponSpeech_scripts"):
+        KsponSpeech().prepare(root, tmp_path / "data")
+
+
+def test_kspon_kospeech_normalization_through_cli(kspon_corpus: Path, tmp_path: Path) -> None:
+    from kospeech.text.normalize import normalize_kospeech
+
+    out = tmp_path / "data"
+    cmd = ["data", "prep", "--corpus", "ksponspeech", "--root", str(kspon_corpus), "--out", str(out)]
+    assert main([*cmd, "--normalization", "kospeech"]) == 0
+    d = read_data_dir(out / "train")
+    assert d.meta["normalization"] == "kospeech" and d.meta["transcript"] == "phonetic"
+    raw = _trn(kspon_corpus, "train")
+    assert all(d.text[u] == normalize_kospeech(raw[u], "phonetic", utt_id=u) for u in d.text)
+    assert main(["data", "prep", "--corpus", "zeroth", "--root", str(kspon_corpus), "--out", str(out),
+                 "--normalization", "kospeech"]) != 0

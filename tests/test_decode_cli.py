@@ -199,11 +199,11 @@ def test_score_and_compare(setup: dict, capsys: pytest.CaptureFixture[str], tmp_
     out = tmp_path / "cmp"
     assert main(["compare", str(d / "scores.json"), str(real), "--out", str(out), "--bootstrap", "200"]) == 0
     table = capsys.readouterr().out
-    assert "| run | model | corpus |" in table and "run_a" in table and "[" in table
+    assert "| run | model | trained on | corpus |" in table and "run_a" in table and "[" in table
     rows = (out / "compare.csv").read_text(encoding="utf-8").strip().splitlines()
     assert len(rows) == 3
     known = next(r for r in rows if "run_a" in r).split(",")
-    lo, hi = float(known[9]), float(known[10])
+    lo, hi = float(known[10]), float(known[11])
     assert lo <= 200.0 / n_chars <= hi
     assert (out / "compare.png").stat().st_size > 1000
 
@@ -277,3 +277,48 @@ def test_trained_ctc_model_decodes_its_training_set(setup: dict, tmp_path: Path,
                  "--device", "cpu"]) == 0
     assert main(["score", "--dir", str(fused)]) == 0
     assert json.loads((fused / "scores.json").read_text(encoding="utf-8"))["cer"] <= cer
+
+
+def test_compare_across_corpora_names_runs_by_path_and_training_corpus(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The same exp name in two recipes: the run column tells them apart, "trained on" comes from
+    decode.yaml or else the checkpoint's metadata, and a CER over 100% gives CRR 0, not < 0."""
+    from kospeech.metadata import make_metadata
+
+    refs = {"u1": "안녕하세요", "u2": "감사합니다"}
+    ckpt = tmp_path / "zeroth" / "exp" / "conv_ctc" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    zeroth = {"corpus": "zeroth", "transcript": "spelling", "path": "/data/zeroth/train"}
+    torch.save({"metadata": make_metadata("checkpoint", training_corpus=zeroth)}, ckpt)
+    runs = {
+        "mini": ({"u1": "안녕하세요", "u2": "감사합니다"}, {"training_corpus": {"corpus": "synthetic"}}),
+        "zeroth": ({"u1": "안녕하세요 안녕하세요 안녕", "u2": "감사합니다 감사합니다 감사"}, {"checkpoint": str(ckpt)}),
+    }
+    for recipe, (hyps, extra) in runs.items():
+        d = tmp_path / recipe / "exp" / "conv_ctc" / "decode_eval"
+        d.mkdir(parents=True)
+        (d / "ref.trn").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
+        (d / "hyp.trn").write_text("".join(f"{u} {t}\n" for u, t in hyps.items()), encoding="utf-8")
+        info = {"model": "ctc", "search": {"name": "ctc_greedy"},
+                "test_set": {"name": "eval", "corpus": "ksponspeech", "transcript": "phonetic"}, **extra}
+        (d / "decode.yaml").write_text(yaml.safe_dump(info, allow_unicode=True), encoding="utf-8")
+        assert main(["score", "--dir", str(d)]) == 0
+    capsys.readouterr()
+    zscores = json.loads((tmp_path / "zeroth/exp/conv_ctc/decode_eval/scores.json").read_text(encoding="utf-8"))
+    assert zscores["training_corpus"] == zeroth and zscores["cer"] > 100 and zscores["crr"] == 0.0
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "mini"), str(tmp_path / "zeroth"), "--out", str(out),
+                 "--bootstrap", "50"]) == 0
+    table = capsys.readouterr().out
+    assert "| run | model | trained on | corpus |" in table
+    assert "| mini/exp/conv_ctc | ctc | synthetic | ksponspeech |" in table
+    assert "| zeroth/exp/conv_ctc | ctc | zeroth | ksponspeech |" in table
+    zrow = next(line for line in table.splitlines() if line.startswith("| zeroth"))
+    assert "| 0.00 [0.00, 0.00] |" in zrow  # CRR and its interval clamped at 0
+    with open(out / "compare.csv", encoding="utf-8") as f:
+        import csv
+
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert rows["zeroth/exp/conv_ctc"]["trained_on"] == "zeroth"
+    assert rows["zeroth/exp/conv_ctc"]["run_path"] == str((tmp_path / "zeroth/exp/conv_ctc").resolve())

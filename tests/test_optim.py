@@ -41,6 +41,9 @@ def make(cfg: str, lr: float = 1e-3):
         "{name: adam, lr: 0.002, betas: [0.9, 0.98], weight_decay: 0.0001}",
         "{name: adamw, lr: 0.002, weight_decay: 0.01}",
         "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
+        "{name: radam, lr: 0.002, weight_decay: 0.0001}",
+        "{name: adamp, lr: 0.002, weight_decay: 0.01}",
+        "{name: novograd, lr: 0.01, betas: [0.95, 0.5], weight_decay: 0.001}",
     ],
 )
 def test_optimizer_trains_a_model_on_fbank(fbank_batch, cfg):
@@ -60,6 +63,94 @@ def test_optimizer_trains_a_model_on_fbank(fbank_batch, cfg):
     assert state["state"], "optimizer state must be saved for resume"
 
 
+def _steps(optimizer, param: torch.nn.Parameter, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    out = []
+    for g in grads:
+        param.grad = g.clone()
+        optimizer.step()
+        out.append(param.detach().clone())
+    return out
+
+
+def test_novograd_follows_the_paper():
+    """Ginsburg et al. (2019), Algorithm 1: v = ||g||^2 at the first step, then
+    v <- b2 v + (1 - b2) ||g||^2; m <- b1 m + g / sqrt(v) + d w (m = g / sqrt(v) + d w first);
+    w <- w - lr m."""
+    w0 = torch.tensor([[1.0, 2.0], [0.5, -1.0]])
+    grads = [torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.tensor([[1.0, -2.0], [2.0, 0.5]])]
+    # the first step by hand: ||g|| = 5, m = g / 5 + 0.1 w, w1 = w0 - 0.5 m
+    param = torch.nn.Parameter(w0.clone())
+    opt = build_yaml("optimizer", "{name: novograd, lr: 0.5, betas: [0.9, 0.5], weight_decay: 0.1}", params=[param])
+    got = _steps(opt, param, grads)
+    assert got[0].flatten().tolist() == pytest.approx([0.65, 1.5, 0.475, -0.95], abs=1e-6)
+    w, m, v = w0.clone(), None, None
+    for g, after in zip(grads, got):
+        v = g.pow(2).sum() if v is None else 0.5 * v + 0.5 * g.pow(2).sum()
+        u = g / (v.sqrt() + 1e-8) + 0.1 * w
+        m = u if m is None else 0.9 * m + u
+        w = w - 0.5 * m
+        torch.testing.assert_close(after, w)
+
+
+def _adamp_reference(w, grads, *, lr, betas, eps, wd, delta, wd_ratio):
+    """Heo et al. (2021), Algorithm 2 (AdamP), as in the authors' code (clovaai/AdamP)."""
+    m, v, out = torch.zeros_like(w), torch.zeros_like(w), []
+    for t, g in enumerate(grads, start=1):
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        denom = (v.sqrt() / math.sqrt(1 - betas[1] ** t)) + eps
+        perturb, ratio = m / denom, 1.0
+        for rows in (w.view(w.size(0), -1), w.view(1, -1)):  # channel view, then layer view
+            grows = g.view(rows.shape)
+            cos = torch.nn.functional.cosine_similarity(rows, grows, dim=1, eps=eps).abs()
+            if cos.max() < delta / math.sqrt(rows.size(1)):
+                unit = rows / rows.norm(dim=1, keepdim=True).add(eps)
+                p = perturb.view(rows.shape)
+                perturb = (p - unit * (unit * p).sum(dim=1, keepdim=True)).view(w.shape)
+                ratio = wd_ratio
+                break
+        w = w * (1 - lr * wd * ratio) - lr / (1 - betas[0] ** t) * perturb
+        out.append(w.clone())
+    return out
+
+
+@pytest.mark.parametrize("orthogonal", [True, False], ids=["scale_invariant", "plain"])
+def test_adamp_follows_the_paper(orthogonal):
+    """A weight whose gradient is orthogonal to it (as behind a norm layer) gets its radial
+    update removed and its decay scaled by wd_ratio; another gets Adam with decoupled decay."""
+    torch.manual_seed(0)
+    w0 = torch.randn(4, 6)
+    grads = [torch.randn(4, 6) for _ in range(3)]
+    if orthogonal:
+        unit = w0 / w0.norm(dim=1, keepdim=True)
+        grads = [g - unit * (unit * g).sum(dim=1, keepdim=True) for g in grads]
+    else:
+        grads = [g + 3 * w0 for g in grads]
+    param = torch.nn.Parameter(w0.clone())
+    # eps out of the way: the package and the authors add it on either side of the bias correction
+    opt = build_yaml("optimizer", "{name: adamp, lr: 0.1, betas: [0.9, 0.99], weight_decay: 0.5, eps: 1.0e-12}",
+                     params=[param])
+    got = _steps(opt, param, grads)
+    expected = _adamp_reference(w0, grads, lr=0.1, betas=(0.9, 0.99), eps=1e-12, wd=0.5, delta=0.1, wd_ratio=0.1)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    radial = ((got[0] - w0 * (1 - 0.1 * 0.5 * (0.1 if orthogonal else 1.0))) * w0).sum(dim=1)
+    if orthogonal:  # the update past the decay has no radial part
+        assert radial.abs().max().item() < 1e-5
+    else:
+        assert radial.abs().max().item() > 1e-2
+
+
+def test_radam_is_torchs_and_warms_up_itself():
+    """Liu et al. (2020): while rho_t <= 5 (the first 5 updates at beta2 0.999) the step is
+    un-adapted momentum SGD: lr * m_hat, whatever the gradient's scale."""
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = build_yaml("optimizer", "{name: radam, lr: 0.1}", params=[param])
+    assert isinstance(opt, torch.optim.RAdam)
+    got = _steps(opt, param, [torch.tensor([100.0, -0.01])])
+    assert got[0].tolist() == pytest.approx([-10.0, 0.001])  # lr * g: no division by sqrt(v)
+
+
 def test_adam_takes_betas_from_a_yaml_list():
     optimizer = build_yaml("optimizer", "{name: adam, betas: [0.8, 0.9]}", params=[torch.nn.Parameter(torch.zeros(1))])
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.9)
@@ -73,6 +164,17 @@ def test_optimizer_errors_say_what_is_wrong():
         build_yaml("optimizer", "{name: sgd, momentum: 0.0, nesterov: true}", params=params)
     with pytest.raises(ConfigError, match="unknown argument 'beta'.*Did you mean 'betas'"):
         build_yaml("optimizer", "{name: adam, beta: [0.9, 0.98]}", params=params)
+    for name in ("radam", "adamp", "novograd"):
+        with pytest.raises(ConfigError, match=f"optimizer '{name}': lr must be > 0"):
+            build_yaml("optimizer", f"{{name: {name}, lr: -1}}", params=params)
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pytorch_optimizer", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"optimizer 'novograd' needs the pytorch-optimizer package: pip install"):
+        build_yaml("optimizer", "{name: novograd}", params=[torch.nn.Parameter(torch.zeros(1))])
 
 
 # ---- schedulers: curves -----------------------------------------------------------------------

@@ -12,6 +12,9 @@ import yaml
 import kospeech.nn
 from kospeech.cli import main
 from kospeech.registry import REGISTRIES, build, load_user_dir, registry
+from tests import test_trainer
+
+corpus = test_trainer.corpus  # the session fixture: one espeak-ng corpus for the training files
 
 # A real attention written the way an outside user would: monotonic Gaussian windows (Graves
 # 2013) whose centre moves forward by a learned, positive step per decoder step, over the raw
@@ -138,3 +141,59 @@ def test_registry_cli_lists_the_plugin_attention(plugin_dir: Path, capsys: pytes
     assert "num_heads=1, min_width=0.5" in out
     for builtin in ("scaled_dot", "location_aware", "additive"):
         assert builtin in out
+
+
+def test_checkpoint_records_the_plugin_and_decoding_asks_for_it(
+    plugin_dir: Path, corpus: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A model trained with the plugin records it; decoding it where the plugin is not loaded
+    names the component, the module and the exact --user-dir, and imports the recorded folder
+    only with --trust-plugins."""
+    from kospeech.registry import plugins
+    from kospeech.train.checkpoint import load_checkpoint
+    cfg = test_trainer.base_config(corpus, max_epochs=1)
+    cfg["model"] = yaml.safe_load(LAS_YAML.replace("name: scaled_dot", "name: gaussian"))
+    cfg["model"]["decoder"]["attention"].pop("num_heads")
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    exp = tmp_path / "exp"
+    assert main(["train", "--config", str(tmp_path / "conf.yaml"), "--exp-dir", str(exp),
+                 "--user-dir", str(plugin_dir)]) == 0
+    ckpt = exp / "checkpoints" / "last.pt"
+    records = load_checkpoint(ckpt)["metadata"]["plugins"]
+    module = registry("attention").get("gaussian").module
+    assert records == [{"kind": "attention", "name": "gaussian", "module": module,
+                        "user_dir": str(plugin_dir.resolve())}]
+
+    def forget_the_plugin() -> None:  # as in a fresh process that was not given --user-dir
+        monkeypatch.delitem(REGISTRIES["attention"]._entries, "gaussian")
+        monkeypatch.setattr(plugins, "_loaded_user_dirs", set())
+
+    decode = ["decode", "--checkpoint", str(ckpt), "--data", str(corpus["dev"]), "--device", "cpu",
+              "--search", "greedy", "max_len_ratio=0.5"]
+    forget_the_plugin()
+    assert main([*decode, "--out", str(tmp_path / "d0")]) == 1
+    err = capsys.readouterr().err
+    assert f"the model's attention 'gaussian' comes from the plugin module {module}" in err
+    assert f"pass --user-dir {plugin_dir.resolve()}" in err and "--trust-plugins" in err
+    assert "gaussian" not in registry("attention").names()  # nothing was imported
+    assert main([*decode, "--out", str(tmp_path / "d1"), "--trust-plugins"]) == 0
+    assert "gaussian" in registry("attention").names()
+    monkeypatch.undo()
+    forget_the_plugin()
+    assert main([*decode, "--out", str(tmp_path / "d2"), "--user-dir", str(plugin_dir)]) == 0
+    assert (tmp_path / "d2" / "hyp.trn").read_text(encoding="utf-8") == (tmp_path / "d1" / "hyp.trn").read_text(
+        encoding="utf-8")
+
+    # a checkpoint from before the record still gets the hint
+    old = load_checkpoint(ckpt)
+    del old["metadata"]["plugins"]
+    torch.save(old, tmp_path / "old.pt")
+    monkeypatch.undo()
+    forget_the_plugin()
+    capsys.readouterr()
+    decode[2] = str(tmp_path / "old.pt")
+    assert main([*decode, "--out", str(tmp_path / "d3")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown attention 'gaussian'" in err and "does not record its plugin modules" in err
+    assert "pass --user-dir PATH" in err

@@ -47,6 +47,16 @@ decode: {search: {name: ctc_greedy}}
 """
 
 
+# A plugin that notes which kospeech command imported it: run.sh must pass --user-dir to each.
+STAGE_LOG_PLUGIN = """
+import os
+import sys
+
+if os.environ.get("STAGE_LOG"):
+    with open(os.environ["STAGE_LOG"], "a", encoding="utf-8") as f:
+        f.write(" ".join(sys.argv[1:3]) + "\\n")
+"""
+
 # ---------------------------------------------------------------------------------------------
 # configs
 
@@ -252,6 +262,8 @@ def kspon_run(tmp_path_factory: pytest.TempPathFactory, espeak_available: bool) 
     corpus = _synth(root / "KsponSpeech", "ksponspeech", 30)
     recipes = _copy_recipes(root)
     (root / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    (root / "plugins").mkdir()
+    (root / "plugins" / "stage_log.py").write_text(STAGE_LOG_PLUGIN, encoding="utf-8")
     out = _run(
         [
             "bash",
@@ -264,7 +276,11 @@ def kspon_run(tmp_path_factory: pytest.TempPathFactory, espeak_available: bool) 
             "250",
             "--nj",
             "1",
-        ]
+            "--user-dir",
+            "plugins",  # relative: taken from where run.sh is started, not the recipe folder
+        ],
+        cwd=root,
+        extra_env={"STAGE_LOG": str(root / "stages.log")},
     )
     return recipes / "ksponspeech", root / "tiny.yaml", out
 
@@ -278,8 +294,13 @@ def test_ksponspeech_recipe_end_to_end(kspon_run: tuple[Path, Path, str]) -> Non
         assert (recipe / "dump" / s / "utt2num_frames").is_file()
     assert (recipe / "dump" / "train" / "cmvn.npz").is_file()
     _assert_scores(recipe / "exp" / "tiny", ["eval_clean", "eval_other"])
-    # the score table, which says the KsponSpeech transcript form that was scored
-    assert "| tiny | deepspeech2 | ksponspeech | eval_clean | phonetic |" in out
+    # the score table, which says the training corpus and the KsponSpeech transcript form scored
+    assert "| tiny | deepspeech2 | ksponspeech | ksponspeech | eval_clean | phonetic |" in out
+    # --user-dir reached every kospeech command of every stage
+    stages = (recipe.parents[1] / "stages.log").read_text(encoding="utf-8").splitlines()
+    expected = ["data prep", "tokenizer train", *["features dump"] * 4, "train --config", "decode --checkpoint",
+                "decode --checkpoint", "score --dir", "score --dir", "compare exp/tiny/decode_eval_clean_default"]
+    assert stages == expected, stages
 
 
 def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]) -> None:
@@ -305,6 +326,33 @@ def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]
         out = _run(["bash", recipe / "run.sh", *args])
         assert out.count("done, skipped") == skipped
         assert (exp / "decode_eval_clean_ctc_prefix_beam" / "search.txt").read_text() == search
+
+
+@pytest.mark.slow
+def test_ksponspeech_lm_stage_trains_a_transformer_lm_and_decodes_with_it(kspon_run: tuple[Path, Path, str]) -> None:
+    """Stage 6 (after the others: --stage 3 keeps meaning training) trains the Transformer LM as
+    ESPnet's recipe does, on the training text with the same units; stage 4 fuses it."""
+    recipe, config, _ = kspon_run
+    tiny = "--layers 1 --d-model 16 --num-heads 2 --ff-dim 32 --embed-dim 8 --epochs 1 --batch-tokens 2000"
+    args = ["--config", config, "--stage", "6", "--lm", "transformer", "--lm-opts", tiny]
+    out = _run(["bash", recipe / "run.sh", *args])
+    assert "stage 6: transformer language model" in out
+    assert not any(f"stage {n}:" in out for n in range(1, 6))
+    ckpt = torch.load(recipe / "exp" / "lm_transformer" / "lm.pt", weights_only=True)
+    assert ckpt["config"]["name"] == "transformer" and ckpt["config"]["num_layers"] == 1
+    from kospeech.text import load_tokenizer
+
+    assert ckpt["vocab_size"] == load_tokenizer(recipe / "data" / "lang").vocab_size
+    # the recipe's default LM options are ESPnet's 16 x 512 LM
+    recipe_text = (recipe / "run.sh").read_text()
+    assert "--layers 16 --d-model 512 --num-heads 8 --ff-dim 2048 --embed-dim 128 --pos-enc none" in recipe_text
+    args = ["--config", config, "--stage", "4", "--stop-stage", "4", "--lm", "transformer", "--lm-weight", "0.3",
+            "--search", "ctc_prefix_beam beam_size=2"]
+    _run(["bash", recipe / "run.sh", *args])
+    for s in ("eval_clean", "eval_other"):
+        dec = recipe / "exp" / "tiny" / f"decode_{s}_ctc_prefix_beam_lm_transformer"
+        assert (dec / "search.txt").read_text() == "ctc_prefix_beam beam_size=2 lm=exp/lm_transformer lm_weight=0.3"
+        assert "lm_transformer" in (dec / "decode.yaml").read_text() and (dec / "hyp.trn").is_file()
 
 
 def test_average_by_metric_and_espnet_scoring_options(kspon_run: tuple[Path, Path, str]) -> None:

@@ -151,3 +151,49 @@ def test_tag_only_lines_are_empty(raw: str) -> None:
 
 def test_speech_line_is_not_empty() -> None:
     assert not is_empty_after_normalization("b/ 아/")
+
+
+# ---- the original KoSpeech's rules (--normalization kospeech) --------------------------------
+
+# (raw, form, standard, kospeech): the inputs on which the two differ, and some on which they agree
+KOSPEECH_CASES = [
+    ("(100%)(백 프로) 할인", "phonetic", "100 백 프로 할인", "백 프로 할인"),  # no slash: still a pair there
+    ("(100%)(백 프로) 할인", "spelling", "100%백 프로 할인", "100% 할인"),
+    ("(100%)/(백 프로) 할인", "phonetic", "백 프로 할인", "백 프로 할인"),
+    ("금리가 50% 올랐대", "phonetic", "금리가 50 올랐대", "금리가 50퍼센트 올랐대"),  # a bare %
+    ("금리가 50% 올랐대", "spelling", "금리가 50% 올랐대", "금리가 50% 올랐대"),
+    ("(#)/(샵) 눌러", "spelling", "눌러", "샾 눌러"),
+    ("# 눌러", "phonetic", "눌러", "샾 눌러"),
+    ("진짜? 와! 그래.", "phonetic", "진짜 와 그래", "진짜? 와! 그래."),
+    ("? ! .", "phonetic", "", "? ! ."),
+    ("b/ 아/ 모+ 몬 소리야 (70%)/(칠 십 퍼센트) 확률이라니 n/", "phonetic",
+     "아 모 몬 소리야 칠 십 퍼센트 확률이라니", "아 모 몬 소리야 칠 십 퍼센트 확률이라니"),
+    ("n/b/ 그거* 1,000원", "spelling", "그거 1000원", "그거 1000원"),
+]
+
+
+@pytest.mark.parametrize("raw,form,standard,kospeech", KOSPEECH_CASES)
+def test_kospeech_normalization_against_ours(raw: str, form: str, standard: str, kospeech: str) -> None:
+    from kospeech.text.normalize import normalize, normalize_kospeech
+
+    assert normalize(raw, form) == normalize_kspon(raw, form) == standard
+    assert normalize(raw, form, "kospeech") == normalize_kospeech(raw, form) == kospeech
+
+
+def test_kospeech_percent_reading_follows_the_original_file_list() -> None:
+    from kospeech.text.normalize import normalize_kospeech
+
+    assert normalize_kospeech("50% 할인", utt_id="KsponSpeech_501006") == "50프로 할인"
+    assert normalize_kospeech("50% 할인", utt_id="KsponSpeech_087797") == "50퍼센트 할인"
+    assert normalize_kospeech("50% 할인", "spelling", utt_id="KsponSpeech_501006") == "50% 할인"
+
+
+def test_unknown_normalization_is_an_error() -> None:
+    from kospeech.data.corpora.ksponspeech import KsponSpeech
+    from kospeech.errors import ConfigError
+    from kospeech.text.normalize import normalize
+
+    with pytest.raises(ValueError, match="unknown normalization 'espnet'"):
+        normalize("아", normalization="espnet")
+    with pytest.raises(ConfigError, match="normalization 'espnet' is not one of standard, kospeech"):
+        KsponSpeech(normalization="espnet")

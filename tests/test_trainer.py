@@ -312,6 +312,66 @@ def test_budget_decay_scheduler_gets_the_spent_share_from_the_trainer(corpus: di
     assert lrs[7] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_tensorboard_event_files_mirror_the_log(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """train.tensorboard writes event files beside log.jsonl with its numbers and a few examples."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kospeech.train.trainer import Trainer
+
+    exp = tmp_path / "tb"
+    trainer = Trainer(base_config(corpus, max_epochs=1, tensorboard=True), exp)
+    trainer.train()
+    trainer.close()
+    assert list(exp.glob("events.out.tfevents.*")), "no event file beside log.jsonl"
+    records = read_log(exp)
+    events = EventAccumulator(str(exp), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    tags = events.Tags()
+    train = [r for r in records if r["kind"] == "train"]
+    valid = [r for r in records if r["kind"] == "valid"]
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [r["step"] for r in train]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in train], rel=1e-5)
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([r["lr"] for r in train], rel=1e-5)
+    cer = events.Scalars("valid/cer")
+    assert [(e.step, e.value) for e in cer] == [(r["step"], pytest.approx(r["cer"], rel=1e-5)) for r in valid]
+    assert "valid/examples/text_summary" in tags["tensors"]
+    text = events.Tensors("valid/examples/text_summary")[-1].tensor_proto.string_val[0].decode("utf-8")
+    shown = valid[-1]["examples"]
+    assert len(shown) == 3 and all(e["ref"] in text and e["utt_id"] in text for e in shown)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(
+    corpus: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from kospeech.train.trainer import Trainer
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ConfigError, match=r"train.tensorboard: true needs the tensorboard package"):
+        Trainer(base_config(corpus, max_epochs=1, tensorboard=True), tmp_path / "x")
+
+
+def test_tensorboard_resume_continues_the_curves(corpus: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kospeech.train.trainer import Trainer
+
+    exp = tmp_path / "tb"
+    for epochs, resume in ((1, False), (2, True)):
+        trainer = Trainer(base_config(corpus, max_epochs=epochs, tensorboard=True), exp, resume=resume)
+        trainer.train()
+        trainer.close()
+    steps = [e.step for e in EventAccumulator(str(exp)).Reload().Scalars("train/loss")]
+    logged = [r["step"] for r in read_log(exp) if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) == logged  # one event per logged step, in order
+    assert [e.step for e in EventAccumulator(str(exp)).Reload().Scalars("valid/cer")] == [
+        r["step"] for r in read_log(exp) if r["kind"] == "valid"
+    ]
+
+
 def test_keep_best_spares_the_best_checkpoints_and_average_best_uses_them(
     corpus: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -4,6 +4,11 @@ Each row is one ``scores.json`` (one model x corpus x test set x search) with it
 and their 95% bootstrap confidence intervals (utterances resampled 1000 times), so a reader
 can tell a real improvement from test-set noise. Writes ``compare.csv`` and ``compare.png``
 (CER bars with the interval as error bars) into ``--out``.
+
+A run is named by as much of its path as tells it apart from the other rows' runs
+(``mini/exp/conv_ctc`` and ``zeroth/exp/conv_ctc``, not ``conv_ctc`` twice); "trained on" is
+the corpus of the model's training data (the checkpoint's metadata, via ``scores.json``), so a
+cross-corpus row reads as such. CRR is clamped at 0 (a CER over 100% from insertions).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,8 @@ def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     decode_dir = path.parent
     row = {
         "run": decode_dir.parent.name,
+        "run_path": str(decode_dir.parent.resolve()),
+        "trained_on": _trained_on(s.get("training_corpus")),
         "model": s.get("model") or "?",
         "corpus": s.get("corpus") or "?",
         "test_set": s.get("test_set") or decode_dir.name,
@@ -58,7 +66,7 @@ def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         "search": s.get("search") or "?",
         "utts": s.get("n_utts"),
         "cer": float(s["cer"]),
-        "crr": float(s.get("crr", 100.0 - float(s["cer"]))),
+        "crr": max(0.0, float(s.get("crr", 100.0 - float(s["cer"])))),
         "cer_lo": None,
         "cer_hi": None,
         "path": str(path),
@@ -70,18 +78,42 @@ def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     return row
 
 
+def _trained_on(record: Any) -> str:
+    """``ksponspeech`` from a training_corpus record (``a+b`` for an ensemble's several)."""
+    records = record if isinstance(record, list) else [record]
+    names = [r.get("corpus") or "?" for r in records if isinstance(r, dict)]
+    return "+".join(dict.fromkeys(names)) or "?"
+
+
+def name_runs(rows: list[dict[str, Any]]) -> None:
+    """Set each row's ``run`` to the shortest tail of its run path that no other run shares."""
+    paths = sorted({r["run_path"] for r in rows})
+    parts = {p: Path(p).parts for p in paths}
+    for p in paths:
+        others = [parts[q] for q in paths if q != p]
+        n = 1
+        while n < len(parts[p]) and any(o[-n:] == parts[p][-n:] for o in others):
+            n += 1
+        name = os.path.join(*parts[p][-n:])
+        for r in rows:
+            if r["run_path"] == p:
+                r["run"] = name
+
+
 def _ci(lo: float | None, hi: float | None) -> str:
     return f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| run | model | corpus | test set | transcript | search | utts | CRR % [95% CI] | CER % [95% CI] |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| run | model | trained on | corpus | test set | transcript | search | utts | CRR % [95% CI] "
+            "| CER % [95% CI] |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
-        crr_lo = 100.0 - r["cer_hi"] if r["cer_hi"] is not None else None
-        crr_hi = 100.0 - r["cer_lo"] if r["cer_lo"] is not None else None
+        crr_lo = max(0.0, 100.0 - r["cer_hi"]) if r["cer_hi"] is not None else None
+        crr_hi = max(0.0, 100.0 - r["cer_lo"]) if r["cer_lo"] is not None else None
         lines.append(
-            f"| {r['run']} | {r['model']} | {r['corpus']} | {r['test_set']} | {r['transcript']} | {r['search']} "
+            f"| {r['run']} | {r['model']} | {r['trained_on']} | {r['corpus']} | {r['test_set']} | {r['transcript']} "
+            f"| {r['search']} "
             f"| {r['utts']} | {r['crr']:.2f}{_ci(crr_lo, crr_hi)} | {r['cer']:.2f}{_ci(r['cer_lo'], r['cer_hi'])} |"
         )
     return "\n".join(lines)
@@ -93,7 +125,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['run']}\n{r['corpus']}/{r['test_set']}\n{r['search']}" for r in rows]
+    labels = [f"{r['run']}\n{r['trained_on']} -> {r['corpus']}/{r['test_set']}\n{r['search']}" for r in rows]
     cers = [r["cer"] for r in rows]
     lo = [r["cer"] - r["cer_lo"] if r["cer_lo"] is not None else 0.0 for r in rows]
     hi = [r["cer_hi"] - r["cer"] if r["cer_hi"] is not None else 0.0 for r in rows]
@@ -112,12 +144,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def compare(args: argparse.Namespace) -> int:
     rows = [summarise(p, n_boot=args.bootstrap) for p in find_scores(args.inputs)]
+    name_runs(rows)
     rows.sort(key=lambda r: (r["corpus"], r["test_set"], r["run"], r["search"]))
     print(markdown(rows))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["run", "model", "corpus", "test_set", "transcript", "search", "utts", "crr", "cer", "cer_lo", "cer_hi",
-              "path"]
+    fields = ["run", "model", "trained_on", "corpus", "test_set", "transcript", "search", "utts", "crr", "cer",
+              "cer_lo", "cer_hi", "run_path", "path"]
     with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()

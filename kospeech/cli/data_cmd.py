@@ -1,6 +1,7 @@
 """``kospeech data {prep,synth,validate}``: corpora into Kaldi data dirs, synthetic corpora, checks.
 
-kospeech data prep --corpus ksponspeech --root /db/KsponSpeech --out data [--transcript spelling] [--nj 4]
+kospeech data prep --corpus ksponspeech --root /db/KsponSpeech --out data [--transcript spelling]
+    [--normalization kospeech] [--nj 4]
 kospeech data synth --layout ksponspeech --out db/mini --hours 1 --seed 1 [--nj 2] [--max-utts 40]
 kospeech data validate data/train [--fix [--force]]
 """
@@ -11,7 +12,7 @@ import argparse
 import logging
 
 from kospeech.cli import positive_int
-from kospeech.errors import DataError
+from kospeech.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,10 @@ def prep(args: argparse.Namespace) -> int:
     options: dict[str, object] = {"nj": args.nj}
     if args.transcript is not None:
         options["transcript"] = args.transcript
+    if args.normalization is not None:
+        if args.corpus != "ksponspeech":
+            raise ConfigError(f"--normalization applies to the ksponspeech corpus only, not '{args.corpus}'")
+        options["normalization"] = args.normalization
     corpus = entry.obj(**options)
     reports = corpus.prepare(args.root, args.out)
     for report in reports.values():
@@ -87,6 +92,13 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         choices=("phonetic", "spelling"),
         default=None,
         help="KsponSpeech form kept from each (spelling)/(phonetic) pair (default phonetic)",
+    )
+    pp.add_argument(
+        "--normalization",
+        choices=("standard", "kospeech"),
+        default=None,
+        help="KsponSpeech transcript rules: standard (default) or kospeech, the original KoSpeech's "
+        "preprocessing, to compare a CRR with its published numbers",
     )
     pp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
     pp.set_defaults(func=prep)

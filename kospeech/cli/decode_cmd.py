@@ -1,4 +1,8 @@
-"""``kospeech decode --checkpoint CKPT --data DIR --out DIR [--search NAME] [key=value ...]``."""
+"""``kospeech decode --checkpoint CKPT [CKPT ...] --data DIR --out DIR [--search NAME] [key=value ...]``.
+
+Several checkpoints decode as an ensemble (:mod:`kospeech.inference.ensemble`), weighted by
+``--weights``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ def decode(args: argparse.Namespace) -> int:
     from kospeech.inference import load
     from kospeech.progress import progress_bar
 
-    asr = load(args.checkpoint, device=args.device)
+    ckpts = args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0]
+    asr = load(ckpts, device=args.device, weights=args.weights, trust_plugins=args.trust_plugins)
     cfg = search_config(asr.model, asr.config, args.search[0] if args.search else None,
                         [*(args.search or [])[1:], *args.options])
     total = len(open_test_set(args.data).utt_ids)
@@ -44,7 +49,12 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         "Without --search, the checkpoint's decode.search is used, else a default for the model's heads. "
         "An utterance that cannot be read is reported, left empty in hyp.trn, and makes the exit status 1.",
     )
-    p.add_argument("--checkpoint", required=True, help="a checkpoint .pt from kospeech train (or average)")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT",
+                   help="a checkpoint .pt from kospeech train (or average); several decode as an ensemble")
+    p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
+                   help="ensemble weights, one per checkpoint (default: equal)")
+    p.add_argument("--trust-plugins", action="store_true",
+                   help="import the plugin folders the checkpoint recorded (runs their code: trusted files only)")
     p.add_argument("--data", required=True, help="feature dump dir (kospeech features dump) or Kaldi data dir")
     p.add_argument("--out", required=True, help="decode dir to write hyp.trn, ref.trn and decode.yaml into")
     p.add_argument(

@@ -23,6 +23,32 @@ def _decode_info(directory: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _checkpoint_metadata(path: str) -> dict[str, Any]:
+    """The metadata block of a checkpoint named in decode.yaml ({} when it is gone or has none)."""
+    if not path or not Path(path).is_file():
+        return {}
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # an unreadable file only costs the column; decode already used it
+        return {}
+    meta = ckpt.get("metadata") if isinstance(ckpt, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def training_corpus(info: dict[str, Any]) -> Any:
+    """The training corpus of the decoded model(s): decode.yaml's record, else the metadata of
+    the checkpoint(s) it names; a list when an ensemble's members differ, None when unknown."""
+    if info.get("training_corpus"):
+        return info["training_corpus"]
+    ckpts = info.get("checkpoint")
+    records = [_checkpoint_metadata(c).get("training_corpus") for c in (ckpts if isinstance(ckpts, list) else [ckpts])]
+    records = [r for r in records if r]
+    unique = list({json.dumps(r, sort_keys=True): r for r in records}.values())
+    return None if not unique else unique[0] if len(unique) == 1 else unique
+
+
 def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bool = False) -> dict[str, Any]:
     """Score ``hyp_path`` against ``ref_path``; write ``scores.json`` and ``result.txt`` into ``out_dir``.
 
@@ -48,6 +74,7 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bo
         "search_config": search or None,
         "model": info.get("model"),
         "checkpoint": info.get("checkpoint"),
+        "training_corpus": training_corpus(info),
         "real_time_factor": (info.get("timing") or {}).get("real_time_factor"),
         "ref": str(ref_path),
         "hyp": str(hyp_path),

@@ -40,7 +40,7 @@ def transcribe(args: argparse.Namespace) -> int:
         options[".".join(keys)] = value
     if args.lm:
         options["lm"] = args.lm
-    asr = load(args.checkpoint, device=args.device, search=args.search,
+    asr = load(args.checkpoint, device=args.device, search=args.search, trust_plugins=args.trust_plugins,
                max_segment_seconds=args.max_segment_seconds, **options)
     total = 0.0
     for a in audio:
@@ -80,4 +80,6 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     )
     p.add_argument("--max-segment-seconds", type=float, default=20.0, help="longer audio is cut at pauses")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--trust-plugins", action="store_true",
+                   help="import the plugin folders the checkpoint recorded (runs their code: trusted files only)")
     p.set_defaults(func=transcribe, extra_positionals="items")

@@ -183,10 +183,21 @@ def _format_dur(seconds: float) -> str:
     return f"{seconds:.3f}"
 
 
-def write_meta(path: str | os.PathLike[str], *, corpus: str, transcript: str, sample_rate: int = 16000) -> None:
+def write_meta(
+    path: str | os.PathLike[str],
+    *,
+    corpus: str,
+    transcript: str,
+    sample_rate: int = 16000,
+    normalization: str | None = None,
+) -> None:
+    """``meta.yaml``; ``normalization`` (a name of ``kospeech.text.normalize.NORMALIZATIONS``)
+    only when the corpus code chose one."""
     if transcript not in TRANSCRIPT_FORMS:
         raise DataError(f"transcript form '{transcript}' is not one of {', '.join(TRANSCRIPT_FORMS)}")
-    meta = {"corpus": corpus, "transcript": transcript, "sample_rate": int(sample_rate)}
+    meta: dict[str, Any] = {"corpus": corpus, "transcript": transcript, "sample_rate": int(sample_rate)}
+    if normalization is not None:
+        meta["normalization"] = normalization
     write_atomic(path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
 
 
@@ -239,6 +250,7 @@ def write_data_dir(
     corpus: str,
     transcript: str,
     sample_rate: int = 16000,
+    normalization: str | None = None,
 ) -> Path:
     """Write a complete data dir (every file sorted, each written atomically); returns its path.
 
@@ -268,7 +280,8 @@ def write_data_dir(
     write_scp(directory / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
     if utt2dur is not None:
         write_scp(directory / "utt2dur", {k: _format_dur(v) for k, v in utt2dur.items()})
-    write_meta(directory / "meta.yaml", corpus=corpus, transcript=transcript, sample_rate=sample_rate)
+    write_meta(directory / "meta.yaml", corpus=corpus, transcript=transcript, sample_rate=sample_rate,
+               normalization=normalization)
     return directory
 
 

@@ -115,10 +115,15 @@ def dump_frontend_config(dump_dir: str | Path, given: Mapping[str, Any] | None) 
     return dict(dumped)
 
 
-def pad_arrays(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of (T, ...) arrays -> zero-padded (B, T_max, ...) float32 tensor and (B,) lengths."""
+def pad_arrays(arrays: Sequence[np.ndarray], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (T, ...) arrays -> zero-padded (B, T_max, ...) float32 tensor and (B,) lengths.
+
+    ``multiple`` rounds T_max up to a multiple of it: batches then come in few distinct shapes,
+    and CPU convolution kernels (oneDNN) are prepared once per shape, not once per batch.
+    """
     lengths = torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
-    out = torch.zeros(len(arrays), int(lengths.max()), *arrays[0].shape[1:], dtype=torch.float32)
+    longest = -(-int(lengths.max()) // multiple) * multiple
+    out = torch.zeros(len(arrays), longest, *arrays[0].shape[1:], dtype=torch.float32)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = torch.from_numpy(np.asarray(a, dtype=np.float32))
     return out, lengths
@@ -219,9 +224,10 @@ class InputPipeline:
         feats, lengths = self.frontend_features(waves, wave_lengths)
         return self.normalise(feats, lengths), lengths
 
-    def from_waves(self, waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A list of 1-D waves at ``sample_rate`` -> model input, as in training."""
-        w, wl = pad_arrays(waves)
+    def from_waves(self, waves: Sequence[np.ndarray], *, pad_seconds: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A list of 1-D waves at ``sample_rate`` -> model input, as in training; the batch is
+        padded to a multiple of ``pad_seconds`` (the lengths keep padding out of the result)."""
+        w, wl = pad_arrays(waves, max(1, int(pad_seconds * self.sample_rate)))
         return self.features(w, wl)
 
     def from_features(self, arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 AudioInput = str | Path | bytes | bytearray | np.ndarray | torch.Tensor
 BLOCK_SECONDS = 30.0
+SORT_WINDOW_BATCHES = 4
+PAD_SECONDS = 2.0  # batches padded to a multiple: few distinct shapes (see inputs.pad_arrays)
 
 
 class _Decoded:
@@ -160,7 +162,7 @@ class Transcriber:
 
     def _decode_waves(self, waves: Sequence[np.ndarray], search: Any, timestamps: bool) -> list[_Decoded]:
         padded = [self._pad_short(w) for w in waves]
-        feats, lengths = self.inputs.from_waves(padded)
+        feats, lengths = self.inputs.from_waves(padded, pad_seconds=PAD_SECONDS)
         return self.decode_model_input(feats, lengths, search, timestamps=timestamps)
 
     # ---- short inputs ----------------------------------------------------------------------
@@ -292,20 +294,26 @@ class Transcriber:
         pending: list[tuple[int, np.ndarray]] = []
 
         def flush() -> None:
-            decoded = self._decode_waves([w for _, w in pending], searcher, timestamps)
-            for (start, wave), d in zip(pending, decoded):
-                pieces.append((start / rate, (start + len(wave)) / rate, d))
-            if progress is not None:
-                progress(sum(len(w) for _, w in pending) / rate)
+            # pieces of similar length share a batch (little padding); a window of a few batches
+            # keeps memory bounded whatever the length of the file
+            pending.sort(key=lambda p: -len(p[1]))
+            for i in range(0, len(pending), batch_size):
+                chunk = pending[i : i + batch_size]
+                decoded = self._decode_waves([w for _, w in chunk], searcher, timestamps)
+                for (start, wave), d in zip(chunk, decoded):
+                    pieces.append((start / rate, (start + len(wave)) / rate, d))
+                if progress is not None:
+                    progress(sum(len(w) for _, w in chunk) / rate)
             pending.clear()
 
         for start, wave in segment_stream(blocks, rate, max_seconds=self.max_segment_seconds,
                                           min_seconds=self.max_segment_seconds / 4):
             pending.append((start, wave))
-            if len(pending) == batch_size:
+            if len(pending) == SORT_WINDOW_BATCHES * batch_size:
                 flush()
         if pending:
             flush()
+        pieces.sort(key=lambda p: p[0])
         return self._result(name, seconds, pieces)
 
     def _result(self, name: str, seconds: float, pieces: list[tuple[float, float, _Decoded]]) -> Result:
@@ -321,17 +329,33 @@ def _name_of(item: Any) -> str:
 
 
 def load(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     device: str | torch.device = "auto",
     search: str | Mapping[str, Any] | None = None,
     max_segment_seconds: float = 20.0,
+    weights: Sequence[float] | None = None,
+    trust_plugins: bool = False,
+    user_dirs: Sequence[str | Path] = (),
     **options: Any,
 ) -> Transcriber:
-    """A :class:`Transcriber` for a checkpoint file or an exp dir (its ``checkpoints/last.pt``).
+    """A :class:`Transcriber` for a checkpoint file or an exp dir (its ``checkpoints/last.pt``),
+    or for a list of them: an ensemble (:mod:`kospeech.inference.ensemble`; ``weights`` per member).
 
     ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; ``search`` and ``options`` set the
     default search (``kospeech.load("exp/x", search="ctc_prefix_beam", beam_size=10)``).
+    ``user_dirs`` are plugin folders to load first; ``trust_plugins`` imports the plugin folders
+    a checkpoint recorded (only for checkpoints whose origin you trust: that runs their code).
     """
-    return Transcriber(load_for_inference(path, device=device), search=search,
-                       max_segment_seconds=max_segment_seconds, **options)
+    from kospeech.registry import load_plugins
+
+    load_plugins(user_dirs)
+    if isinstance(path, (list, tuple)):
+        from kospeech.inference.ensemble import load_ensemble
+
+        bundle = load_ensemble(path, device=device, weights=weights, trust_plugins=trust_plugins)
+    else:
+        if weights is not None:
+            raise ConfigError("weights apply to an ensemble: give a list of checkpoints")
+        bundle = load_for_inference(path, device=device, trust_plugins=trust_plugins)
+    return Transcriber(bundle, search=search, max_segment_seconds=max_segment_seconds, **options)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kospeech.data.inputs import InputPipeline, resolve_device
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import ConfigError, DataError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +66,33 @@ def build_model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
     return model
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> InferenceBundle:
+def load_for_inference(
+    path: str | Path, device: str | torch.device = "cpu", *, trust_plugins: bool = False
+) -> InferenceBundle:
     """Rebuild model, tokenizer and input pipeline (frontend + CMVN) from a checkpoint file alone.
 
-    ``path`` is a ``.pt`` file or an exp dir (its ``checkpoints/last.pt``).
+    ``path`` is a ``.pt`` file or an exp dir (its ``checkpoints/last.pt``). Plugin components
+    the checkpoint recorded must be loaded already (``--user-dir``, entry points); with
+    ``trust_plugins`` their recorded folders are imported (see
+    :func:`kospeech.registry.require_plugins`).
     """
     from kospeech.data.cmvn import GlobalCMVN
+    from kospeech.registry import require_plugins
     from kospeech.train.checkpoint import load_checkpoint, tokenizer_from_files
 
     device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
+    records = (ckpt.get("metadata") or {}).get("plugins")
+    require_plugins(records, str(path), trust_plugins=trust_plugins)
     cfg = dict(ckpt["config"])
-    model = build_model_from_checkpoint(ckpt).to(device).eval()
+    try:
+        model = build_model_from_checkpoint(ckpt).to(device).eval()
+    except RegistryError as err:
+        if records is not None or not str(err).startswith("unknown"):
+            raise
+        raise RegistryError(f"{path}: {err}. This checkpoint does not record its plugin modules: if the "
+                            "component comes from a plugin, pass --user-dir PATH with the folder that defines it"
+                            ) from None
     tokenizer = tokenizer_from_files(ckpt["tokenizer"]) if ckpt.get("tokenizer") else None
     if tokenizer is None:
         raise DataError(f"{path}: checkpoint carries no tokenizer files; it cannot decode on its own")

@@ -3,7 +3,7 @@
 A CTC forced alignment (or a transducer's emission frames) gives each output unit a span of
 frames. Korean readers want spans of what they read: syllables and eojeol. Jamo units group
 into syllables the way :func:`kospeech.text.hangul.to_valid_text` composes them (a lead starts
-a syllable, vowel and tail join it, a vowel without a lead starts one with the silent ᄋ);
+a syllable, vowel and tail join it; what cannot compose is dropped);
 characters are syllables already; a sentencepiece piece spreads its span evenly over its
 characters. The space unit (``|``) and sentencepiece's ``▁`` mark word boundaries.
 """

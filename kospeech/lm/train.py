@@ -1,4 +1,5 @@
-"""Training the fusion LM on transcripts, and measuring its perplexity.
+"""Training a neural fusion LM (any registered ``lm``: ``lstm``, ``transformer``) on transcripts,
+and measuring its perplexity. (The n-gram is estimated, not trained: :mod:`kospeech.lm.ngram`.)
 
 The LM reads the same token ids as the acoustic model (the lang dir's tokenizer), so the
 searches can add its log-probabilities token by token. Sentences are batched by length
@@ -10,14 +11,16 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kospeech.errors import DataError
-from kospeech.lm.model import LSTMLM, save_lm
+from kospeech.lm.model import TokenLM, save_lm
+from kospeech.optim.schedulers import warmup_lr
+from kospeech.registry import build
 from kospeech.text.special import PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -87,9 +90,21 @@ def _pad(seqs: Sequence[list[int]], device: torch.device | str) -> tuple[torch.T
     return out.to(device), lens.to(device)
 
 
+def hold_out(items: Sequence[Any], fraction: float, rng: random.Random) -> tuple[list[Any], list[Any]]:
+    """A shuffled ``fraction`` of ``items`` (at least one, none of a single item) and the rest."""
+    shuffled = list(items)
+    rng.shuffle(shuffled)
+    n_valid = max(1, int(len(shuffled) * fraction)) if len(shuffled) > 1 else 0
+    return shuffled[:n_valid], shuffled[n_valid:] or shuffled
+
+
 @torch.no_grad()
-def perplexity(lm: LSTMLM, seqs: Sequence[list[int]], *, batch_tokens: int = 8000, device: str = "cpu") -> float:
-    """exp(mean negative log-likelihood per predicted token, ``<eos>`` included)."""
+def perplexity(lm: Any, seqs: Sequence[list[int]], *, batch_tokens: int = 8000, device: str = "cpu") -> float:
+    """exp(mean negative log-likelihood per predicted token, ``<eos>`` included); any LM file's LM."""
+    if not isinstance(lm, TokenLM):
+        from kospeech.lm.ngram import ngram_perplexity
+
+        return ngram_perplexity(lm, seqs)
     was_training = lm.training
     lm.eval()
     total, count = 0.0, 0
@@ -108,19 +123,21 @@ def train_lm(
     out_dir: str | Path,
     *,
     valid_texts: Sequence[str] | None = None,
+    lm: Mapping[str, Any] | None = None,
     epochs: int = 10,
-    hidden: int = 512,
-    layers: int = 2,
-    embed_dim: int = 256,
-    dropout: float = 0.1,
     lr: float = 1e-3,
+    warmup_steps: int = 0,
     batch_tokens: int = 8000,
     valid_fraction: float = 0.05,
     seed: int = 1,
     device: str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Train an LSTM LM and save the best (lowest validation perplexity) as ``out_dir/lm.pt``.
+    """Train a neural LM and save the best (lowest validation perplexity) as ``out_dir/lm.pt``.
+
+    ``lm`` is its config (``{name: lstm|transformer, **options}``, default ``{name: lstm}``).
+    ``warmup_steps`` raises the learning rate linearly from 0 (deep Transformer LMs diverge
+    without it).
 
     Without ``valid_texts`` a ``valid_fraction`` of the sentences (at least one) is held out.
     ``on_step(total_steps, loss)`` is called after each update (the CLI drives a progress bar
@@ -135,37 +152,36 @@ def train_lm(
         valid = encode_sentences(valid_texts, tokenizer)
         train = seqs
     else:
-        shuffled = seqs[:]
-        rng.shuffle(shuffled)
-        n_valid = max(1, int(len(shuffled) * valid_fraction)) if len(shuffled) > 1 else 0
-        valid, train = shuffled[:n_valid], shuffled[n_valid:] or shuffled
-    lm = LSTMLM(vocab_size=tokenizer.vocab_size, embed_dim=embed_dim, hidden=hidden, layers=layers,
-                dropout=dropout).to(device)
-    opt = torch.optim.Adam(lm.parameters(), lr=lr)
+        valid, train = hold_out(seqs, valid_fraction, rng)
+    model = build("lm", dict(lm or {"name": "lstm"}), path="lm", vocab_size=tokenizer.vocab_size).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda n: warmup_lr(n + 1, 0.0, 1.0, warmup_steps) if n + 1 < warmup_steps else 1.0)
     out_path = Path(out_dir) / "lm.pt"
     best = math.inf
     step = 0
     history = []
     for epoch in range(1, epochs + 1):
-        lm.train()
+        model.train()
         for idx in _batches(train, batch_tokens, True, rng):
             x, n = _pad([train[i] for i in idx], device)
-            nll, k = lm.nll(x, n)
+            nll, k = model.nll(x, n)
             loss = nll / k
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
+            sched.step()
             step += 1
             if on_step is not None:
-                on_step(step, float(loss))
-        train_ppl = perplexity(lm, train, batch_tokens=batch_tokens, device=device)
-        valid_ppl = perplexity(lm, valid, batch_tokens=batch_tokens, device=device) if valid else train_ppl
+                on_step(step, float(loss.detach()))
+        train_ppl = perplexity(model, train, batch_tokens=batch_tokens, device=device)
+        valid_ppl = perplexity(model, valid, batch_tokens=batch_tokens, device=device) if valid else train_ppl
         history.append({"epoch": epoch, "train_ppl": train_ppl, "valid_ppl": valid_ppl})
         logger.info("LM epoch %d: train ppl %.2f, valid ppl %.2f", epoch, train_ppl, valid_ppl)
         if valid_ppl < best:
             best = valid_ppl
-            save_lm(lm, out_path, epoch=epoch, train_ppl=train_ppl, valid_ppl=valid_ppl)
+            save_lm(model, out_path, epoch=epoch, train_ppl=train_ppl, valid_ppl=valid_ppl)
     last = history[-1]
     return {"path": str(out_path), "train_ppl": last["train_ppl"], "valid_ppl": best, "epochs": epochs,
             "vocab_size": tokenizer.vocab_size, "history": history}

@@ -80,7 +80,7 @@ class CTCModel(ASRModel):
     ) -> dict[str, torch.Tensor]:
         if not self.inter_ctc_after:
             enc, enc_lengths = self.encode(features, feature_lengths)
-            loss = self._criterion(self.ctc_log_probs(enc), enc_lengths, targets, target_lengths)
+            loss = self._criterion(self.training_log_probs(enc, enc_lengths), enc_lengths, targets, target_lengths)
             return {"loss": loss, "ctc": loss.detach()}
         self._inter = []
         try:
@@ -88,7 +88,7 @@ class CTCModel(ASRModel):
             inter = self._inter
         finally:
             self._inter = None
-        final = self._criterion(self.ctc_log_probs(enc), enc_lengths, targets, target_lengths)
+        final = self._criterion(self.training_log_probs(enc, enc_lengths), enc_lengths, targets, target_lengths)
         inter_loss = torch.stack([self._criterion(lp, enc_lengths, targets, target_lengths) for lp in inter]).mean()
         w = self.inter_ctc_weight
         loss = (1.0 - w) * final + w * inter_loss
@@ -101,6 +101,10 @@ class CTCModel(ASRModel):
         if self.condition is None:
             return hidden
         return hidden + self.condition(log_probs.exp().to(hidden.dtype))
+
+    def training_log_probs(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> torch.Tensor:
+        """The CTC head in training, where the lengths are known (a subclass may normalise with them)."""
+        return self.ctc_log_probs(encoder_out)
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.inter_ctc_after:

@@ -1,12 +1,18 @@
-"""Optimizers, registered under ``optimizer``: ``adam``, ``adamw``, ``sgd``.
+"""Optimizers, registered under ``optimizer``: ``adam``, ``adamw``, ``sgd``, ``radam``,
+``adamp``, ``novograd``.
 
-Each is the torch optimizer itself (so ``state_dict`` / ``load_state_dict`` and AMP grad
-scalers work unchanged) with a keyword-only constructor that is its YAML schema. ``params``
-is provided by the trainer: ``build("optimizer", cfg, params=model.parameters())``.
+Each is a torch optimizer (so ``state_dict`` / ``load_state_dict`` and AMP grad scalers work
+unchanged) with a keyword-only constructor that is its YAML schema. ``params`` is provided by
+the trainer: ``build("optimizer", cfg, params=model.parameters())``.
+
+``adamp`` and ``novograd`` are those of the ``pytorch-optimizer`` package (the ``optim``
+extra), imported only when one is built; tests/test_optim.py checks their updates against the
+papers' equations.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,3 +106,109 @@ class SGD(torch.optim.SGD):
         if nesterov and momentum <= 0:
             raise ConfigError(f"optimizer 'sgd': nesterov needs momentum > 0, got momentum={momentum}")
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+@register("optimizer", "radam")
+class RAdam(torch.optim.RAdam):
+    """RAdam (Liu et al., 2020): Adam whose adaptive step is switched on only once the variance
+    of its second-moment estimate is tractable (about 2 / (1 - beta2) updates), a warm-up the
+    optimizer does itself.
+
+    Args:
+        params: parameters or parameter groups (provided by the trainer).
+        lr: learning rate.
+        betas: moment decay rates.
+        eps: denominator floor.
+        weight_decay: L2 penalty, or decoupled decay with ``decoupled_weight_decay``.
+        decoupled_weight_decay: AdamW-style decay (multiplied by lr) instead of L2.
+    """
+
+    def __init__(
+        self,
+        *,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        _check_lr("radam", lr)
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay)
+
+
+def _pytorch_optimizer(name: str, cls: str) -> Any:
+    try:
+        module = importlib.import_module("pytorch_optimizer")
+    except ImportError:
+        raise ConfigError(
+            f"optimizer '{name}' needs the pytorch-optimizer package: pip install 'kospeech[optim]' "
+            "(or pip install pytorch-optimizer)"
+        ) from None
+    return getattr(module, cls)
+
+
+@register("optimizer", "adamp")
+def adamp(
+    *,
+    params: Iterable[Any],
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
+    """AdamP (Heo et al., 2021): Adam that removes, for scale-invariant weights (those followed
+    by a norm), the radial part of each update, which only grows the weight norm and so shrinks
+    the effective step. A weight counts as scale-invariant when its cosine similarity with the
+    gradient is below ``delta / sqrt(dim)``; its weight decay is then scaled by ``wd_ratio``.
+
+    Args:
+        params: parameters or parameter groups (provided by the trainer).
+        lr: learning rate.
+        betas: moment decay rates.
+        eps: denominator floor.
+        weight_decay: decoupled decay (multiplied by lr).
+        delta: threshold of the scale-invariance test.
+        wd_ratio: weight-decay factor for the projected weights.
+        nesterov: Nesterov momentum.
+    """
+    _check_lr("adamp", lr)
+    cls = _pytorch_optimizer("adamp", "AdamP")
+    return cls(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, weight_decouple=True,
+               delta=delta, wd_ratio=wd_ratio, nesterov=nesterov)
+
+
+@register("optimizer", "novograd")
+def novograd(
+    *,
+    params: Iterable[Any],
+    lr: float = 1e-2,
+    betas: tuple[float, float] = (0.95, 0.98),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    grad_averaging: bool = False,
+) -> torch.optim.Optimizer:
+    """NovoGrad (Ginsburg et al., 2019), Jasper's optimizer: the second moment is one number per
+    layer (the decayed squared norm of its gradient), the gradient is divided by its root before
+    the momentum, and weight decay is added to that normalised gradient. One scalar of state per
+    layer instead of one per weight, and a step insensitive to each layer's gradient scale.
+
+    Args:
+        params: parameters or parameter groups (provided by the trainer).
+        lr: learning rate.
+        betas: momentum and second-moment decay; Jasper used (0.95, 0.5) (paper: 0.95, 0.98).
+        eps: denominator floor.
+        weight_decay: added to the normalised gradient (times the weight).
+        grad_averaging: scale the normalised gradient by (1 - beta1) in the momentum.
+
+    The package divides ``p.grad`` in place by the layer norm during ``step``: read gradient
+    norms (and clip) before it.
+    """
+    _check_lr("novograd", lr)
+    cls = _pytorch_optimizer("novograd", "NovoGrad")
+    return cls(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, weight_decouple=False,
+               grad_averaging=grad_averaging)

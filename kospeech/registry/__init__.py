@@ -17,7 +17,14 @@ from kospeech.registry.core import (
     registry,
     validate,
 )
-from kospeech.registry.plugins import PLUGIN_ERRORS, load_builtins, load_plugins, load_user_dir
+from kospeech.registry.plugins import (
+    PLUGIN_ERRORS,
+    load_builtins,
+    load_plugins,
+    load_user_dir,
+    plugin_records,
+    require_plugins,
+)
 
 __all__ = [
     "KINDS",
@@ -31,6 +38,8 @@ __all__ = [
     "load_builtins",
     "load_plugins",
     "load_user_dir",
+    "plugin_records",
+    "require_plugins",
     "register",
     "registry",
     "validate",

@@ -31,6 +31,7 @@ KINDS: tuple[str, ...] = (
     "model",
     "search",
     "corpus",
+    "lm",
 )
 
 

@@ -16,8 +16,9 @@ steps or encoder frames, never over utterances.
 
 Registered names: ``greedy``, ``beam`` (attention decoder), ``ctc_greedy``,
 ``ctc_prefix_beam``, ``joint_ctc_attention``, ``attention_rescoring``, ``transducer_greedy``,
-``transducer_beam``. Those that accept ``lm: path/to/lm.pt`` and ``lm_weight`` add an external
-LSTM LM (``kospeech lm train``) by shallow fusion.
+``transducer_beam``. Those that accept ``lm`` and ``lm_weight`` add an external LM by shallow
+fusion: any LM of kind ``lm`` (``lm.pt`` of an LSTM or Transformer LM, ``lm.arpa`` of an
+n-gram, from ``kospeech lm train``) through the one interface of :mod:`kospeech.lm.base`.
 
 This module stays light on purpose (no torch import at module level): it holds only the
 shared result type, the base class and small helpers. The prefix bookkeeping that the CTC and
@@ -34,7 +35,7 @@ from kospeech.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from kospeech.lm.model import LSTMLM
+    from kospeech.lm.base import FusionLM
     from kospeech.models.base import ASRModel
 
 
@@ -115,9 +116,9 @@ class Search:
         """For searches with ``lm`` and ``lm_weight`` arguments: the LM is loaded at first use."""
         self.lm_path = lm
         self.lm_weight = lm_weight
-        self._lm: LSTMLM | None = None
+        self._lm: FusionLM | None = None
 
-    def _fusion_lm(self, device: Any) -> LSTMLM | None:
+    def _fusion_lm(self, device: Any) -> FusionLM | None:
         """The shallow-fusion LM on ``device`` (loaded once), or None when none is asked for."""
         if self._lm is None and self.lm_path and self.lm_weight:
             self._lm = load_fusion_lm(self.lm_path, self.lm_weight, device)
@@ -136,11 +137,11 @@ class Search:
         return [hyps[0].tokens if hyps else [] for hyps in nbest]
 
 
-def load_fusion_lm(path: str | None, weight: float, device: Any) -> LSTMLM | None:
+def load_fusion_lm(path: str | None, weight: float, device: Any) -> FusionLM | None:
     """The external LM for shallow fusion, or None when no LM (or a zero weight) is asked for."""
     if not path or weight == 0.0:
         return None
-    from kospeech.lm.model import load_lm
+    from kospeech.lm.base import load_lm
 
     return load_lm(path, device=device)
 
@@ -166,11 +167,30 @@ def mask_non_units(log_probs: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def pad_like(t: torch.Tensor, shape: Any) -> torch.Tensor:
+    """``t`` padded with zeros at the end of each axis to ``shape`` (no larger on any axis)."""
+    import torch
+
+    if tuple(t.shape) == tuple(shape):
+        return t
+    pad: list[int] = []
+    for have, want in zip(reversed(t.shape), reversed(tuple(shape))):
+        pad += [0, want - have]
+    return torch.nn.functional.pad(t, pad)
+
+
 def where_state(mask: torch.Tensor, new: Any, old: Any) -> Any:
-    """Row-wise choice between two state pytrees of the same structure: ``new`` where ``mask``."""
+    """Row-wise choice between two state pytrees of the same structure: ``new`` where ``mask``.
+
+    A tensor that grew between the two (an LM's key/value cache of a longer history) is
+    padded with zeros to the larger shape first.
+    """
     import torch
 
     if isinstance(new, torch.Tensor):
+        if new.shape != old.shape:
+            shape = tuple(max(a, b) for a, b in zip(new.shape, old.shape))
+            new, old = pad_like(new, shape), pad_like(old, shape)
         m = mask.view(-1, *([1] * (new.dim() - 1)))
         return torch.where(m, new, old)
     if isinstance(new, dict):

@@ -33,7 +33,7 @@ class BeamSearch(Search):
         length_penalty: added to the score of every emitted token (``<eos>`` included); a
             positive value counters the search's preference for short outputs.
         length_normalize: rank finished hypotheses by score / (tokens + 1) instead of score.
-        lm: path to an ``lm.pt`` from ``kospeech lm train`` for shallow fusion (None: no LM).
+        lm: an LM from ``kospeech lm train`` (``lm.pt``, ``lm.arpa`` or their folder) for shallow fusion (None: no LM).
         lm_weight: weight of the LM log-probabilities.
     """
 
@@ -145,7 +145,7 @@ class BeamSearch(Search):
             if lm is not None:
                 lm_gain = lm_logp[parent, tokens].view(B, K)
                 parts["lm"] = parts["lm"].view(N).index_select(0, parent).view(B, K) + lm_gain
-                lm_logp, lm_state = lm.step(tokens, tuple(s.index_select(0, parent) for s in lm_state))
+                lm_logp, lm_state = lm.step(tokens, lm.select_state(lm_state, parent))
             if scorer is not None:
                 scorer.select(parent, tokens)
                 parts["ctc"] = scorer.psi.float().view(B, K)

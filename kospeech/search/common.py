@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from kospeech.search import NEG_INF, Hypothesis, child_matrix, where_state
+from kospeech.search import NEG_INF, Hypothesis, child_matrix, pad_like, where_state
 
 
 def merge_extensions(
@@ -68,14 +68,18 @@ def advance_lm(
     B, K = tok.shape
     tok = tok.clamp(min=0)
     logp = lm_logp.index_select(0, parent)
-    state = tuple(s.index_select(0, parent) for s in lm_state)
+    state = lm.select_state(lm_state, parent)
     gained = logp.gather(1, tok.view(-1, 1)).view(B, K)
     new_score = lm_score.gather(1, parent_k) + torch.where(emit, gained, torch.zeros_like(gained))
-    s_logp, s_state = lm.step(tok.view(-1), state)
-    stepped = (emit & active).view(-1)
+    # the LM reads a token only in the rows that emitted one (often few of them per frame)
+    rows = (emit & active).view(-1).nonzero().squeeze(1)
+    if rows.numel():
+        s_logp, s_state = lm.step(tok.view(-1).index_select(0, rows), lm.select_state(state, rows))
+        logp = logp.index_copy(0, rows, s_logp.to(logp.dtype))
+        state = tuple(
+            pad_like(old, (old.size(0), *new.shape[1:])).index_copy(0, rows, new) for old, new in zip(state, s_state)
+        )
     keep = active.expand(B, K).reshape(-1)
-    logp = torch.where(stepped.unsqueeze(1), s_logp, logp)
-    state = where_state(stepped, s_state, state)
     return (
         torch.where(keep.unsqueeze(1), logp, lm_logp),
         where_state(keep, state, lm_state),

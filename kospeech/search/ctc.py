@@ -140,7 +140,7 @@ class CTCPrefixBeamSearch(Search):
 
     Args:
         beam_size: prefixes kept per utterance (and the n-best returned).
-        lm: path to an ``lm.pt`` from ``kospeech lm train`` (None: no LM).
+        lm: an LM from ``kospeech lm train`` (``lm.pt``, ``lm.arpa`` or their folder) (None: no LM).
         lm_weight: weight of the LM log-probabilities.
         length_bonus: added per emitted token; with an LM, a positive bonus offsets the LM's
             push towards deleting tokens.

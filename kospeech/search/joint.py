@@ -24,7 +24,7 @@ class JointCTCAttentionSearch(BeamSearch):
         max_len_ratio: at most ``max_len_ratio`` x encoder frames output tokens per utterance.
         length_penalty: added to the score of every emitted token (``<eos>`` included).
         length_normalize: rank finished hypotheses by score / (tokens + 1).
-        lm: path to an ``lm.pt`` from ``kospeech lm train`` for shallow fusion (None: no LM).
+        lm: an LM from ``kospeech lm train`` (``lm.pt``, ``lm.arpa`` or their folder) for shallow fusion (None: no LM).
         lm_weight: weight of the LM log-probabilities.
     """
 

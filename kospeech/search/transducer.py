@@ -83,7 +83,7 @@ class TransducerBeamSearch(Search):
 
     Args:
         beam_size: hypotheses kept per utterance (and the n-best returned).
-        lm: path to an ``lm.pt`` from ``kospeech lm train`` for shallow fusion (None: no LM).
+        lm: an LM from ``kospeech lm train`` (``lm.pt``, ``lm.arpa`` or their folder) for shallow fusion (None: no LM).
         lm_weight: weight of the LM log-probabilities (the LM scores each emitted token and,
             at the end, ``<eos>``).
     """

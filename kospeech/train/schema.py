@@ -4,7 +4,7 @@ A misspelt section (``trian:``) or data key (``data.batch_frame``) used to be ig
 written to ``config.yaml`` as if it had been used, and a typo inside ``model:`` surfaced only
 after the data had been indexed (~50 s on KsponSpeech). :func:`check_train_config` runs first:
 top-level sections and ``data:`` keys against the lists below (with a did-you-mean), the
-``train:`` section against :class:`kospeech.train.trainer.TrainOptions`, and every component
+``train:`` section against :class:`kospeech.train.options.TrainOptions`, and every component
 (model, optimizer, scheduler, frontend, augment, ``decode.search``) against its registered
 signature, all without building anything.
 """
@@ -109,7 +109,7 @@ def check_data_section(section: Any) -> DataOptions:
 def check_train_config(cfg: Mapping[str, Any]) -> None:
     """Every key of a training config, and every component it names, before anything is read or built."""
     from kospeech.registry import validate
-    from kospeech.train.trainer import TrainOptions
+    from kospeech.train.options import TrainOptions
 
     sections = list(SECTIONS)
     for key in cfg:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -66,102 +65,13 @@ from kospeech.train.checkpoint import (
     unwrap,
     write_checkpoint,
 )
+from kospeech.train.options import TrainOptions, resolve_amp
 
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "train.png"
 CONFIG_FILE = "config.yaml"
-
-
-# ---------------------------------------------------------------------------------------------
-# options
-
-
-@dataclasses.dataclass
-class TrainOptions:
-    """The ``train:`` section of a config.
-
-    Args:
-        max_epochs: passes over the training set.
-        max_steps: stop after this many updates (0: no limit); a checkpoint is written there.
-        max_minutes: stop after this much wall-clock training time in this run (0: no limit),
-            validating and checkpointing there: a time budget (CPU recipes, shared machines)
-            that cannot overrun however fast the machine is. ``--resume`` continues the run.
-        augment_after: apply the ``augment:`` list only from this update on. A CTC model leaves
-            its blank plateau sooner on clean batches; noise and masks then make it robust.
-        accum_grad: micro-batches per update (gradient accumulation).
-        max_grad_norm: clip the global gradient norm to this (0: no clipping).
-        amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
-            ``fp16`` (with a gradient scaler) or ``none``. Ignored on CPU.
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        save_every: also checkpoint every this many updates (0: only at epoch ends).
-        keep_last: numbered checkpoints kept (0: all); ``last.pt`` and ``best.pt`` are extra.
-        keep_best: also keep this many numbered checkpoints best by ``keep_best_by``
-            (ESPnet's ``keep_nbest_models``), however old; ``kospeech average --best N``
-            averages them and run.sh's ``--average N --average-by METRIC`` decodes that.
-        keep_best_by: ``valid_cer`` (greedy-decoding CER, lower is better) or ``valid_loss``.
-            Only checkpoints written at a validation are ranked. ``best.pt`` stays the best by CER.
-        log_every: a ``log.jsonl`` line every this many updates.
-        valid_every: also validate (and checkpoint) every this many updates (0: epoch ends).
-        num_workers: DataLoader worker processes.
-        find_unused_parameters: DDP option for models with heads that a loss may not use.
-        plot: redraw ``train.png`` at each validation.
-        max_nonfinite: stop with an error after this many batches or updates in a row with a
-            non-finite loss or gradient (0: never). One such batch is skipped and counted; a
-            run of them means the weights or the learning rate are broken, and skipping to the
-            end of the run would only hide it.
-    """
-
-    max_epochs: int = 10
-    max_steps: int = 0
-    max_minutes: float = 0.0
-    augment_after: int = 0
-    accum_grad: int = 1
-    max_grad_norm: float = 5.0
-    amp: str = "auto"
-    device: str = "auto"
-    save_every: int = 0
-    keep_last: int = 5
-    keep_best: int = 0
-    keep_best_by: str = "valid_cer"
-    log_every: int = 20
-    valid_every: int = 0
-    num_workers: int = 0
-    find_unused_parameters: bool = False
-    plot: bool = True
-    max_nonfinite: int = 50
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> TrainOptions:
-        from kospeech.train.schema import check_section
-
-        opts = cls(**check_section(section, cls, "train"))
-        if opts.accum_grad < 1:
-            raise ConfigError(f"'train.accum_grad' must be >= 1, got {opts.accum_grad}")
-        if opts.amp not in ("auto", "bf16", "fp16", "none"):
-            raise ConfigError(f"'train.amp' = {opts.amp!r}: choose auto, bf16, fp16 or none")
-        if opts.log_every < 1:
-            raise ConfigError(f"'train.log_every' must be >= 1, got {opts.log_every}")
-        if opts.keep_best < 0:
-            raise ConfigError(f"'train.keep_best' must be >= 0, got {opts.keep_best}")
-        check_metric(opts.keep_best_by, "'train.keep_best_by'")
-        if opts.max_nonfinite < 0:
-            raise ConfigError(f"'train.max_nonfinite' must be >= 0, got {opts.max_nonfinite}")
-        return opts
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision."""
-    if device.type != "cuda":
-        if mode in ("bf16", "fp16"):
-            logger.warning("train.amp=%s is for CUDA; training in float32 on %s", mode, device)
-        return None
-    if mode == "none":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +177,7 @@ class Trainer:
         self._pending_generators: Mapping[str, Any] | None = None
         self._saved_at: tuple[int, int, int] | None = None  # (step, epoch, batches_done) of the last save
         self._validated_step = -1
+        self._tb: Any = None  # TensorBoardLog when train.tensorboard
 
         if self.dist.is_main:  # saves killed before their rename (the exp-dir lock keeps others out)
             remove_stale_temporaries(self.ckpt_dir)
@@ -285,6 +196,10 @@ class Trainer:
             from kospeech.config import save_config
 
             save_config(self.cfg, self.exp_dir / CONFIG_FILE)
+        if self.dist.is_main and self.opts.tensorboard:
+            from kospeech.train.tensorboard import TensorBoardLog
+
+            self._tb = TensorBoardLog(self.exp_dir, purge_step=self.step + 1 if self.step else None)
         self._reset_stats()
 
     # ---- set-up -------------------------------------------------------------------------
@@ -490,6 +405,14 @@ class Trainer:
         """Components that may own random generators besides the global streams."""
         return self.inputs.random_parts()
 
+    def _plugin_records(self) -> list[dict[str, str]]:
+        """The plugin modules behind the config's components and the tokenizer (metadata ``plugins``)."""
+        from kospeech.registry import plugin_records, registry
+
+        tokenizers = registry("tokenizer")
+        tok = [("tokenizer", n) for n in tokenizers.names() if tokenizers.get(n).obj is type(self.tokenizer)]
+        return plugin_records(self.cfg, tok)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything docs/contracts.md lists, for this moment (an update boundary)."""
         rng = rng_state()
@@ -498,8 +421,10 @@ class Trainer:
 
         corpus = {"corpus": self.train_meta.get("corpus"), "transcript": self.train_meta.get("transcript"),
                   "path": str(self.cfg["data"]["train"])}
+        if self.train_meta.get("normalization"):
+            corpus["normalization"] = self.train_meta["normalization"]
         return {
-            "metadata": make_metadata("checkpoint", training_corpus=corpus),
+            "metadata": make_metadata("checkpoint", training_corpus=corpus, plugins=self._plugin_records()),
             "model": model_state(self.model),
             "config": self.cfg,
             "model_args": dict(self.model_args),
@@ -789,6 +714,8 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         with open(self.exp_dir / LOG_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self._tb is not None:
+            self._tb.write(record)
 
     def _log_train(self) -> dict[str, Any]:
         stats = self._stats
@@ -847,7 +774,8 @@ class Trainer:
         total_loss = sum(g[2] for g in gathered)
         total_batches = sum(g[3] for g in gathered)
         cer = corpus_cer(all_refs, all_hyps)
-        first = next(iter(sorted(all_refs)), None)
+        shown = sorted(all_refs)[:3]
+        first = shown[0] if shown else None
         record = {
             "kind": "valid",
             "step": self.step,
@@ -856,6 +784,7 @@ class Trainer:
             "cer": cer,
             "utterances": len(all_refs),
             "example": {"utt_id": first, "ref": all_refs[first], "hyp": all_hyps[first]} if first else None,
+            "examples": [{"utt_id": u, "ref": all_refs[u], "hyp": all_hyps[u]} for u in shown],
             "time": time.time(),
         }
         # valid_step: a checkpoint saved later (save_every) carries these numbers but is not ranked by them
@@ -981,4 +910,7 @@ class Trainer:
         }
 
     def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         D.cleanup()

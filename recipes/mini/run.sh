@@ -9,6 +9,7 @@
 # 11-minute budget (results that do not depend on the machine's speed). Training reads the data dirs (raw audio, features on the
 # fly) because the configs add noise to the waveforms; stage 2 has nothing to do.
 set -euo pipefail
+start_dir=$PWD  # --user-dir paths are relative to it
 cd "$(dirname "$0")"
 
 hours=${MINI_HOURS:-3}
@@ -31,10 +32,11 @@ prepare_data() {
   if [ ! -f "$root/.complete" ]; then
     local extra=()
     [ -n "$max_utts" ] && extra=(--max-utts "$max_utts")
-    kospeech data synth --layout ksponspeech --out "$root" --hours "$hours" --seed "$seed" --nj "$nj" "${extra[@]}"
+    kospeech data synth --layout ksponspeech --out "$root" --hours "$hours" --seed "$seed" --nj "$nj" "${extra[@]}" \
+      "${plugin_args[@]}"
     touch "$root/.complete"
   fi
-  kospeech data prep --corpus ksponspeech --root "$root" --out data --transcript phonetic --nj "$nj"
+  kospeech data prep --corpus ksponspeech --root "$root" --out data --transcript phonetic --nj "$nj" "${plugin_args[@]}"
 }
 
 source ../common/run_stages.sh

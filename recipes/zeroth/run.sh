@@ -6,6 +6,7 @@
 # holds out 3% of the training speakers as data/dev (local/make_dev.py) and trains on the
 # rest (data/train_nodev). See ../common/run_stages.sh --help for every option.
 set -euo pipefail
+start_dir=$PWD  # --user-dir paths are relative to it
 cd "$(dirname "$0")"
 
 config=conf/conformer_ctc_attention.yaml
@@ -17,7 +18,7 @@ test_sets="test"
 
 prepare_data() {
   [ -n "$corpus_root" ] || { echo "--corpus-root /path/to/zeroth_korean is required for stage 1" >&2; exit 2; }
-  kospeech data prep --corpus zeroth --root "$corpus_root" --out data --nj "$nj"
+  kospeech data prep --corpus zeroth --root "$corpus_root" --out data --nj "$nj" "${plugin_args[@]}"
   kospeech_python local/make_dev.py --src data/train --train "data/$train_set" --dev "data/$dev_set"
 }
 

@@ -94,6 +94,7 @@ def write_split(
     name: str,
     corpus: str,
     transcript: str,
+    normalization: str | None = None,
 ) -> SetReport:
     """Write one data dir plus ``skipped.txt`` (``key<TAB>reason<TAB>detail``) and log the counts."""
     directory = Path(directory)
@@ -120,6 +121,7 @@ def write_split(
         utt2dur={u.utt_id: u.duration for u in by_id.values()},
         corpus=corpus,
         transcript=transcript,
+        normalization=normalization,
     )
     lines = "".join(f"{s.key}\t{s.reason}\t{s.detail}\n" for s in sorted(skipped, key=lambda s: (s.key, s.reason)))
     write_atomic(directory / "skipped.txt", lines)

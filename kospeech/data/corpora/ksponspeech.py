@@ -4,9 +4,11 @@ Release layout under ``--root``::
 
     KsponSpeech_01 .. KsponSpeech_05/KsponSpeech_NNNN/KsponSpeech_NNNNNN.pcm  (+ .txt beside each)
     KsponSpeech_eval/{eval_clean,eval_other}/KsponSpeech_ENNNNN.pcm            (+ .txt)
-    KsponSpeech_scripts/{train,dev,eval_clean,eval_other}.trn
+    KsponSpeech_scripts/{train,dev,eval_clean,eval_other}.trn   (or scripts/, ESPnet's place)
 
 Some copies put the five training folders under ``KsponSpeech_train/``; both are accepted.
+The lists are looked for in ``KsponSpeech_scripts/``, then ``scripts/``; the log says which
+folder and which lists were found.
 A ``.trn`` line is ``relative/path.pcm :: transcript`` with the path relative to the root
 (``KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm``,
 ``KsponSpeech_eval/eval_clean/KsponSpeech_E00001.pcm``).
@@ -14,12 +16,15 @@ A ``.trn`` line is ``relative/path.pcm :: transcript`` with the path relative to
 When ``KsponSpeech_scripts/`` exists its lists define the splits and give the transcripts (the
 official dev set is drawn from the training folders). Without it the folders are walked and
 each ``.txt`` read; dev is then the last speaker folders, at least ``dev_fraction`` of the
-training utterances (whole speakers, so dev speakers are unseen in training).
+training utterances (whole speakers, so dev speakers are unseen in training). The release's
+eval folders hold no ``.txt``: their transcripts are only in ``eval_clean.trn`` /
+``eval_other.trn``, and prep stops with a DataError that names the missing list.
 
 Transcripts (``.txt`` and ``.trn``) are CP949 in the release and UTF-8 in many re-packed
 copies: each file is tried as UTF-8 strictly, then CP949; one that is neither is a DataError
-naming it. Text goes through :func:`kospeech.text.normalize.normalize_kspon` in the chosen
-form (``phonetic`` or ``spelling``; ``meta.yaml`` records it).
+naming it. Text goes through the chosen normalisation (``standard``:
+:func:`kospeech.text.normalize.normalize_kspon`; ``kospeech``: the original KoSpeech's rules)
+in the chosen form (``phonetic`` or ``spelling``); ``meta.yaml`` records both.
 
 Skipped, counted, logged and listed in ``<out>/<set>/skipped.txt`` with the reason: a
 malformed ``.trn`` line, a ``.trn`` entry whose audio is missing, an empty or truncated (odd
@@ -54,7 +59,7 @@ from kospeech.data.corpora import (
     read_transcript,
     write_split,
 )
-from kospeech.errors import DataError
+from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,7 @@ logger = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "dev", "eval_clean", "eval_other")
 EVAL_SPLITS: tuple[str, ...] = ("eval_clean", "eval_other")
 SCRIPTS_DIR = "KsponSpeech_scripts"
+SCRIPTS_DIRS: tuple[str, ...] = (SCRIPTS_DIR, "scripts")  # the release's name, then ESPnet's
 EVAL_DIR = "KsponSpeech_eval"
 TRAIN_PARTS: tuple[str, ...] = tuple(f"KsponSpeech_{i:02d}" for i in range(1, 6))
 TRN_SEPARATOR = "::"
@@ -78,11 +84,12 @@ class _Item:
     raw: str | None
     speaker: str
     form: str
+    normalization: str = "standard"
 
 
 def _process(item: _Item) -> Utterance | Skip:
     """Check one utterance's audio and transcript (runs in worker processes with --nj)."""
-    from kospeech.text.normalize import normalize_kspon
+    from kospeech.text.normalize import normalize
 
     path = Path(item.path)
     try:
@@ -109,7 +116,7 @@ def _process(item: _Item) -> Utterance | Skip:
             raw = read_transcript(txt)
         except DataError as err:  # one unreadable transcript costs its utterance, not the split
             return Skip(item.utt_id, "transcript neither UTF-8 nor CP949", str(err))
-    text = normalize_kspon(raw, item.form)
+    text = normalize(raw, item.form, item.normalization, utt_id=item.utt_id)
     if not text.strip():
         return Skip(item.utt_id, "empty transcript after normalisation", raw)
     return Utterance(item.utt_id, str(path), text, item.speaker, duration)
@@ -150,12 +157,21 @@ class KsponSpeech:
         nj: worker processes for checking files and normalising text.
         dev_fraction: share of training utterances held out as dev (whole speaker folders)
             when there is no ``KsponSpeech_scripts/dev.trn`` to define it.
+        normalization: ``standard`` (this toolkit's rules) or ``kospeech`` (the original
+            KoSpeech's preprocessing, to compare with its published numbers).
     """
 
     name = "ksponspeech"
     splits = SPLITS
 
-    def __init__(self, *, transcript: str = "phonetic", nj: int = 1, dev_fraction: float = 0.005) -> None:
+    def __init__(
+        self, *, transcript: str = "phonetic", nj: int = 1, dev_fraction: float = 0.005, normalization: str = "standard"
+    ) -> None:
+        from kospeech.text.normalize import NORMALIZATIONS
+
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization '{normalization}' is not one of {', '.join(NORMALIZATIONS)}")
+        self.normalization = normalization
         self.transcript = check_transcript_form(transcript)
         self.nj = max(1, int(nj))
         self.dev_fraction = float(dev_fraction)
@@ -179,7 +195,8 @@ class KsponSpeech:
             if path is None:
                 skipped.append(Skip(utt_id, "audio file missing", f"{trn.name}:{n}: {rel}"))
                 continue
-            items.append(_Item(utt_id, str(path), raw, _speaker_of(rel_path, split, utt_id), self.transcript))
+            items.append(_Item(utt_id, str(path), raw, _speaker_of(rel_path, split, utt_id), self.transcript,
+                               self.normalization))
         return items, skipped
 
     def _walk_train(self, root: Path) -> list[Path]:
@@ -195,7 +212,7 @@ class KsponSpeech:
         """Folder walk when there are no .trn lists: train/dev by speaker folder, eval by folder."""
         speaker_dirs = self._walk_train(root)
         per_speaker = [
-            [_Item(p.stem, str(p), None, d.name, self.transcript) for p in sorted(d.glob("*.pcm"))]
+            [_Item(p.stem, str(p), None, d.name, self.transcript, self.normalization) for p in sorted(d.glob("*.pcm"))]
             for d in speaker_dirs
         ]
         total = sum(len(x) for x in per_speaker)
@@ -211,7 +228,13 @@ class KsponSpeech:
         for split in EVAL_SPLITS:
             folder = root / EVAL_DIR / split
             pcms = sorted(folder.glob("*.pcm")) if folder.is_dir() else []
-            out[split] = [_Item(p.stem, str(p), None, p.stem, self.transcript) for p in pcms]
+            if pcms and not any(folder.glob("*.txt")):
+                raise DataError(
+                    f"ksponspeech: {folder} has {len(pcms)} .pcm files and no .txt transcripts; the release "
+                    f"gives them only in {split}.trn: put {split}.trn into {root / SCRIPTS_DIR} (or "
+                    f"{root / 'scripts'}) with the other lists"
+                )
+            out[split] = [_Item(p.stem, str(p), None, p.stem, self.transcript, self.normalization) for p in pcms]
         return out
 
     # -- preparing ----------------------------------------------------------------------------
@@ -220,14 +243,17 @@ class KsponSpeech:
         """Write ``out/{train,dev,eval_clean,eval_other}``; a split with no source is left out (logged)."""
         root = check_root_path(root)
         out = Path(out)
-        scripts = root / SCRIPTS_DIR
+        scripts = next((root / d for d in SCRIPTS_DIRS if (root / d).is_dir()), None)
         plan: dict[str, tuple[list[_Item], list[Skip]]] = {}
         failed: dict[str, DataError] = {}  # splits whose list cannot be read; the others go on
-        if scripts.is_dir():
-            logger.info("ksponspeech: using the .trn lists in %s", scripts)
+        if scripts is not None:
+            found = [s for s in SPLITS if (scripts / f"{s}.trn").exists()]
+            missing = [f"{s}.trn" for s in SPLITS if s not in found]
+            logger.info("ksponspeech: lists found in %s: %s%s", scripts, ", ".join(f"{s}.trn" for s in found) or "none",
+                        f" (missing: {', '.join(missing)})" if missing else "")
             for split in SPLITS:
                 trn = scripts / f"{split}.trn"
-                if not trn.exists():
+                if split not in found:
                     logger.warning("ksponspeech: %s is missing; split '%s' is not prepared", trn, split)
                     continue
                 try:
@@ -236,7 +262,8 @@ class KsponSpeech:
                     logger.error("ksponspeech: split '%s' is not prepared: %s", split, err)
                     failed[split] = err
         else:
-            logger.info("ksponspeech: no %s folder; walking the audio folders and reading each .txt", scripts)
+            logger.info("ksponspeech: no %s folder; walking the audio folders and reading each .txt",
+                        " or ".join(str(root / d) for d in SCRIPTS_DIRS))
             for split, items in self._items_from_walk(root).items():
                 if items:
                     plan[split] = (items, [])
@@ -244,7 +271,7 @@ class KsponSpeech:
                     logger.warning("ksponspeech: no audio found for split '%s' under %s", split, root)
         if not plan and not failed:
             raise DataError(
-                f"ksponspeech: nothing to prepare under {root}: expected {SCRIPTS_DIR}/*.trn or the "
+                f"ksponspeech: nothing to prepare under {root}: expected {SCRIPTS_DIR}/*.trn (or scripts/*.trn) or the "
                 f"{TRAIN_PARTS[0]}..05 and {EVAL_DIR} folders"
             )
         reports: dict[str, SetReport] = {}
@@ -257,7 +284,8 @@ class KsponSpeech:
                 else:
                     utterances.append(result)
             reports[split] = write_split(
-                out / split, utterances, skipped, name=split, corpus=self.name, transcript=self.transcript
+                out / split, utterances, skipped, name=split, corpus=self.name, transcript=self.transcript,
+                normalization=self.normalization,
             )
         if failed:
             done = f"; prepared {', '.join(reports)}" if reports else ""

@@ -117,3 +117,69 @@ def test_trains_under_bf16_autocast() -> None:
     norm = model.encoder.blocks[0].norm
     assert norm.running_mean.dtype == torch.float32 and int(norm.num_batches_tracked) == 1
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+SELF_CONDITIONED = SMALL_CONV + "inter_ctc_after: [1, 2]\ninter_ctc_weight: 0.4\nself_condition: true\n"
+
+
+def test_intermediate_ctc_loss_is_the_weighted_mean_of_the_taps(fbank_batch: dict) -> None:
+    torch.manual_seed(0)
+    model = _model(fbank_batch, SMALL_CONV + "inter_ctc_after: [1, 2]\ninter_ctc_weight: 0.4\n")
+    batch = (fbank_batch[k] for k in ("features", "feature_lengths", "targets", "target_lengths"))
+    feats, flen, targets, tlen = batch
+    model.train()
+    torch.manual_seed(1)
+    out = model(feats, flen, targets, tlen)
+    # the same forward by hand: the shared output layer after blocks 1 and 2, then at the top
+    taps: list[torch.Tensor] = []
+    torch.manual_seed(1)
+    enc = model.encoder
+    x, lengths = enc.extractor(feats, flen)
+    mask = lengths_to_mask(lengths, x.size(1))[:, None, :].to(x.dtype)
+    y = enc.project(x).transpose(1, 2) * mask
+    for block in enc.blocks:
+        y = block(y, mask)
+        taps.append(model.ctc_log_probs(y.transpose(1, 2)))
+    ctc = torch.nn.functional.ctc_loss
+    losses = [ctc(lp.transpose(0, 1), targets, lengths, tlen, zero_infinity=True) for lp in taps]
+    expected = 0.6 * losses[2] + 0.4 * (losses[0] + losses[1]) / 2
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(out["ctc"], losses[2].detach())
+    assert "inter_ctc" in out and model._inter is None
+
+
+def test_self_conditioning_feeds_the_taps_back_in_decoding_too(fbank_batch: dict) -> None:
+    torch.manual_seed(0)
+    model = _model(fbank_batch, SELF_CONDITIONED).eval()
+    feats, flen = fbank_batch["features"], fbank_batch["feature_lengths"]
+    with torch.no_grad():
+        a, alen = model.encode(feats, flen)
+        model.condition.weight.mul_(2.0)
+        b, _ = model.encode(feats, flen)
+        plain, _ = model.encoder(feats, flen)
+    assert not torch.allclose(a, b) and not torch.allclose(a, plain)
+    assert a[~lengths_to_mask(alen, a.size(1))].abs().max().item() == 0.0  # padding stays zero
+    short = int(flen.argmin())
+    with torch.no_grad():
+        alone, _ = model.encode(feats[short : short + 1, : int(flen[short])], flen[short : short + 1])
+    torch.testing.assert_close(alone[0], b[short, : alone.size(1)], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_self_conditioned_ctc_overfits_eight_utterances(fbank_batch: dict) -> None:
+    torch.manual_seed(0)
+    wide = SELF_CONDITIONED.replace("dim: 48", "dim: 96").replace("output_dim: 48", "output_dim: 96")
+    assert_overfits(_model(fbank_batch, wide), fbank_batch)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("inter_ctc_after: [3]\n", "not between 1 and 2"),
+        ("inter_ctc_after: [1]\ninter_ctc_weight: 1.0\n", "inter_ctc_weight"),
+        ("self_condition: true\n", "needs inter_ctc_after"),
+    ],
+)
+def test_intermediate_ctc_bad_options(fbank_batch: dict, extra: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _model(fbank_batch, SMALL_CONV + extra)

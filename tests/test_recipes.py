@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -420,17 +421,18 @@ def test_zeroth_recipe_end_to_end(tmp_path: Path, espeak_available: bool) -> Non
 @pytest.mark.slow
 def test_mini_recipe_stages_connect(tmp_path: Path, espeak_available: bool) -> None:
     """The mini recipe as shipped (its default config, raw-audio training with noise), cut to
-    40 utterances and one epoch."""
+    40 utterances and 3 updates (MINI_UPDATES; --train-opts add to it)."""
     if not espeak_available:
         pytest.skip("espeak-ng is not installed")
     recipes = _copy_recipes(tmp_path)
     out = _run(
         ["bash", recipes / "mini" / "run.sh", "--nj", "1", "--train-opts", "train.max_epochs=1"],
-        extra_env={"MINI_MAX_UTTS": "40", "MINI_HOURS": "0.03"},
+        extra_env={"MINI_MAX_UTTS": "40", "MINI_HOURS": "0.03", "MINI_UPDATES": "3"},
     )
     assert "stage 2: skipped" in out
     _assert_scores(recipes / "mini" / "exp" / "conv_ctc", ["eval_clean", "eval_other"])
     assert "| conv_ctc |" in out  # the score table
+    assert re.search(r"training: 3 updates, [0-9.]+ min", out), out[-2000:]  # and the updates behind it
 
 
 def test_cer_by_voice_breaks_a_decode_down_by_voice_and_noise(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ one small product per frame per layer, which is what bounds a BiGRU on a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import torch
 from torch import nn
 
@@ -79,12 +81,25 @@ class SeparableConvEncoder(nn.Module):
         self.blocks = nn.ModuleList(SeparableConvBlock(dim, kernel_size, dropout) for _ in range(num_blocks))
         self.output_dim = dim
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), lengths (B,) -> (B, T', dim), lengths (B,)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        *,
+        tap: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        tap_after: Collection[int] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), lengths (B,) -> (B, T', dim), lengths (B,).
+
+        ``tap`` (intermediate CTC) sees the hidden states (B, T', dim) after each block whose
+        1-based index is in ``tap_after`` and returns the states the next block gets.
+        """
         if self.extractor is not None:
             x, lengths = self.extractor(x, lengths)
         mask = lengths_to_mask(lengths, x.size(1))[:, None, :].to(x.dtype)
         y = self.project(x).transpose(1, 2) * mask
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks, 1):
             y = block(y, mask)
+            if tap is not None and i in tap_after:
+                y = tap(y.transpose(1, 2)).transpose(1, 2) * mask
         return y.transpose(1, 2), lengths

@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
     --tokenizer) tokenizer=$2; shift 2 ;;
     --vocab-size|--vocab_size) vocab_size=$2; shift 2 ;;
     --train-input|--train_input) train_input=$2; shift 2 ;;
-    --train-opts|--train_opts) train_opts=$2; shift 2 ;;
+    --train-opts|--train_opts) train_opts="${train_opts:+$train_opts }$2"; shift 2 ;;  # after a recipe's own
     --average) average=$2; shift 2 ;;
     --average-by|--average_by) average_by=$2; shift 2 ;;
     --score-opts|--score_opts) score_opts=$2; shift 2 ;;
@@ -221,6 +221,17 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     dirs+=("$out")
   done
   kospeech compare "${dirs[@]}" --out "$exp" "${plugin_args[@]}"
+  # the updates behind the table: with a wall-clock budget they depend on the machine
+  if [ -f "$exp/log.jsonl" ]; then
+    kospeech_python - "$exp/log.jsonl" <<'PY'
+import json, sys
+recs = [json.loads(x) for x in open(sys.argv[1], encoding="utf-8") if x.strip()]
+steps = [r for r in recs if "step" in r and "time" in r]
+if steps:
+    minutes = (steps[-1]["time"] - steps[0]["time"]) / 60
+    print(f"training: {steps[-1]['step']} updates, {minutes:.1f} min from the first to the last log line ({sys.argv[1]})")
+PY
+  fi
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ -n "$lm" ]; then

@@ -15,6 +15,11 @@ Text
     the raw notation (each ``.txt`` in CP949 as in the AI Hub release, the ``.trn`` lists in
     UTF-8 as the scripts package is usually read), Zeroth ``.trans.txt`` the clean spoken
     text. Sentences that normalise to nothing (only tags) are never spoken (counted, logged).
+    Half of the training utterances speak new sentences instead of listed ones: word sequences
+    recombined from the training sentences (:data:`TRAIN_RECOMBINED_FRACTION`) and everyday
+    sentences generated from templates (:data:`TRAIN_GENERATED_FRACTION`,
+    :mod:`kospeech.text.templates`), so the model hears thousands of words, not a few hundred
+    sentences; none is spoken like a test sentence.
 
 Voices (a synthetic speaker = espeak-ng ``ko+VARIANT`` with one speed and one pitch)
     * train/dev: variants from :data:`TRAIN_VARIANTS` (about 80 of espeak-ng's ~100), speed
@@ -99,9 +104,11 @@ TRAIN_PITCH: tuple[int, int] = (30, 70)
 OTHER_SPEEDS: tuple[tuple[int, int], ...] = ((115, 135), (200, 220))
 OTHER_PITCHES: tuple[tuple[int, int], ...] = ((5, 22), (78, 95))
 TRAIN_NOISY_FRACTION = 0.3
-# Share of training utterances that speak a new word sequence (head of one training sentence +
-# tail of another, kospeech.text.sentences.recombine) instead of a listed sentence.
-TRAIN_RECOMBINED_FRACTION = 0.5
+# Shares of training utterances that speak a new word sequence (head of one training sentence +
+# tail of another, kospeech.text.sentences.recombine), or a sentence generated from everyday
+# templates with new words and numbers (kospeech.text.templates), instead of a listed sentence.
+TRAIN_RECOMBINED_FRACTION = 0.1
+TRAIN_GENERATED_FRACTION = 0.4
 TRAIN_SNR: tuple[float, float] = (10.0, 30.0)
 OTHER_SNR: tuple[float, float] = (5.0, 20.0)
 NOISE_TYPES: tuple[str, ...] = ("white", "pink", "babble")
@@ -319,19 +326,29 @@ def _prepare_sentences(sentences: Sequence[str], layout: str) -> tuple[list[_Sen
     return kept, dropped
 
 
-def _with_recombined(
+def _with_new_sentences(
     texts: list[_Sentence], pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str, seed: int
 ) -> list[_Sentence]:
-    """Swap the last ``TRAIN_RECOMBINED_FRACTION`` of ``texts`` for recombined sentences.
+    """Swap the last ``TRAIN_RECOMBINED_FRACTION + TRAIN_GENERATED_FRACTION`` of ``texts`` for
+    recombined and template-generated sentences, none spoken like a test sentence.
 
     ``texts`` cycles through ``pool`` first, so every listed sentence is still spoken as long as
-    the kept share covers the pool.
+    the kept share covers the pool. Both draws have their own seeds, so the test splits (drawn
+    from the corpus's generator) do not change with these shares.
     """
+    from kospeech.text.normalize import normalize_kspon
     from kospeech.text.sentences import recombine
+    from kospeech.text.templates import generate_sentences
 
-    n_new = min(int(round(len(texts) * TRAIN_RECOMBINED_FRACTION)), max(0, len(texts) - len(pool)))
-    new_raw = recombine([s.raw for s in pool], n_new, seed=seed, forbidden=[s.raw for s in test_side])
-    new, _ = _prepare_sentences(new_raw, layout)
+    new_share = TRAIN_RECOMBINED_FRACTION + TRAIN_GENERATED_FRACTION
+    n_new = min(int(round(len(texts) * new_share)), max(0, len(texts) - len(pool)))
+    n_generated = int(round(n_new * TRAIN_GENERATED_FRACTION / new_share)) if new_share else 0
+    forbidden = {normalize_kspon(s.raw, "phonetic") for s in test_side}
+    generated = [
+        g for g in generate_sentences(n_generated, seed=seed) if normalize_kspon(g, "phonetic") not in forbidden
+    ]
+    new_raw = recombine([s.raw for s in pool], n_new - n_generated, seed=seed, forbidden=[s.raw for s in test_side])
+    new, _ = _prepare_sentences(new_raw + generated, layout)
     return texts[: len(texts) - len(new)] + new
 
 
@@ -368,7 +385,7 @@ def plan_corpus(
         pool = sides[split in _TEST_SIDE]
         texts = _cycle(rng, pool, count)
         if split == "train":
-            texts = _with_recombined(texts, pool, sides[True], layout, seed)
+            texts = _with_new_sentences(texts, pool, sides[True], layout, seed)
             texts = [texts[i] for i in rng.permutation(len(texts))]
         variant_pool = OTHER_VARIANTS if split == "eval_other" else TRAIN_VARIANTS
         per_speaker = UTTS_PER_SPEAKER if split not in ("eval_clean", "eval_other") else 10
@@ -559,6 +576,7 @@ def synthesize(
         "speakers": plan.speakers,
         "dropped_sentences": plan.dropped_sentences,
         "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
+        "generated_train_fraction": TRAIN_GENERATED_FRACTION,
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }
     (tmp / VOICES_FILE).write_text(voices_table(plan), encoding="utf-8")

@@ -1,0 +1,86 @@
+"""Template-generated training sentences: number readings, particles, speakable notated lines."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from kospeech.text.normalize import normalize_kspon
+from kospeech.text.sentences import load_sentences, split_sentences
+from kospeech.text.templates import attach, fill, generate_sentences, load_templates, native_number, sino_number
+
+
+@pytest.mark.parametrize(
+    ("n", "reading"),
+    [(0, "영"), (1, "일"), (10, "십"), (15, "십 오"), (250, "이백 오십"), (1000, "천"), (2024, "이천 이십 사"),
+     (15000, "만 오천"), (35000, "삼만 오천"), (120000, "십이만")],
+)  # fmt: skip
+def test_sino_korean_readings(n: int, reading: str) -> None:
+    assert sino_number(n) == reading
+
+
+def test_native_korean_readings() -> None:
+    readings = ["한", "두", "세", "네", "스무", "스물 한", "스물 다섯"]
+    assert [native_number(n) for n in (1, 2, 3, 4, 20, 21, 25)] == readings
+    assert native_number(20, attributive=False) == "스물" and native_number(1, attributive=False) == "하나"
+    with pytest.raises(ValueError):
+        native_number(100)
+
+
+@pytest.mark.parametrize(
+    ("word", "particle", "form"),
+    [("사과", "을", "를"), ("책", "을", "을"), ("친구", "이", "가"), ("동생", "은", "은"), ("엄마", "와", "와"),
+     ("형", "와", "과"), ("서울", "로", "로"), ("부산", "로", "으로"), ("제주도", "로", "로"), ("민수", "아", "야"),
+     ("지영", "아", "아"), ("십 층", "이에요", "이에요"), ("의사", "이에요", "예요"), ("빵", "랑", "이랑")],
+)  # fmt: skip
+def test_particles_follow_the_last_syllable(word: str, particle: str, form: str) -> None:
+    assert attach(word, particle) == form
+
+
+def test_fill_resolves_slots_and_number_notation() -> None:
+    slots = {"food": ("김밥",), "person": ("형",)}
+    rng = random.Random(0)
+    assert fill("{person:와} {food:을} 먹었어", slots, rng) == "형과 김밥을 먹었어"
+    line = fill("{floor:로} 올라오세요", {}, random.Random(1))
+    assert re.fullmatch(r"\((\d+)층\)/\(([가-힣 ]+) 층\)으?로 올라오세요", line), line
+
+
+def test_generated_sentences_are_speakable_varied_and_deterministic() -> None:
+    lines = generate_sentences(2000, seed=5)
+    assert lines == generate_sentences(2000, seed=5) and lines != generate_sentences(2000, seed=6)
+    spoken = [normalize_kspon(s, "phonetic") for s in lines]
+    bad = [s for s, p in zip(lines, spoken) if not re.fullmatch(r"[가-힣]+(?: [가-힣]+)*", p) or "{" in s]
+    assert bad == []
+    for s in lines:
+        s.encode("cp949")  # the KsponSpeech layout writes CP949 transcripts
+    assert len(set(spoken)) > 1700
+    # new words: most of the vocabulary is not in the packaged sentence list
+    listed = {w for s in load_sentences() for w in normalize_kspon(s, "phonetic").split()}
+    words = {w for p in spoken for w in p.split()}
+    assert len(words - listed) > 600
+
+
+def test_templates_name_only_known_slots() -> None:
+    slots, templates = load_templates()
+    assert len(templates) >= 150 and {"person", "place", "food", "thing"} <= set(slots)
+
+
+def test_synthetic_training_side_mixes_listed_recombined_and_generated() -> None:
+    from kospeech.data.corpora import synthetic
+
+    sentences = load_sentences()
+    plan = synthetic.plan_corpus("ksponspeech", "/nonexistent", total=3000, seed=1, sentences=sentences)
+    train_side, test_side = split_sentences(sentences, test_fraction=synthetic.TEST_FRACTION, seed=1)
+    listed = set(train_side)
+    raws = [j.raw for j in plan.jobs["train"]]
+    generated = set(generate_sentences(3000, seed=1))
+    generated_share = sum(r not in listed and r in generated for r in raws)
+    assert sum(r in listed for r in raws) / len(raws) == pytest.approx(
+        1 - synthetic.TRAIN_RECOMBINED_FRACTION - synthetic.TRAIN_GENERATED_FRACTION, abs=0.02
+    )
+    assert generated_share / len(raws) == pytest.approx(synthetic.TRAIN_GENERATED_FRACTION, abs=0.02)
+    test_spoken = {normalize_kspon(s, "phonetic") for s in test_side}
+    assert not test_spoken & {normalize_kspon(r, "phonetic") for r in raws}
+    assert {j.raw for j in plan.jobs["eval_clean"]} <= set(test_side)

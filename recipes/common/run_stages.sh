@@ -179,6 +179,21 @@ if [ -n "$lm" ] && [ "$lm_weight" != 0 ]; then
 fi
 decode_key="$search${fusion[*]:+ ${fusion[*]}}"
 
+# The LM of --lm, trained on the training text into exp/lm_<type>/ unless it is there already.
+train_lm() {
+  if [ -e "$lm_dir/lm.pt" ] || [ -e "$lm_dir/lm.arpa" ]; then
+    log "  $lm_dir exists, kept (remove it to train again)"
+    return
+  fi
+  # written into a temporary folder and renamed when complete, as every stage does
+  rm -rf "$lm_dir.tmp"
+  # shellcheck disable=SC2206  # word splitting of the LM options is intended
+  local lm_args=(--type "$lm" --text "data/$train_set/text" --lang data/lang --out "$lm_dir.tmp" $lm_opts)
+  [ "$lm" != ngram ] && [ -d "data/$dev_set" ] && lm_args+=(--valid-text "data/$dev_set/text" --device "$device")
+  kospeech lm train "${lm_args[@]}" "${plugin_args[@]}"
+  mv "$lm_dir.tmp" "$lm_dir"
+}
+
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   if [ "$average" -gt 0 ] && { [ ! -f "$ckpt" ] || [ "$exp/checkpoints/last.pt" -nt "$ckpt" ]; }; then
     if [ -n "$average_by" ]; then
@@ -202,7 +217,10 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
       log "  $out done, skipped"; continue
     fi
     if [ ${#fusion[@]} -gt 0 ] && [ ! -e "$lm_dir/lm.pt" ] && [ ! -e "$lm_dir/lm.arpa" ]; then
-      echo "no LM in $lm_dir: run stage 6 first (--stage 6 --stop-stage 6 --lm $lm)" >&2; exit 1
+      # an n-gram builds in seconds, so decoding makes it; a neural LM is stage 6's job
+      [ "$lm" = ngram ] || { echo "no LM in $lm_dir: run stage 6 first (--stage 6 --stop-stage 6 --lm $lm)" >&2; exit 1; }
+      log "  building the $lm LM first (seconds) -> $lm_dir"
+      train_lm
     fi
     rm -f "$out/search.txt"
     kospeech decode --checkpoint "$ckpt" --data "$input_root/$s" --out "$out" --device "$device" \
@@ -236,15 +254,5 @@ fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ -n "$lm" ]; then
   log "stage 6: $lm language model -> $lm_dir"
-  if [ -e "$lm_dir/lm.pt" ] || [ -e "$lm_dir/lm.arpa" ]; then
-    log "  $lm_dir exists, kept (remove it to train again)"
-  else
-    # written into a temporary folder and renamed when complete, as every stage does
-    rm -rf "$lm_dir.tmp"
-    # shellcheck disable=SC2206  # word splitting of the LM options is intended
-    lm_args=(--type "$lm" --text "data/$train_set/text" --lang data/lang --out "$lm_dir.tmp" $lm_opts)
-    [ "$lm" != ngram ] && [ -d "data/$dev_set" ] && lm_args+=(--valid-text "data/$dev_set/text" --device "$device")
-    kospeech lm train "${lm_args[@]}" "${plugin_args[@]}"
-    mv "$lm_dir.tmp" "$lm_dir"
-  fi
+  train_lm
 fi

@@ -239,9 +239,9 @@ def _synth(out: Path, layout: str, utts: int) -> Path:
     return out
 
 
-def _assert_scores(exp: Path, test_sets: list[str]) -> None:
+def _assert_scores(exp: Path, test_sets: list[str], tag: str = "default") -> None:
     for s in test_sets:
-        scores = exp / f"decode_{s}_default" / "scores.json"
+        scores = exp / f"decode_{s}_{tag}" / "scores.json"
         assert scores.is_file(), f"no {scores}"
         cer = json.loads(scores.read_text(encoding="utf-8"))["cer"]
         assert isinstance(cer, int | float) and math.isfinite(cer) and cer >= 0
@@ -430,7 +430,9 @@ def test_mini_recipe_stages_connect(tmp_path: Path, espeak_available: bool) -> N
         extra_env={"MINI_MAX_UTTS": "40", "MINI_HOURS": "0.03", "MINI_UPDATES": "3"},
     )
     assert "stage 2: skipped" in out
-    _assert_scores(recipes / "mini" / "exp" / "conv_ctc", ["eval_clean", "eval_other"])
+    # the default decoding: prefix beam with the 6-gram LM that stage 4 builds
+    assert "building the ngram LM first" in out and (recipes / "mini" / "exp" / "lm_ngram" / "lm.arpa").is_file()
+    _assert_scores(recipes / "mini" / "exp" / "conv_ctc", ["eval_clean", "eval_other"], "ctc_prefix_beam_lm_ngram")
     assert "| conv_ctc |" in out  # the score table
     assert re.search(r"training: 3 updates, [0-9.]+ min", out), out[-2000:]  # and the updates behind it
 

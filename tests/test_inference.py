@@ -49,10 +49,9 @@ def _features(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, np.n
     return (feats - torch.from_numpy(mean)) / torch.from_numpy(std), lens, mean, std
 
 
-def make_checkpoint(path: Path, lang: Path, model_cfg: dict, waves: list[np.ndarray], texts: list[str],
-                    *, steps: int = 0) -> Path:
-    """A checkpoint of ``model_cfg`` on ``lang``: overfit for ``steps`` updates on the utterances,
-    or (steps=0) untrained with its output heads biased away from blank and eos."""
+def make_checkpoint(path: Path, lang: Path, model_cfg: dict, waves: list[np.ndarray]) -> Path:
+    """An untrained checkpoint of ``model_cfg`` on ``lang`` with its output heads biased away from
+    blank and eos, so that it emits units (CMVN from ``waves``)."""
     from kospeech.registry import build
     from kospeech.text import load_tokenizer, read_lang_dir
     from kospeech.train.checkpoint import atomic_save
@@ -61,25 +60,11 @@ def make_checkpoint(path: Path, lang: Path, model_cfg: dict, waves: list[np.ndar
     feats, lens, mean, std = _features(waves)
     torch.manual_seed(0)
     model = build("model", model_cfg, path="model", input_dim=feats.size(-1), vocab_size=tok.vocab_size)
-    if steps:
-        targets = [tok.encode(t) for t in texts]
-        tgt = torch.full((len(texts), max(map(len, targets))), 1, dtype=torch.long)
-        for i, t in enumerate(targets):
-            tgt[i, : len(t)] = torch.tensor(t)
-        tlen = torch.tensor([len(t) for t in targets])
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        model.train()
-        for _ in range(steps):
-            loss = model(feats, lens, tgt, tlen)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    else:
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.Linear) and m.out_features == tok.vocab_size and m.bias is not None:
-                    m.bias[BLANK_ID] -= 3.0
-                    m.bias[EOS_ID] -= 3.0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and m.out_features == tok.vocab_size and m.bias is not None:
+                m.bias[BLANK_ID] -= 3.0
+                m.bias[EOS_ID] -= 3.0
     ckpt = {
         "model": model.state_dict(),
         "config": {"model": model_cfg, "frontend": FRONTEND},
@@ -107,10 +92,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, korean_utterances: list) -> di
         train_tokenizer(name, SHORT_SENTENCES, root / f"lang_{name}")
         langs[name] = root / f"lang_{name}"
     ckpts = {
-        "jamo": make_checkpoint(root / "jamo.pt", langs["jamo"], CTC_GRU, waves, texts),
-        "joint": make_checkpoint(root / "joint.pt", langs["jamo"], JOINT, waves, texts),
-        "rnnt": make_checkpoint(root / "rnnt.pt", langs["jamo"], TRANSDUCER, waves, texts),
-        "char": make_checkpoint(root / "char.pt", langs["character"], CTC_GRU, waves, texts),
+        "jamo": make_checkpoint(root / "jamo.pt", langs["jamo"], CTC_GRU, waves),
+        "joint": make_checkpoint(root / "joint.pt", langs["jamo"], JOINT, waves),
+        "rnnt": make_checkpoint(root / "rnnt.pt", langs["jamo"], TRANSDUCER, waves),
+        "char": make_checkpoint(root / "char.pt", langs["character"], CTC_GRU, waves),
     }
     return {"root": root, "audio": audio, "waves": waves, "texts": texts, "ckpt": ckpts, "lang": langs}
 

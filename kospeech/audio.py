@@ -47,15 +47,21 @@ def _check_file(path: Path) -> int:
     return size
 
 
-def read_pcm(path: str | os.PathLike[str]) -> np.ndarray:
-    """Samples of a KsponSpeech ``.pcm`` file as float32 in [-1, 1), at :data:`PCM_SAMPLE_RATE`."""
-    path = Path(path)
+def _check_pcm_file(path: Path) -> int:
+    """Size in bytes of an existing ``.pcm`` file holding whole 16-bit samples."""
     size = _check_file(path)
     if size % 2:
         raise DataError(
             f"audio file {path} is a truncated 16-bit PCM file: {size} bytes is an odd count "
             "(each sample takes 2 bytes); re-copy it from the corpus or drop the utterance"
         )
+    return size
+
+
+def read_pcm(path: str | os.PathLike[str]) -> np.ndarray:
+    """Samples of a KsponSpeech ``.pcm`` file as float32 in [-1, 1), at :data:`PCM_SAMPLE_RATE`."""
+    path = Path(path)
+    _check_pcm_file(path)
     samples = np.fromfile(path, dtype="<i2")
     return samples.astype(np.float32) / _INT16_SCALE
 
@@ -196,10 +202,7 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
     """Duration in seconds from the file size (``.pcm``) or the header (others), without decoding."""
     path = Path(path)
     if is_pcm(path):
-        size = _check_file(path)
-        if size % 2:
-            raise DataError(f"audio file {path} is a truncated 16-bit PCM file: {size} bytes is an odd count")
-        return size / (2 * PCM_SAMPLE_RATE)
+        return _check_pcm_file(path) / (2 * PCM_SAMPLE_RATE)
     import soundfile as sf
 
     _check_file(path)
@@ -264,10 +267,8 @@ def stream_audio(
     import soundfile as sf
 
     path = Path(path)
-    size = _check_file(path)
     if is_pcm(path):
-        if size % 2:
-            raise DataError(f"audio file {path} is a truncated 16-bit PCM file: {size} bytes is an odd count")
+        _check_pcm_file(path)
         samples = np.memmap(path, dtype="<i2", mode="r")
         rate, total = PCM_SAMPLE_RATE, len(samples)
         step = int(block_seconds * rate)
@@ -278,6 +279,7 @@ def stream_audio(
 
         blocks: Iterator[np.ndarray] = pcm_blocks()
     else:
+        _check_file(path)
         check_wav_complete(path)
         try:
             info = sf.info(str(path))

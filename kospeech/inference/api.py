@@ -191,10 +191,9 @@ class Transcriber:
         from kospeech.audio import check_finite, read_audio_bytes, resample_wave, stream_audio
 
         rate = self.sample_rate
-        if isinstance(item, (str, Path)) and str(item) == "-":
-            item, name = sys.stdin.buffer.read(), "<stdin>"
-        else:
-            name = str(item) if isinstance(item, (str, Path)) else f"<{type(item).__name__}>"
+        name = _name_of(item)
+        if name == "<stdin>":
+            item = sys.stdin.buffer.read()
         if isinstance(item, (str, Path)):
             seconds, blocks = stream_audio(item, sample_rate=rate, block_seconds=BLOCK_SECONDS)
             return name, seconds, lambda: blocks

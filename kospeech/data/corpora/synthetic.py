@@ -79,6 +79,7 @@ UTTS_PER_SPEAKER = 20
 TEST_FRACTION = 0.2
 MARKER = "synth.yaml"
 VOICES_FILE = "voices.tsv"
+MADE_UP_DIR = "made_up_voices"  # espeak-ng variant files of the made-up training voices
 
 OTHER_VARIANTS: tuple[str, ...] = (
     "klatt4", "klatt5", "klatt6", "croak", "grandma", "grandpa", "Storm", "Tweaky",
@@ -109,6 +110,11 @@ TRAIN_NOISY_FRACTION = 0.3
 # templates with new words and numbers (kospeech.text.templates), instead of a listed sentence.
 TRAIN_RECOMBINED_FRACTION = 0.1
 TRAIN_GENERATED_FRACTION = 0.4
+# Share of training speakers whose voice is made up (kospeech.data.corpora.espeak_voices: a random
+# espeak-ng variant, a share of them whispering) instead of one of TRAIN_VARIANTS: unseen voices,
+# not unseen sentences, are what the robustness set fails on.
+TRAIN_MADE_UP_VOICE_FRACTION = 0.4
+MADE_UP_PREFIX = "kospeech"
 TRAIN_SNR: tuple[float, float] = (10.0, 30.0)
 OTHER_SNR: tuple[float, float] = (5.0, 20.0)
 NOISE_TYPES: tuple[str, ...] = ("white", "pink", "babble")
@@ -126,6 +132,13 @@ class Voice:
     variant: str
     speed: int
     pitch: int
+    definition: str | None = None  # an espeak-ng variant file's text, for a made-up voice
+
+
+def _is_female(voice: Voice) -> bool:
+    if voice.definition is not None:
+        return "gender female" in voice.definition
+    return voice.variant in FEMALE_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,10 @@ def espeak(text: str, voice: Voice, *, sample_rate: int = PCM_SAMPLE_RATE) -> np
     import soundfile as sf
 
     cmd = ["espeak-ng", "-v", f"ko+{voice.variant}", "-s", str(voice.speed), "-p", str(voice.pitch), "--stdout"]
+    if voice.definition is not None:
+        from kospeech.data.corpora.espeak_voices import data_path_with
+
+        cmd[1:1] = [f"--path={data_path_with(voice.variant, voice.definition)}"]
     try:
         proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=True)
     except FileNotFoundError:
@@ -244,6 +261,22 @@ def _draw_voice(rng: np.random.Generator, split: str, variant: str) -> Voice:
     if split == "eval_other":
         return Voice(variant, _uniform_int(rng, OTHER_SPEEDS), _uniform_int(rng, OTHER_PITCHES))
     return Voice(variant, _uniform_int(rng, [TRAIN_SPEED]), _uniform_int(rng, [TRAIN_PITCH]))
+
+
+def _with_made_up_voices(voices: list[Voice], seed: int) -> list[Voice]:
+    """``voices`` with about ``TRAIN_MADE_UP_VOICE_FRACTION`` of them replaced by made-up voices
+    (same speed and pitch). Drawn from their own generator, so the test splits (drawn from the
+    corpus's) stay the same utterances whatever this share."""
+    from kospeech.data.corpora.espeak_voices import random_variant
+
+    rng = np.random.default_rng([seed, 1729])
+    out: list[Voice] = []
+    for voice in voices:
+        if rng.random() < TRAIN_MADE_UP_VOICE_FRACTION:
+            name = f"{MADE_UP_PREFIX}{len(out) + 1:03d}"
+            voice = Voice(name, voice.speed, voice.pitch, random_variant(name, rng))
+        out.append(voice)
+    return out
 
 
 def _cycle(rng: np.random.Generator, pool: Sequence[Any], n: int) -> list[Any]:
@@ -392,6 +425,8 @@ def plan_corpus(
         n_speakers = math.ceil(count / per_speaker)
         variants = _cycle(rng, variant_pool, n_speakers)
         voices = [_draw_voice(rng, split, v) for v in variants]
+        if split == "train":
+            voices = _with_made_up_voices(voices, seed)
         plan.speakers[split] = n_speakers
         jobs: list[Job] = []
         list_lines: list[str] = []
@@ -457,7 +492,7 @@ def plan_corpus(
                 if reader in seen:
                     continue
                 seen.add(reader)
-                sex = "f" if job.voice.variant in FEMALE_VARIANTS else "m"
+                sex = "f" if _is_female(job.voice) else "m"
                 info.append(f"{reader}|espeak-{job.voice.variant}|{sex}|{script}|{split}\n")
         plan.lists["AUDIO_INFO"] = "".join(info)
     return plan
@@ -486,6 +521,13 @@ class SynthReport:
     @property
     def utts_per_second(self) -> float:
         return self.num_utts / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+
+def made_up_voices(plan: Plan) -> dict[str, str]:
+    """Variant name -> espeak-ng variant text of every made-up voice the plan speaks with
+    (babble talkers included)."""
+    voices = [j.voice for j in plan.all_jobs] + [v for j in plan.all_jobs for _, v in j.babble]
+    return {v.variant: v.definition for v in voices if v.definition is not None}
 
 
 def voices_table(plan: Plan) -> str:
@@ -548,20 +590,30 @@ def synthesize(
     jobs = plan.all_jobs
     for d in sorted({str(Path(j.path).parent) for j in jobs}):
         Path(d).mkdir(parents=True, exist_ok=True)
-    n_samples = 0
-    if nj > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+    made_up = made_up_voices(plan)
+    from kospeech.data.corpora import espeak_voices
 
-        with mp.get_context("fork").Pool(nj, initializer=_init_worker) as pool:
-            for _, n in pool.imap_unordered(run_job, jobs, chunksize=4):
-                n_samples += n
+    n_samples = 0
+    try:
+        espeak_voices.prepare(made_up)  # before the fork: the workers share one folder
+        if nj > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(nj, initializer=_init_worker) as pool:
+                for _, n in pool.imap_unordered(run_job, jobs, chunksize=4):
+                    n_samples += n
+                    if progress:
+                        progress(1)
+        else:
+            for job in jobs:
+                n_samples += run_job(job)[1]
                 if progress:
                     progress(1)
-    else:
-        for job in jobs:
-            n_samples += run_job(job)[1]
-            if progress:
-                progress(1)
+    finally:
+        espeak_voices.cleanup()
+    for name, definition in made_up.items():  # the variant files, to listen to or reuse
+        (tmp / MADE_UP_DIR).mkdir(exist_ok=True)
+        (tmp / MADE_UP_DIR / name).write_text(definition, encoding="utf-8")
     for rel, content in plan.lists.items():
         path = tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -577,6 +629,11 @@ def synthesize(
         "dropped_sentences": plan.dropped_sentences,
         "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
         "generated_train_fraction": TRAIN_GENERATED_FRACTION,
+        "made_up_voices": {
+            "train_fraction": TRAIN_MADE_UP_VOICE_FRACTION,
+            "count": len(made_up),
+            "folder": MADE_UP_DIR,
+        },
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }
     (tmp / VOICES_FILE).write_text(voices_table(plan), encoding="utf-8")

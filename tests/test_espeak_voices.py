@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from kospeech.data.corpora import espeak_voices, synthetic
 from kospeech.data.corpora.espeak_voices import data_path_with, random_variant
 from kospeech.data.corpora.synthetic import OTHER_VARIANTS, TRAIN_VARIANTS, Voice, espeak, plan_corpus, voices_table
-from kospeech.errors import DataError
+from kospeech.errors import ConfigError, DataError
 from kospeech.text.sentences import load_sentences
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -52,13 +53,12 @@ def test_a_made_up_voice_speaks_differently_and_its_folder_goes_away() -> None:
     assert not folder.exists()
 
 
-def _plan(monkeypatch: pytest.MonkeyPatch | None = None, fraction: float | None = None) -> synthetic.Plan:
-    if monkeypatch is not None and fraction is not None:
-        monkeypatch.setattr(synthetic, "TRAIN_MADE_UP_VOICE_FRACTION", fraction)
-    return plan_corpus("ksponspeech", "/nonexistent", total=700, seed=3, sentences=list(load_sentences()))
+def _plan(fraction: float = synthetic.TRAIN_MADE_UP_VOICE_FRACTION) -> synthetic.Plan:
+    sentences = list(load_sentences())
+    return plan_corpus("ksponspeech", "/nonexistent", total=700, seed=3, sentences=sentences, made_up_voices=fraction)
 
 
-def test_made_up_voices_speak_training_only_and_leave_the_test_splits_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_made_up_voices_speak_training_only_and_leave_the_test_splits_alone() -> None:
     plan = _plan()
     train = [j.voice for j in plan.jobs["train"]]
     made_up = {v.variant for v in train if v.definition is not None}
@@ -68,8 +68,8 @@ def test_made_up_voices_speak_training_only_and_leave_the_test_splits_alone(monk
     assert not (speakers & set(OTHER_VARIANTS))
     for split in ("dev", "eval_clean", "eval_other"):
         assert all(j.voice.definition is None for j in plan.jobs[split])
-    assert set(synthetic.made_up_voices(plan)) == made_up
-    without = _plan(monkeypatch, 0.0)
+    assert set(synthetic.made_up_variants(plan)) == made_up
+    without = _plan(0.0)
     for split in ("dev", "eval_clean", "eval_other"):
         same = [dataclasses.astuple(j) for j in plan.jobs[split]]
         assert [dataclasses.astuple(j) for j in without.jobs[split]] == same
@@ -78,3 +78,20 @@ def test_made_up_voices_speak_training_only_and_leave_the_test_splits_alone(monk
         (j.raw, j.voice.speed, j.voice.pitch) for j in plan.jobs["train"]
     ]
     assert "kospeech" in voices_table(plan) and "kospeech" not in voices_table(without)
+
+
+def test_the_share_is_checked_and_recorded(tmp_path: Path) -> None:
+    from kospeech.cli import main
+
+    with pytest.raises(ConfigError, match="made_up_voices must be a share"):
+        synthetic.synthesize("ksponspeech", tmp_path / "bad", hours=0, max_utts=8, made_up_voices=1.5)
+    out = tmp_path / "c"
+    cmd = ["data", "synth", "--out", str(out), "--hours", "0", "--max-utts", "8", "--made-up-voices", "1"]
+    assert main(cmd) == 0
+    meta = yaml.safe_load((out / "synth.yaml").read_text(encoding="utf-8"))
+    assert meta["made_up_voices"] == 1.0 and meta["voices"]["train"]
+    assert all(v.startswith(synthetic.MADE_UP_PREFIX) for v in meta["voices"]["train"])
+    assert sorted(p.name for p in (out / synthetic.MADE_UP_DIR).iterdir()) == meta["voices"]["train"]
+    # a corpus made with another share is not taken for this one
+    with pytest.raises(DataError, match="holds a synthetic corpus made with"):
+        synthetic.synthesize("ksponspeech", out, hours=0, max_utts=8, made_up_voices=0.5)

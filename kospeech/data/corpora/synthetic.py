@@ -113,7 +113,7 @@ TRAIN_GENERATED_FRACTION = 0.4
 # Share of training speakers whose voice is made up (kospeech.data.corpora.espeak_voices: a random
 # espeak-ng variant, a share of them whispering) instead of one of TRAIN_VARIANTS: unseen voices,
 # not unseen sentences, are what the robustness set fails on.
-TRAIN_MADE_UP_VOICE_FRACTION = 0.4
+TRAIN_MADE_UP_VOICE_FRACTION = 0.4  # the default of ``made_up_voices``
 MADE_UP_PREFIX = "kospeech"
 TRAIN_SNR: tuple[float, float] = (10.0, 30.0)
 OTHER_SNR: tuple[float, float] = (5.0, 20.0)
@@ -263,8 +263,8 @@ def _draw_voice(rng: np.random.Generator, split: str, variant: str) -> Voice:
     return Voice(variant, _uniform_int(rng, [TRAIN_SPEED]), _uniform_int(rng, [TRAIN_PITCH]))
 
 
-def _with_made_up_voices(voices: list[Voice], seed: int) -> list[Voice]:
-    """``voices`` with about ``TRAIN_MADE_UP_VOICE_FRACTION`` of them replaced by made-up voices
+def _with_made_up_voices(voices: list[Voice], seed: int, fraction: float) -> list[Voice]:
+    """``voices`` with about ``fraction`` of them replaced by made-up voices
     (same speed and pitch). Drawn from their own generator, so the test splits (drawn from the
     corpus's) stay the same utterances whatever this share."""
     from kospeech.data.corpora.espeak_voices import random_variant
@@ -272,11 +272,19 @@ def _with_made_up_voices(voices: list[Voice], seed: int) -> list[Voice]:
     rng = np.random.default_rng([seed, 1729])
     out: list[Voice] = []
     for voice in voices:
-        if rng.random() < TRAIN_MADE_UP_VOICE_FRACTION:
+        if rng.random() < fraction:
             name = f"{MADE_UP_PREFIX}{len(out) + 1:03d}"
             voice = Voice(name, voice.speed, voice.pitch, random_variant(name, rng))
         out.append(voice)
     return out
+
+
+def check_share(value: float, name: str) -> float:
+    """``value`` as a float in [0, 1], or a ConfigError naming ``name``."""
+    share = float(value)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"{name} must be a share between 0 and 1, got {value}")
+    return share
 
 
 def _cycle(rng: np.random.Generator, pool: Sequence[Any], n: int) -> list[Any]:
@@ -392,8 +400,10 @@ def plan_corpus(
     total: int,
     seed: int,
     sentences: Sequence[str],
+    made_up_voices: float = TRAIN_MADE_UP_VOICE_FRACTION,
 ) -> Plan:
-    """Draw every choice (sentences, voices, noise) for ``total`` utterances under ``root``."""
+    """Draw every choice (sentences, voices, noise) for ``total`` utterances under ``root``;
+    ``made_up_voices`` of the training speakers get a made-up voice."""
     from kospeech.text.sentences import split_sentences
 
     if layout not in LAYOUTS:
@@ -426,7 +436,7 @@ def plan_corpus(
         variants = _cycle(rng, variant_pool, n_speakers)
         voices = [_draw_voice(rng, split, v) for v in variants]
         if split == "train":
-            voices = _with_made_up_voices(voices, seed)
+            voices = _with_made_up_voices(voices, seed, made_up_voices)
         plan.speakers[split] = n_speakers
         jobs: list[Job] = []
         list_lines: list[str] = []
@@ -523,7 +533,7 @@ class SynthReport:
         return self.num_utts / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
-def made_up_voices(plan: Plan) -> dict[str, str]:
+def made_up_variants(plan: Plan) -> dict[str, str]:
     """Variant name -> espeak-ng variant text of every made-up voice the plan speaks with
     (babble talkers included)."""
     voices = [j.voice for j in plan.all_jobs] + [v for j in plan.all_jobs for _, v in j.babble]
@@ -554,6 +564,7 @@ def synthesize(
     nj: int = 1,
     max_utts: int | None = None,
     progress: Callable[[int], None] | None = None,
+    made_up_voices: float = TRAIN_MADE_UP_VOICE_FRACTION,
 ) -> SynthReport:
     """Write a synthetic corpus in ``layout`` at ``out`` (see the module docstring); skip if already done.
 
@@ -570,7 +581,14 @@ def synthesize(
     total = int(round(hours * 3600 / SECONDS_PER_UTT))
     if max_utts is not None:
         total = min(total, int(max_utts)) if hours > 0 else int(max_utts)
-    params = {"layout": layout, "utterances": total, "seed": int(seed), "text": str(text_file) if text_file else None}
+    made_up_voices = check_share(made_up_voices, "made_up_voices")
+    params = {
+        "layout": layout,
+        "utterances": total,
+        "seed": int(seed),
+        "text": str(text_file) if text_file else None,
+        "made_up_voices": made_up_voices,
+    }
     marker = out / MARKER
     if marker.exists():
         done = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
@@ -586,11 +604,13 @@ def synthesize(
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    plan = plan_corpus(layout, tmp, total=total, seed=seed, sentences=load_text(text_file))
+    plan = plan_corpus(
+        layout, tmp, total=total, seed=seed, sentences=load_text(text_file), made_up_voices=made_up_voices
+    )
     jobs = plan.all_jobs
     for d in sorted({str(Path(j.path).parent) for j in jobs}):
         Path(d).mkdir(parents=True, exist_ok=True)
-    made_up = made_up_voices(plan)
+    made_up = made_up_variants(plan)
     from kospeech.data.corpora import espeak_voices
 
     n_samples = 0
@@ -629,11 +649,7 @@ def synthesize(
         "dropped_sentences": plan.dropped_sentences,
         "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
         "generated_train_fraction": TRAIN_GENERATED_FRACTION,
-        "made_up_voices": {
-            "train_fraction": TRAIN_MADE_UP_VOICE_FRACTION,
-            "count": len(made_up),
-            "folder": MADE_UP_DIR,
-        },
+        "made_up_voice_files": {"count": len(made_up), "folder": MADE_UP_DIR},
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }
     (tmp / VOICES_FILE).write_text(voices_table(plan), encoding="utf-8")
@@ -668,6 +684,7 @@ class SyntheticCorpus:
         text: a file of raw notated sentences, one per line, instead of the built-in set.
         transcript: ``phonetic`` or ``spelling`` form for the prepared text (KsponSpeech layout).
         nj: worker processes for synthesis and preparation.
+        made_up_voices: share of the training speakers given a made-up voice.
     """
 
     name = "synthetic"
@@ -682,6 +699,7 @@ class SyntheticCorpus:
         text: str | None = None,
         transcript: str = "phonetic",
         nj: int = 1,
+        made_up_voices: float = TRAIN_MADE_UP_VOICE_FRACTION,
     ) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"unknown synthetic layout '{layout}'; one of {', '.join(LAYOUTS)}")
@@ -692,6 +710,7 @@ class SyntheticCorpus:
         self.text = text
         self.transcript = check_transcript_form(transcript)
         self.nj = max(1, int(nj))
+        self.made_up_voices = check_share(made_up_voices, "made_up_voices")
 
     def synthesize(self, root: str | os.PathLike[str], progress: Callable[[int], None] | None = None) -> SynthReport:
         return synthesize(
@@ -703,6 +722,7 @@ class SyntheticCorpus:
             nj=self.nj,
             max_utts=self.max_utts,
             progress=progress,
+            made_up_voices=self.made_up_voices,
         )
 
     def prepare(self, root: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, SetReport]:

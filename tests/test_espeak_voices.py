@@ -27,7 +27,7 @@ def test_random_variants_are_drawn_within_the_shipped_ranges() -> None:
     assert lines[:2] == ["language variant", "name kospeech001"]
     formants = [line.split() for line in lines if line.startswith("formant ")]
     assert [int(f[1]) for f in formants] == list(range(9))
-    assert all(80 <= int(f[2]) <= 130 and 70 <= int(f[3]) <= 130 and 70 <= int(f[4]) <= 150 for f in formants)
+    assert all(60 <= int(f[2]) <= 135 and 50 <= int(f[3]) <= 150 and 50 <= int(f[4]) <= 170 for f in formants)
     rng = np.random.default_rng(0)
     drawn = [random_variant(f"v{i}", rng) for i in range(400)]
     voicing = [int(line.split()[1]) for d in drawn for line in d.splitlines() if line.startswith("voicing ")]

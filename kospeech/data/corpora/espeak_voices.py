@@ -39,11 +39,12 @@ _written: set[str] = set()
 def random_variant(name: str, rng: np.random.Generator) -> str:
     """The text of an espeak-ng variant file for a new voice, drawn with ``rng``.
 
-    One vocal-tract factor scales every formant frequency (a longer or shorter tract moves them
-    together), each formant then varies a little on its own; strengths and widths, pitch range,
-    roughness, flutter, consonant strength and (sometimes) an echo are drawn within the ranges
-    the shipped variants use. A share of the voices whisper or breathe, which no shipped training
-    variant does.
+    One vocal-tract factor scales the five lower formant frequencies (a longer or shorter tract
+    moves them together), each then varies on its own; the higher formants, strengths, widths,
+    pitch range, roughness, flutter and consonant strength are drawn over about the spread of the
+    shipped training variants, and some voices get a tone curve (the spectrum tilted or
+    coloured, as a different microphone or room would), an echo or a Klatt synthesiser. A share
+    of the voices whisper or breathe, which no shipped training variant does.
     """
     female = bool(rng.random() < 0.5)
     low = int(rng.integers(135, 200)) if female else int(rng.integers(65, 125))
@@ -55,10 +56,13 @@ def random_variant(name: str, rng: np.random.Generator) -> str:
     ]
     tract = float(rng.uniform(0.88, 1.15)) * (1.05 if female else 1.0)
     for k in range(9):
-        freq = 100 if k == 0 else int(round(100 * tract * rng.uniform(0.94, 1.06)))
-        strength = int(rng.integers(70, 131))
-        width = int(rng.integers(70, 151))
-        lines.append(f"formant {k} {freq} {strength} {width}")
+        if k == 0:
+            freq = int(rng.integers(80, 121))
+        elif k <= 5:
+            freq = int(round(100 * tract * rng.uniform(0.88, 1.12)))
+        else:
+            freq = int(rng.integers(60, 121))
+        lines.append(f"formant {k} {freq} {int(rng.integers(50, 151))} {int(rng.integers(50, 171))}")
     style = rng.random()
     if style < WHISPER_SHARE:
         lines.append(f"voicing {int(rng.integers(10, 35))}")
@@ -68,11 +72,18 @@ def random_variant(name: str, rng: np.random.Generator) -> str:
     elif style < WHISPER_SHARE + BREATHY_SHARE:
         lines.append(f"voicing {int(rng.integers(60, 95))}")
         lines.append("breath " + " ".join(str(int(v)) for v in rng.integers(5, 30, size=6)))
+    elif rng.random() < 0.3:
+        lines.append(f"voicing {int(rng.integers(100, 200))}")
     lines.append(f"roughness {int(rng.integers(0, 6))}")
     lines.append(f"flutter {int(rng.integers(0, 25))}")
     lines.append(f"consonants {int(rng.integers(80, 126))}")
     if rng.random() < 0.3:
         lines.append(f"echo {int(rng.integers(30, 200))} {int(rng.integers(5, 35))}")
+    if rng.random() < 0.3:
+        freqs = np.sort(rng.choice(np.arange(100, 4600, 100), size=int(rng.integers(3, 5)), replace=False))
+        lines.append("tone " + " ".join(f"{int(f)} {int(rng.integers(30, 256))}" for f in freqs))
+    if rng.random() < 0.15:
+        lines.append(f"klatt {int(rng.integers(1, 7))}")
     return "\n".join(lines) + "\n"
 
 

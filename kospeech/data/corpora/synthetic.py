@@ -25,6 +25,11 @@ Voices (a synthetic speaker = espeak-ng ``ko+VARIANT`` with one speed and one pi
     * train/dev: variants from :data:`TRAIN_VARIANTS` (about 80 of espeak-ng's ~100), speed
       :data:`TRAIN_SPEED` words/min, pitch :data:`TRAIN_PITCH`; :data:`UTTS_PER_SPEAKER`
       utterances per speaker; dev speakers are distinct speakers drawn the same way.
+    * ``made_up_voices`` (default :data:`TRAIN_MADE_UP_VOICE_FRACTION`) of the training
+      speakers speak with a made-up variant instead (same speed and pitch ranges;
+      :mod:`~kospeech.data.corpora.espeak_voices`: random formants, voicing, breath, tone, echo;
+      some whisper), so the model hears more voices than espeak-ng ships. Their variant files
+      are kept in ``made_up_voices/``.
     * eval_clean (and Zeroth test): new speakers drawn like the training ones, no noise.
     * eval_other: the robustness set. Variants from :data:`OTHER_VARIANTS` (never used in
       training), speeds from :data:`OTHER_SPEEDS` and pitches from :data:`OTHER_PITCHES` (outside

@@ -143,6 +143,27 @@ def test_noise_at_requested_snr(wave_batch, noise_type: str) -> None:
         assert float(spec[freqs < 4000].sum()) > 0.8 * float(spec.sum())
 
 
+@pytest.mark.parametrize("noise_type", ["pink", "babble"])
+def test_noise_only_on_the_chosen_utterances(wave_batch, noise_type: str) -> None:
+    """Noise is made for the chosen rows alone; the others stay bit-identical and the chosen
+    ones still get the requested SNR."""
+    aug = NoiseAugment(prob=0.5, snr_db=[10.0, 10.0], noise_type=noise_type, seed=3)
+    clean, lengths = wave_batch["waves"], wave_batch["wave_lengths"]
+    seen = set()
+    for _ in range(6):
+        noisy = aug(dict(wave_batch))["waves"]
+        for b, n in enumerate(lengths.tolist()):
+            if torch.equal(noisy[b], clean[b]):
+                seen.add("clean")
+                continue
+            seen.add("noisy")
+            noise = noisy[b, :n] - clean[b, :n]
+            snr = 10 * math.log10(float(clean[b, :n].square().mean()) / float(noise.square().mean()))
+            assert abs(snr - 10.0) < 0.05
+            assert float(noisy[b, n:].abs().sum()) == 0.0
+    assert seen == {"clean", "noisy"}
+
+
 def test_noise_fraction_and_files(wave_batch, korean_utterances, tmp_path: Path) -> None:
     untouched = NoiseAugment(prob=0.0, seed=0)(dict(wave_batch))
     assert torch.equal(untouched["waves"], wave_batch["waves"])

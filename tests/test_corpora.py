@@ -75,7 +75,10 @@ def test_kspon_layout_and_encodings(kspon_corpus: Path) -> None:
     # the eval sets never share a sentence with training, and eval_other never shares a voice
     train_sentences = set(trn["train"].values()) | set(trn["dev"].values())
     assert not train_sentences & (set(trn["eval_clean"].values()) | set(trn["eval_other"].values()))
-    assert set(meta["voices"]["train"]) <= set(TRAIN_VARIANTS)
+    made_up = {p.name: p.read_text(encoding="utf-8") for p in (kspon_corpus / "made_up_voices").glob("*")}
+    assert meta["made_up_voice_files"]["count"] == len(made_up)
+    assert all(text.startswith(f"language variant\nname {name}\n") for name, text in made_up.items())
+    assert set(meta["voices"]["train"]) <= set(TRAIN_VARIANTS) | set(made_up)
     assert set(meta["voices"]["eval_other"]) <= set(OTHER_VARIANTS)
     assert not set(meta["voices"]["eval_other"]) & set(TRAIN_VARIANTS)
     # voices.tsv names the voice and noise of every utterance, matching synth.yaml

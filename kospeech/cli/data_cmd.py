@@ -52,6 +52,7 @@ def synth(args: argparse.Namespace) -> int:
             nj=args.nj,
             max_utts=args.max_utts,
             progress=bar.update,
+            **({} if args.made_up_voices is None else {"made_up_voices": args.made_up_voices}),
         )
     if report.skipped_work:
         print(f"{report.root}: already complete ({report.seconds / 3600:.2f} h); nothing done")
@@ -111,6 +112,13 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     sp.add_argument("--text", default=None, metavar="FILE", help="raw notated sentences, one per line")
     sp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
     sp.add_argument("--max-utts", type=positive_int, default=None, help="cap on the number of utterances")
+    sp.add_argument(
+        "--made-up-voices",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of the training speakers given a made-up espeak-ng voice (default 0.4)",
+    )
     sp.set_defaults(func=synth)
 
     vp = dsub.add_parser("validate", parents=[parent], help="check a data dir like Kaldi's validate_data_dir.sh")

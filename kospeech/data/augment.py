@@ -282,28 +282,32 @@ class NoiseAugment(Augment):
             logger.info("noise bank: %d files, %.1f s", len(waves), self._bank.numel() / self.sample_rate)
         return self._bank
 
-    def make_noise(self, b: int, s: int, waves: Tensor | None = None) -> Tensor:
-        """(b, s) noise on the CPU from the bank or the generator (``babble``: from ``waves``)."""
+    def make_noise(self, rows: Tensor, s: int, waves: Tensor | None = None) -> Tensor:
+        """(len(rows), s) noise on the CPU for the batch rows ``rows``, from the bank or the
+        generator (``babble``: from the other rows of ``waves``). Only the rows that get noise
+        are made: a pink FFT over the whole batch cost more than the model's forward pass."""
+        n = rows.numel()
         if self.noise_type == "babble" and not self.noise_paths:
             assert waves is not None
-            noise = torch.zeros(b, s)
+            b = waves.size(0)
+            noise = torch.zeros(n, s)
             cpu = waves.detach().float().cpu()
             for k in range(1, min(BABBLE_TALKERS, b - 1) + 1):  # a batch of one has nobody to overhear
-                start = (self.rand(b) * s).long()
+                start = (self.rand(n) * s).long()
                 idx = (start[:, None] + torch.arange(s)[None, :]) % s
-                noise += cpu.roll(k, dims=0).gather(1, idx)
+                noise += cpu[(rows - k) % b].gather(1, idx)  # row i hears row i - k, as roll(k)
             return noise
         if self.noise_paths:
             bank = self.bank()
-            start = (self.rand(b) * bank.numel()).long()
+            start = (self.rand(n) * bank.numel()).long()
             idx = (start[:, None] + torch.arange(s)[None, :]) % bank.numel()
             return bank[idx]
-        noise = torch.randn(b, s, generator=self.generator)
-        if self.noise_type == "pink":
-            spec = torch.fft.rfft(noise, dim=1)
-            f = torch.arange(spec.size(1), dtype=torch.float32).clamp_min(1.0)
-            noise = torch.fft.irfft(spec / f.sqrt(), n=s, dim=1)
-        return noise
+        if self.noise_type != "pink":
+            return torch.randn(n, s, generator=self.generator)
+        size = 1 << max(0, s - 1).bit_length()  # a power of two: an FFT of a padded length with a
+        spec = torch.fft.rfft(torch.randn(n, size, generator=self.generator), dim=1)  # large prime factor is slow
+        f = torch.arange(spec.size(1), dtype=torch.float32).clamp_min(1.0)
+        return torch.fft.irfft(spec / f.sqrt(), n=size, dim=1)[:, :s]
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
         self._require(batch, "waves", "wave_lengths")
@@ -314,15 +318,17 @@ class NoiseAugment(Augment):
         if not bool(chosen.any()):
             return batch
         lo, hi = self.snr_db
-        snr = lo + (hi - lo) * self.rand(b)
-        noise = self.make_noise(b, s, waves).to(waves.device, waves.dtype)
-        mask = _length_mask(lengths.to(waves.device), s).to(waves.dtype)
-        count = lengths.to(waves.device, waves.dtype).clamp_min(1)
-        p_sig = (waves.square() * mask).sum(1) / count
+        rows = chosen.nonzero().flatten()
+        snr = (lo + (hi - lo) * self.rand(rows.numel())).to(waves.device, waves.dtype)
+        noise = self.make_noise(rows, s, waves).to(waves.device, waves.dtype)
+        rows = rows.to(waves.device)
+        picked = waves.index_select(0, rows)
+        mask = _length_mask(lengths.to(waves.device).index_select(0, rows), s).to(waves.dtype)
+        count = mask.sum(1).clamp_min(1)
+        p_sig = (picked.square() * mask).sum(1) / count
         p_noise = (noise.square() * mask).sum(1) / count
-        gain = torch.sqrt(p_sig / (p_noise.clamp_min(1e-12) * 10 ** (snr.to(waves.device, waves.dtype) / 10)))
-        gain = gain * chosen.to(waves.device, waves.dtype)
-        batch["waves"] = waves + gain[:, None] * noise * mask
+        gain = torch.sqrt(p_sig / (p_noise.clamp_min(1e-12) * 10 ** (snr / 10)))
+        batch["waves"] = waves.index_copy(0, rows, picked + gain[:, None] * noise * mask)
         return batch
 
 

@@ -5,7 +5,8 @@
 # speeds and pitches, with noise: the robustness set). Minutes on 2 cores.
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/X.yaml] [--nj N]
 # MINI_HOURS (default 3) sets the amount of synthetic speech, MINI_MAX_UTTS caps the number
-# of utterances (for quick checks). MINI_UPDATES=N trains exactly N updates instead of the
+# of utterances (for quick checks), MINI_MADE_UP_VOICES the share of training speakers with a
+# made-up espeak-ng voice (default 0.4). MINI_UPDATES=N trains exactly N updates instead of the
 # 11-minute budget (results that do not depend on the machine's speed). Training reads the data dirs (raw audio, features on the
 # fly) because the configs add noise to the waveforms; stage 2 has nothing to do.
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "$0")"
 hours=${MINI_HOURS:-3}
 seed=${MINI_SEED:-1}
 max_utts=${MINI_MAX_UTTS:-}
+made_up_voices=${MINI_MADE_UP_VOICES:-0.4}
 config=conf/conv_ctc.yaml
 tokenizer=jamo
 train_input=data
@@ -39,6 +41,7 @@ prepare_data() {
     local extra=()
     [ -n "$max_utts" ] && extra=(--max-utts "$max_utts")
     kospeech data synth --layout ksponspeech --out "$root" --hours "$hours" --seed "$seed" --nj "$nj" "${extra[@]}" \
+      --made-up-voices "$made_up_voices" \
       "${plugin_args[@]}"
     touch "$root/.complete"
   fi

@@ -25,6 +25,11 @@ Voices (a synthetic speaker = espeak-ng ``ko+VARIANT`` with one speed and one pi
     * train/dev: variants from :data:`TRAIN_VARIANTS` (about 80 of espeak-ng's ~100), speed
       :data:`TRAIN_SPEED` words/min, pitch :data:`TRAIN_PITCH`; :data:`UTTS_PER_SPEAKER`
       utterances per speaker; dev speakers are distinct speakers drawn the same way.
+    * ``made_up_voices`` (default :data:`TRAIN_MADE_UP_VOICE_FRACTION`) of the training
+      speakers speak with a made-up variant instead (same speed and pitch ranges;
+      :mod:`~kospeech.data.corpora.espeak_voices`: random formants, voicing, breath, tone, echo;
+      some whisper), so the model hears more voices than espeak-ng ships. Their variant files
+      are kept in ``made_up_voices/``.
     * eval_clean (and Zeroth test): new speakers drawn like the training ones, no noise.
     * eval_other: the robustness set. Variants from :data:`OTHER_VARIANTS` (never used in
       training), speeds from :data:`OTHER_SPEEDS` and pitches from :data:`OTHER_PITCHES` (outside
@@ -79,6 +84,7 @@ UTTS_PER_SPEAKER = 20
 TEST_FRACTION = 0.2
 MARKER = "synth.yaml"
 VOICES_FILE = "voices.tsv"
+MADE_UP_DIR = "made_up_voices"  # espeak-ng variant files of the made-up training voices
 
 OTHER_VARIANTS: tuple[str, ...] = (
     "klatt4", "klatt5", "klatt6", "croak", "grandma", "grandpa", "Storm", "Tweaky",
@@ -109,6 +115,11 @@ TRAIN_NOISY_FRACTION = 0.3
 # templates with new words and numbers (kospeech.text.templates), instead of a listed sentence.
 TRAIN_RECOMBINED_FRACTION = 0.1
 TRAIN_GENERATED_FRACTION = 0.4
+# Share of training speakers whose voice is made up (kospeech.data.corpora.espeak_voices: a random
+# espeak-ng variant, a share of them whispering) instead of one of TRAIN_VARIANTS: unseen voices,
+# not unseen sentences, are what the robustness set fails on.
+TRAIN_MADE_UP_VOICE_FRACTION = 0.4  # the default of ``made_up_voices``
+MADE_UP_PREFIX = "kospeech"
 TRAIN_SNR: tuple[float, float] = (10.0, 30.0)
 OTHER_SNR: tuple[float, float] = (5.0, 20.0)
 NOISE_TYPES: tuple[str, ...] = ("white", "pink", "babble")
@@ -126,6 +137,13 @@ class Voice:
     variant: str
     speed: int
     pitch: int
+    definition: str | None = None  # an espeak-ng variant file's text, for a made-up voice
+
+
+def _is_female(voice: Voice) -> bool:
+    if voice.definition is not None:
+        return "gender female" in voice.definition
+    return voice.variant in FEMALE_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,10 @@ def espeak(text: str, voice: Voice, *, sample_rate: int = PCM_SAMPLE_RATE) -> np
     import soundfile as sf
 
     cmd = ["espeak-ng", "-v", f"ko+{voice.variant}", "-s", str(voice.speed), "-p", str(voice.pitch), "--stdout"]
+    if voice.definition is not None:
+        from kospeech.data.corpora.espeak_voices import data_path_with
+
+        cmd[1:1] = [f"--path={data_path_with(voice.variant, voice.definition)}"]
     try:
         proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=True)
     except FileNotFoundError:
@@ -244,6 +266,30 @@ def _draw_voice(rng: np.random.Generator, split: str, variant: str) -> Voice:
     if split == "eval_other":
         return Voice(variant, _uniform_int(rng, OTHER_SPEEDS), _uniform_int(rng, OTHER_PITCHES))
     return Voice(variant, _uniform_int(rng, [TRAIN_SPEED]), _uniform_int(rng, [TRAIN_PITCH]))
+
+
+def _with_made_up_voices(voices: list[Voice], seed: int, fraction: float) -> list[Voice]:
+    """``voices`` with about ``fraction`` of them replaced by made-up voices
+    (same speed and pitch). Drawn from their own generator, so the test splits (drawn from the
+    corpus's) stay the same utterances whatever this share."""
+    from kospeech.data.corpora.espeak_voices import random_variant
+
+    rng = np.random.default_rng([seed, 1729])
+    out: list[Voice] = []
+    for voice in voices:
+        if rng.random() < fraction:
+            name = f"{MADE_UP_PREFIX}{len(out) + 1:03d}"
+            voice = Voice(name, voice.speed, voice.pitch, random_variant(name, rng))
+        out.append(voice)
+    return out
+
+
+def check_share(value: float, name: str) -> float:
+    """``value`` as a float in [0, 1], or a ConfigError naming ``name``."""
+    share = float(value)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"{name} must be a share between 0 and 1, got {value}")
+    return share
 
 
 def _cycle(rng: np.random.Generator, pool: Sequence[Any], n: int) -> list[Any]:
@@ -359,8 +405,10 @@ def plan_corpus(
     total: int,
     seed: int,
     sentences: Sequence[str],
+    made_up_voices: float = TRAIN_MADE_UP_VOICE_FRACTION,
 ) -> Plan:
-    """Draw every choice (sentences, voices, noise) for ``total`` utterances under ``root``."""
+    """Draw every choice (sentences, voices, noise) for ``total`` utterances under ``root``;
+    ``made_up_voices`` of the training speakers get a made-up voice."""
     from kospeech.text.sentences import split_sentences
 
     if layout not in LAYOUTS:
@@ -392,6 +440,8 @@ def plan_corpus(
         n_speakers = math.ceil(count / per_speaker)
         variants = _cycle(rng, variant_pool, n_speakers)
         voices = [_draw_voice(rng, split, v) for v in variants]
+        if split == "train":
+            voices = _with_made_up_voices(voices, seed, made_up_voices)
         plan.speakers[split] = n_speakers
         jobs: list[Job] = []
         list_lines: list[str] = []
@@ -457,7 +507,7 @@ def plan_corpus(
                 if reader in seen:
                     continue
                 seen.add(reader)
-                sex = "f" if job.voice.variant in FEMALE_VARIANTS else "m"
+                sex = "f" if _is_female(job.voice) else "m"
                 info.append(f"{reader}|espeak-{job.voice.variant}|{sex}|{script}|{split}\n")
         plan.lists["AUDIO_INFO"] = "".join(info)
     return plan
@@ -488,6 +538,13 @@ class SynthReport:
         return self.num_utts / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
+def made_up_variants(plan: Plan) -> dict[str, str]:
+    """Variant name -> espeak-ng variant text of every made-up voice the plan speaks with
+    (babble talkers included)."""
+    voices = [j.voice for j in plan.all_jobs] + [v for j in plan.all_jobs for _, v in j.babble]
+    return {v.variant: v.definition for v in voices if v.definition is not None}
+
+
 def voices_table(plan: Plan) -> str:
     """``voices.tsv``: who spoke each utterance and with what noise, so that errors can be broken
     down by voice (``recipes/mini/local/cer_by_voice.py``). The corpus layouts have no place for
@@ -512,6 +569,7 @@ def synthesize(
     nj: int = 1,
     max_utts: int | None = None,
     progress: Callable[[int], None] | None = None,
+    made_up_voices: float = TRAIN_MADE_UP_VOICE_FRACTION,
 ) -> SynthReport:
     """Write a synthetic corpus in ``layout`` at ``out`` (see the module docstring); skip if already done.
 
@@ -528,7 +586,14 @@ def synthesize(
     total = int(round(hours * 3600 / SECONDS_PER_UTT))
     if max_utts is not None:
         total = min(total, int(max_utts)) if hours > 0 else int(max_utts)
-    params = {"layout": layout, "utterances": total, "seed": int(seed), "text": str(text_file) if text_file else None}
+    made_up_voices = check_share(made_up_voices, "made_up_voices")
+    params = {
+        "layout": layout,
+        "utterances": total,
+        "seed": int(seed),
+        "text": str(text_file) if text_file else None,
+        "made_up_voices": made_up_voices,
+    }
     marker = out / MARKER
     if marker.exists():
         done = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
@@ -544,24 +609,36 @@ def synthesize(
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    plan = plan_corpus(layout, tmp, total=total, seed=seed, sentences=load_text(text_file))
+    plan = plan_corpus(
+        layout, tmp, total=total, seed=seed, sentences=load_text(text_file), made_up_voices=made_up_voices
+    )
     jobs = plan.all_jobs
     for d in sorted({str(Path(j.path).parent) for j in jobs}):
         Path(d).mkdir(parents=True, exist_ok=True)
-    n_samples = 0
-    if nj > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+    made_up = made_up_variants(plan)
+    from kospeech.data.corpora import espeak_voices
 
-        with mp.get_context("fork").Pool(nj, initializer=_init_worker) as pool:
-            for _, n in pool.imap_unordered(run_job, jobs, chunksize=4):
-                n_samples += n
+    n_samples = 0
+    try:
+        espeak_voices.prepare(made_up)  # before the fork: the workers share one folder
+        if nj > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(nj, initializer=_init_worker) as pool:
+                for _, n in pool.imap_unordered(run_job, jobs, chunksize=4):
+                    n_samples += n
+                    if progress:
+                        progress(1)
+        else:
+            for job in jobs:
+                n_samples += run_job(job)[1]
                 if progress:
                     progress(1)
-    else:
-        for job in jobs:
-            n_samples += run_job(job)[1]
-            if progress:
-                progress(1)
+    finally:
+        espeak_voices.cleanup()
+    for name, definition in made_up.items():  # the variant files, to listen to or reuse
+        (tmp / MADE_UP_DIR).mkdir(exist_ok=True)
+        (tmp / MADE_UP_DIR / name).write_text(definition, encoding="utf-8")
     for rel, content in plan.lists.items():
         path = tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -577,6 +654,7 @@ def synthesize(
         "dropped_sentences": plan.dropped_sentences,
         "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
         "generated_train_fraction": TRAIN_GENERATED_FRACTION,
+        "made_up_voice_files": {"count": len(made_up), "folder": MADE_UP_DIR},
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }
     (tmp / VOICES_FILE).write_text(voices_table(plan), encoding="utf-8")
@@ -611,6 +689,7 @@ class SyntheticCorpus:
         text: a file of raw notated sentences, one per line, instead of the built-in set.
         transcript: ``phonetic`` or ``spelling`` form for the prepared text (KsponSpeech layout).
         nj: worker processes for synthesis and preparation.
+        made_up_voices: share of the training speakers given a made-up voice.
     """
 
     name = "synthetic"
@@ -625,6 +704,7 @@ class SyntheticCorpus:
         text: str | None = None,
         transcript: str = "phonetic",
         nj: int = 1,
+        made_up_voices: float = TRAIN_MADE_UP_VOICE_FRACTION,
     ) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"unknown synthetic layout '{layout}'; one of {', '.join(LAYOUTS)}")
@@ -635,6 +715,7 @@ class SyntheticCorpus:
         self.text = text
         self.transcript = check_transcript_form(transcript)
         self.nj = max(1, int(nj))
+        self.made_up_voices = check_share(made_up_voices, "made_up_voices")
 
     def synthesize(self, root: str | os.PathLike[str], progress: Callable[[int], None] | None = None) -> SynthReport:
         return synthesize(
@@ -646,6 +727,7 @@ class SyntheticCorpus:
             nj=self.nj,
             max_utts=self.max_utts,
             progress=progress,
+            made_up_voices=self.made_up_voices,
         )
 
     def prepare(self, root: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, SetReport]:

@@ -92,6 +92,12 @@ def test_the_share_is_checked_and_recorded(tmp_path: Path) -> None:
     assert meta["made_up_voices"] == 1.0 and meta["voices"]["train"]
     assert all(v.startswith(synthetic.MADE_UP_PREFIX) for v in meta["voices"]["train"])
     assert sorted(p.name for p in (out / synthetic.MADE_UP_DIR).iterdir()) == meta["voices"]["train"]
-    # a corpus made with another share is not taken for this one
-    with pytest.raises(DataError, match="holds a synthetic corpus made with"):
+    # a corpus made with another share is not taken for this one, and the error says what differs
+    with pytest.raises(DataError, match=r"made_up_voices: 1\.0 there, 0\.5 asked"):
         synthetic.synthesize("ksponspeech", out, hours=0, max_utts=8, made_up_voices=0.5)
+    # one made before made-up voices existed (no such key in synth.yaml) had none
+    del meta["made_up_voices"]
+    (out / "synth.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
+    assert synthetic.synthesize("ksponspeech", out, hours=0, max_utts=8, made_up_voices=0.0).skipped_work
+    with pytest.raises(DataError, match=r"made_up_voices: 0\.0 there, 0\.4 asked"):
+        synthetic.synthesize("ksponspeech", out, hours=0, max_utts=8)

@@ -597,11 +597,14 @@ def synthesize(
     marker = out / MARKER
     if marker.exists():
         done = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
-        if {k: done.get(k) for k in params} == params:
+        done.setdefault("made_up_voices", 0.0)  # corpora made before there were made-up voices had none
+        differ = [f"{k}: {done.get(k)!r} there, {v!r} asked" for k, v in params.items() if done.get(k) != v]
+        if not differ:
             logger.info("synthetic: %s is complete (%s); nothing to do", out, marker)
             return SynthReport(out, layout, total, float(done.get("seconds", 0.0)), 0.0, skipped_work=True)
         raise DataError(
-            f"{out} holds a synthetic corpus made with {done}, not {params}; remove it or choose another --out"
+            f"{out} holds a synthetic corpus made with other parameters ({'; '.join(differ)}); "
+            "remove it or choose another --out"
         )
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists and is not a finished synthetic corpus (no {MARKER}); remove it first")

@@ -210,3 +210,33 @@ def test_wrong_batch_kind_is_explained(feature_batch, wave_batch) -> None:
         SpecAugment()(wave_batch)
     with pytest.raises(ConfigError, match="time_mask_ratio"):
         SpecAugment(time_mask_ratio=2.0)
+
+
+def test_trim_edges_cuts_the_silence_around_the_speech() -> None:
+    """Speech (a tone) between 0.3 s and 0.5 s of silence (digital zero, or noise 50 dB down): the
+    trimmed utterance starts within max_seconds + one 10 ms frame of the speech and keeps all of it."""
+    from kospeech.data.augment import TrimEdges
+
+    rate = 16000
+    t = torch.arange(rate) / rate
+    tone = 0.5 * torch.sin(2 * math.pi * 220 * t)
+    quiet = 0.5 * 10 ** (-50 / 20) * torch.randn(rate, generator=torch.Generator().manual_seed(0))
+    rows = [torch.cat([torch.zeros(4800), tone, torch.zeros(8000)]), torch.cat([quiet[:4800], tone, quiet[:8000]]),
+            torch.zeros(6000)]  # all silence: left alone
+    lengths = torch.tensor([len(r) for r in rows])
+    waves = torch.zeros(3, int(lengths.max()))
+    for i, r in enumerate(rows):
+        waves[i, : len(r)] = r
+    aug = TrimEdges(prob=1.0, max_seconds=0.02, seed=0)
+    out = aug({"waves": waves.clone(), "wave_lengths": lengths.clone()})
+    new = out["wave_lengths"]
+    for i in (0, 1):
+        w = out["waves"][i, : int(new[i])]
+        assert rate <= int(new[i]) <= rate + 2 * (320 + 160)  # the tone, plus at most 20 ms + a frame at each end
+        onset = int(torch.nonzero(w.abs() > 0.01)[0])
+        assert onset <= 320 + 160
+        assert float(w.square().sum()) == pytest.approx(float(tone.square().sum()), rel=1e-3)  # all the speech kept
+    assert int(new[2]) == 6000 and torch.equal(out["waves"][2, :6000], waves[2, :6000])
+    assert float(out["waves"][0, int(new[0]) :].abs().sum()) == 0.0
+    untouched = TrimEdges(prob=0.0, seed=0)({"waves": waves.clone(), "wave_lengths": lengths.clone()})
+    assert torch.equal(untouched["waves"], waves) and torch.equal(untouched["wave_lengths"], lengths)

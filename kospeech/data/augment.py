@@ -332,6 +332,85 @@ class NoiseAugment(Augment):
         return batch
 
 
+@register("augment", "trim_edges")
+class TrimEdges(Augment):
+    """Cut the silence before and after the speech of a share of the utterances down to a random
+    0 to ``max_seconds``.
+
+    Corpora put silence around every utterance (the synthetic one 0.1-0.4 s), and a model that
+    only ever hears speech start after a pause drops the first syllable of a clip that starts
+    right on it (a tightly cut recording, a stream piece, a clip from another tool). Speech is
+    found on 10 ms frames (20 ms windows) within ``top_db`` of the utterance's loudest frame.
+    Put it first, so that speed perturbation and noise then apply to the trimmed wave.
+
+    Args:
+        prob: share of the utterances trimmed.
+        max_seconds: the silence kept at each end is uniform in [0, max_seconds].
+        top_db: frames quieter than the loudest by more than this are silence.
+        sample_rate: rate of the waves.
+        seed: generator seed (null = from torch's global RNG).
+    """
+
+    domain = "wave"
+
+    def __init__(
+        self,
+        *,
+        prob: float = 0.3,
+        max_seconds: float = 0.05,
+        top_db: float = 35.0,
+        sample_rate: int = 16000,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(seed=seed)
+        if not 0 <= prob <= 1:
+            raise ConfigError(f"trim_edges augment prob must be in [0, 1], got {prob}")
+        if max_seconds < 0 or top_db <= 0:
+            raise ConfigError(f"trim_edges augment needs max_seconds >= 0 and top_db > 0, got {max_seconds}, {top_db}")
+        self.prob = float(prob)
+        self.max_seconds = float(max_seconds)
+        self.top_db = float(top_db)
+        self.sample_rate = int(sample_rate)
+
+    def speech_bounds(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) first and one-past-last sample of each wave's speech; (0, length) when none is found."""
+        hop = max(1, self.sample_rate // 100)
+        x = waves.masked_fill(~_length_mask(lengths, waves.size(1)), 0.0)
+        power = torch.nn.functional.avg_pool1d(x.square()[:, None], 2 * hop, hop, ceil_mode=True)[:, 0]
+        n_frames = power.size(1)
+        valid = torch.arange(n_frames, device=waves.device)[None] * hop < lengths[:, None]
+        db = 10 * torch.log10(power.clamp_min(1e-10))
+        ref = db.masked_fill(~valid, -1e9).amax(dim=1, keepdim=True)
+        speech = valid & (db > ref - self.top_db) & (power > 1e-10)
+        found = speech.any(dim=1)
+        first = torch.argmax(speech.int(), dim=1)
+        last = n_frames - 1 - torch.argmax(speech.int().flip(1), dim=1)
+        start = torch.where(found, first * hop, torch.zeros_like(first))
+        end = torch.where(found, torch.minimum((last + 2) * hop, lengths), lengths)
+        return start, end
+
+    def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self._require(batch, "waves", "wave_lengths")
+        waves: Tensor = batch["waves"]
+        lengths: Tensor = batch["wave_lengths"].long()
+        b = waves.size(0)
+        chosen = (self.rand(b) < self.prob).to(waves.device)
+        keep = self.max_seconds * self.sample_rate
+        lead, tail = (self.rand(b) * keep).long().to(waves.device), (self.rand(b) * keep).long().to(waves.device)
+        if not bool(chosen.any()):
+            return batch
+        start, end = self.speech_bounds(waves, lengths.to(waves.device))
+        start = torch.where(chosen, (start - lead).clamp_min(0), torch.zeros_like(start))
+        end = torch.where(chosen, torch.minimum(end + tail, lengths.to(waves.device)), lengths.to(waves.device))
+        new_lengths = end - start
+        max_len = int(new_lengths.max())
+        idx = (start[:, None] + torch.arange(max_len, device=waves.device)[None]).clamp_max(waves.size(1) - 1)
+        out = waves.gather(1, idx).masked_fill(~_length_mask(new_lengths, max_len), 0.0)
+        batch["waves"] = out
+        batch["wave_lengths"] = new_lengths.to(batch["wave_lengths"].dtype)
+        return batch
+
+
 @register("augment", "speed")
 class SpeedPerturb(Augment):
     """Speed perturbation of raw waves (resample-based, tempo and pitch together, as Kaldi/ESPnet).

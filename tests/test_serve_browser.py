@@ -136,12 +136,27 @@ def test_record_from_the_fake_microphone(server: tuple[str, Recorder], ctc_check
     got = recorder.waves[0]
     corr = np.correlate(got, wave, mode="valid")
     k = int(np.argmax(corr))
-    seg = got[k : k + wave.size]
-    gain = float(seg @ wave / (wave @ wave))
-    assert 0.9 < gain < 1.1 and 0.5 < k / 16000 < 1.5  # the utterance, 1 s in (after the leading silence)
-    # resampling error only: measured as RMS, so one late capture buffer on a loaded machine (a click)
-    # does not fail it, while a wrong rate, a cut or a different signal still does
-    residual = float(np.sqrt(np.mean((seg - gain * wave) ** 2)))
-    assert residual < 0.1 * float(np.sqrt(np.mean(wave**2))), residual
+    assert 0.5 < k / 16000 < 1.5  # the utterance, 1 s in (after the leading silence)
+    # the played samples at gain ~1 with a resampling error only, checked per 0.25 s piece, each
+    # aligned on its own: a capture buffer that arrives late or twice on a loaded machine shifts
+    # what follows it by a few ms (a whole-wave comparison then fails), so most pieces must match,
+    # while a wrong rate (drift within every piece), a cut or a different signal fails them all
+    piece, reach = 4000, 800
+    loud = float(np.sqrt(np.mean(wave**2)))
+    matched = checked = 0
+    for o in range(0, wave.size - piece + 1, piece):
+        ref = wave[o : o + piece]
+        if float(np.sqrt(np.mean(ref**2))) < 0.1 * loud:
+            continue  # a pause: nothing to compare
+        checked += 1
+        window = got[max(0, k + o - reach) : k + o + piece + reach]
+        if window.size < piece:
+            continue
+        lags = np.lib.stride_tricks.sliding_window_view(window, piece)  # every shift within reach
+        gains = lags @ ref / float(ref @ ref)
+        errors = np.sqrt(np.mean((lags - gains[:, None] * ref) ** 2, axis=1))
+        best = int(np.argmin(errors))
+        matched += bool(0.9 < gains[best] < 1.1 and errors[best] < 0.1 * float(np.sqrt(np.mean(ref**2))))
+    assert checked >= 3 and matched >= 0.8 * checked, (matched, checked)
     assert text == recorder.model.transcribe(got).text
     assert cer([ctc_checkpoint["texts"][5]], [text]) <= 50.0

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kospeech.data.frontends import silence_mask
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register
 
@@ -373,21 +374,14 @@ class TrimEdges(Augment):
         self.sample_rate = int(sample_rate)
 
     def speech_bounds(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(B,) first and one-past-last sample of each wave's speech; (0, length) when none is found."""
+        """(B,) first and one-past-last sample of each wave's speech (the frontends' silence
+        detector on 20 ms frames every 10 ms); (0, length) when it keeps everything or nothing."""
         hop = max(1, self.sample_rate // 100)
-        x = waves.masked_fill(~_length_mask(lengths, waves.size(1)), 0.0)
-        power = torch.nn.functional.avg_pool1d(x.square()[:, None], 2 * hop, hop, ceil_mode=True)[:, 0]
-        n_frames = power.size(1)
-        valid = torch.arange(n_frames, device=waves.device)[None] * hop < lengths[:, None]
-        db = 10 * torch.log10(power.clamp_min(1e-10))
-        ref = db.masked_fill(~valid, -1e9).amax(dim=1, keepdim=True)
-        speech = valid & (db > ref - self.top_db) & (power > 1e-10)
-        found = speech.any(dim=1)
-        first = torch.argmax(speech.int(), dim=1)
-        last = n_frames - 1 - torch.argmax(speech.int().flip(1), dim=1)
-        start = torch.where(found, first * hop, torch.zeros_like(first))
-        end = torch.where(found, torch.minimum((last + 2) * hop, lengths), lengths)
-        return start, end
+        keep = silence_mask(waves, lengths, top_db=self.top_db, frame_length=2 * hop, hop_length=hop).int()
+        found = keep.any(dim=1)
+        first = torch.argmax(keep, dim=1)
+        end = keep.size(1) - torch.argmax(keep.flip(1), dim=1)
+        return torch.where(found, first, torch.zeros_like(first)), torch.where(found, end, lengths)
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
         self._require(batch, "waves", "wave_lengths")

@@ -91,6 +91,10 @@ def test_synthetic_training_side_mixes_listed_dialogue_generated_and_recombined(
     test_spoken = {normalize_kspon(s, "phonetic") for s in test_side}
     assert not test_spoken & {normalize_kspon(r, "phonetic") for r in raws}
     assert {j.raw for j in plan.jobs["eval_clean"]} <= set(test_side)
+    # the language-model text: every listed training sentence and the whole pool, no test sentence
+    lm_text = plan.lists[synthetic.LM_TEXT_FILE].splitlines()
+    assert listed <= set(lm_text) and len(set(lm_text) & dialogue) > len(set(dialogue_raws))
+    assert not test_spoken & {normalize_kspon(r, "phonetic") for r in lm_text}
     # the test sets do not depend on the training mix: the same utterances with no dialogue pool
     saved = synthetic.TRAIN_DIALOGUE_FRACTION
     try:

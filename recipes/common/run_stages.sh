@@ -179,7 +179,9 @@ if [ -n "$lm" ] && [ "$lm_weight" != 0 ]; then
 fi
 decode_key="$search${fusion[*]:+ ${fusion[*]}}"
 
-# The LM of --lm, trained on the training text into exp/lm_<type>/ unless it is there already.
+# The LM of --lm, trained on the training text into exp/lm_<type>/ unless it is there already; a
+# recipe may define extra_lm_texts (prints more text files, e.g. the synthetic corpus's
+# training-only sentences; called after the options are read, so --corpus-root counts).
 train_lm() {
   if [ -e "$lm_dir/lm.pt" ] || [ -e "$lm_dir/lm.arpa" ]; then
     log "  $lm_dir exists, kept (remove it to train again)"
@@ -188,7 +190,11 @@ train_lm() {
   # written into a temporary folder and renamed when complete, as every stage does
   rm -rf "$lm_dir.tmp"
   # shellcheck disable=SC2206  # word splitting of the LM options is intended
-  local lm_args=(--type "$lm" --text "data/$train_set/text" --lang data/lang --out "$lm_dir.tmp" $lm_opts)
+  local texts=("data/$train_set/text") extra
+  for extra in $(declare -F extra_lm_texts >/dev/null && extra_lm_texts); do
+    if [ -e "$extra" ]; then texts+=("$extra"); else log "  LM text $extra is missing; the LM reads the training text without it"; fi
+  done
+  local lm_args=(--type "$lm" --text "${texts[@]}" --lang data/lang --out "$lm_dir.tmp" $lm_opts)
   [ "$lm" != ngram ] && [ -d "data/$dev_set" ] && lm_args+=(--valid-text "data/$dev_set/text" --device "$device")
   kospeech lm train "${lm_args[@]}" "${plugin_args[@]}"
   mv "$lm_dir.tmp" "$lm_dir"

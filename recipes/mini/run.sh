@@ -23,11 +23,13 @@ train_input=data
 train_set=train
 dev_set=dev
 test_sets="eval_clean eval_other"
-# Decoding: CTC prefix beam with a 6-gram jamo LM built from the training text (seconds, made by
-# stage 4 when missing; measured in the README). --lm-weight 0 decodes without it.
+# Decoding: CTC prefix beam with a 6-gram jamo LM built from the training text and the corpus's
+# training-only sentences (lm_text.txt: the listed training sentences and the conversational
+# pool, spoken or not; seconds, made by stage 4 when missing; measured in the README). --lm-weight
+# 0 decodes without it.
 search="ctc_prefix_beam beam_size=10"
 lm=ngram
-lm_ngram_opts="--order 6"
+lm_ngram_opts="--order 6 --transcript phonetic"
 lm_weight=0.5
 # A fixed number of updates instead of the wall-clock budget (the schedule then follows the
 # updates); --train-opts given on the command line still come last and win.
@@ -47,5 +49,7 @@ prepare_data() {
   fi
   kospeech data prep --corpus ksponspeech --root "$root" --out data --transcript phonetic --nj "$nj" "${plugin_args[@]}"
 }
+
+extra_lm_texts() { echo "${corpus_root:-corpus}/lm_text.txt"; }
 
 source ../common/run_stages.sh

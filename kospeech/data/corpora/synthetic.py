@@ -87,6 +87,10 @@ TEST_FRACTION = 0.2
 MARKER = "synth.yaml"
 VOICES_FILE = "voices.tsv"
 MADE_UP_DIR = "made_up_voices"  # espeak-ng variant files of the made-up training voices
+# Every sentence the training side may speak (the listed training sentences and the training-only
+# conversational pool; none is spoken like a test sentence), in raw notation: text for a language
+# model beyond the utterances that were spoken (`kospeech lm train --text ... --transcript`).
+LM_TEXT_FILE = "lm_text.txt"
 
 OTHER_VARIANTS: tuple[str, ...] = (
     "klatt4", "klatt5", "klatt6", "croak", "grandma", "grandpa", "Storm", "Tweaky",
@@ -377,6 +381,16 @@ def _prepare_sentences(sentences: Sequence[str], layout: str) -> tuple[list[_Sen
     return kept, dropped
 
 
+def _dialogue_pool(pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str) -> list[_Sentence]:
+    """The packaged training-only conversational sentences, less any spoken like a listed sentence
+    of either side (so a test sentence is never trained on, and a listed one not twice)."""
+    from kospeech.text.sentences import DIALOGUE_SENTENCES, load_sentences
+
+    taken = {s.spoken for s in (*pool, *test_side)}
+    dialogue, _ = _prepare_sentences(load_sentences(resource=DIALOGUE_SENTENCES), layout)
+    return [d for d in dialogue if d.spoken not in taken]
+
+
 def _with_new_sentences(
     texts: list[_Sentence], pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str, seed: int
 ) -> list[_Sentence]:
@@ -390,7 +404,7 @@ def _with_new_sentences(
     spoken in a shuffled order without repeats until it runs out.
     """
     from kospeech.text.normalize import normalize_kspon
-    from kospeech.text.sentences import DIALOGUE_SENTENCES, load_sentences, recombine
+    from kospeech.text.sentences import recombine
     from kospeech.text.templates import generate_sentences
 
     shares = (TRAIN_DIALOGUE_FRACTION, TRAIN_GENERATED_FRACTION, TRAIN_RECOMBINED_FRACTION)
@@ -401,9 +415,7 @@ def _with_new_sentences(
     n_dialogue = int(round(n_new * TRAIN_DIALOGUE_FRACTION / new_share))
     n_generated = int(round(n_new * TRAIN_GENERATED_FRACTION / new_share))
     forbidden = {normalize_kspon(s.raw, "phonetic") for s in test_side}
-    listed = {s.spoken for s in pool}
-    dialogue, _ = _prepare_sentences(load_sentences(resource=DIALOGUE_SENTENCES), layout)
-    dialogue = [d for d in dialogue if d.spoken not in forbidden and d.spoken not in listed]
+    dialogue = _dialogue_pool(pool, test_side, layout)
     random.Random(f"dialogue:{seed}").shuffle(dialogue)
     spoken_dialogue = [dialogue[i % len(dialogue)] for i in range(n_dialogue)] if dialogue else []
     generated = [
@@ -443,6 +455,8 @@ def plan_corpus(
     sides = {False: [by_raw[r] for r in train_side], True: [by_raw[r] for r in test_side]}
     rng = np.random.default_rng(seed)
     plan = Plan(dropped_sentences=dropped)
+    lm_text = [*sides[False], *_dialogue_pool(sides[False], sides[True], layout)]
+    plan.lists[LM_TEXT_FILE] = "".join(f"{s.raw}\n" for s in lm_text)
     counts = split_counts(layout, total)
     speaker_no = 0
     utt_no = 0

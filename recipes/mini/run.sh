@@ -4,7 +4,7 @@
 # scores eval_clean (voices seen in training, unseen sentences) and eval_other (unseen voices,
 # speeds and pitches, with noise: the robustness set). Minutes on 2 cores.
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/X.yaml] [--nj N]
-# MINI_HOURS (default 3) sets the amount of synthetic speech, MINI_MAX_UTTS caps the number
+# MINI_HOURS (default 5) sets the amount of synthetic speech, MINI_MAX_UTTS caps the number
 # of utterances (for quick checks), MINI_MADE_UP_VOICES the share of training speakers with a
 # made-up espeak-ng voice (default 0.4). MINI_UPDATES=N trains exactly N updates instead of the
 # 11-minute budget (results that do not depend on the machine's speed). Training reads the data dirs (raw audio, features on the
@@ -13,7 +13,7 @@ set -euo pipefail
 start_dir=$PWD  # --user-dir paths are relative to it
 cd "$(dirname "$0")"
 
-hours=${MINI_HOURS:-3}
+hours=${MINI_HOURS:-5}
 seed=${MINI_SEED:-1}
 max_utts=${MINI_MAX_UTTS:-}
 made_up_voices=${MINI_MADE_UP_VOICES:-0.4}

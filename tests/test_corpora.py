@@ -176,7 +176,7 @@ def test_kspon_bad_inputs_are_counted_and_listed(kspon_corpus: Path, tmp_path: P
 def test_kspon_walk_mode_mixed_encodings(kspon_corpus: Path, kspon_data: Path, tmp_path: Path) -> None:
     root = _copy(kspon_corpus, tmp_path)
     shutil.rmtree(root / "KsponSpeech_scripts")
-    txts = sorted(root.rglob("*.txt"))
+    txts = sorted(p.with_suffix(".txt") for p in root.rglob("*.pcm"))  # the transcripts (not lm_text.txt)
     for txt in txts[::2]:  # half the transcripts re-encoded as UTF-8, as in re-packed copies
         txt.write_text(txt.read_bytes().decode("cp949"), encoding="utf-8")
     reports = KsponSpeech().prepare(root, tmp_path / "data")

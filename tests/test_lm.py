@@ -270,6 +270,10 @@ def test_read_transcripts_plain_and_kaldi(tmp_path: Path) -> None:
     (tmp_path / "b").write_text("안녕 하세요\n밥 먹었어요\n", encoding="utf-8")
     assert read_transcripts(tmp_path / "a") == ["안녕 하세요", "밥"]
     assert read_transcripts(tmp_path / "b") == ["안녕 하세요", "밥 먹었어요"]
+    # KsponSpeech notation, read into the form the acoustic model's transcripts were prepared in
+    (tmp_path / "c").write_text("(3시)/(세 시)에 봐\n아/ 그래\nb/\n", encoding="utf-8")
+    assert read_transcripts(tmp_path / "c", transcript="phonetic") == ["세 시에 봐", "아 그래"]
+    assert read_transcripts(tmp_path / "c", transcript="spelling") == ["3시에 봐", "아 그래"]
 
 
 def test_lm_is_a_registry_kind(capsys: pytest.CaptureFixture[str]) -> None:

@@ -145,6 +145,25 @@ def test_lm_train_ngram_cli_and_ppl(char_tok: object, tmp_path: Path, capsys: py
     assert 1.0 < ppl < char_tok.vocab_size / 3
 
 
+def test_lm_train_reads_several_text_files(char_tok: object, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    lang = tmp_path / "lang"
+    char_tok.save(lang)
+    kaldi = tmp_path / "text"
+    kaldi.write_text("".join(f"utt{i:03d} {t}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    notated = tmp_path / "more.txt"
+    notated.write_text("".join(f"아/ {t}\n" for t in TEXTS), encoding="utf-8")
+    args = ["lm", "train", "--type", "ngram", "--order", "2", "--lang", str(lang), "--valid-text", str(kaldi)]
+    assert main([*args, "--text", str(kaldi), "--out", str(tmp_path / "one")]) == 0
+    one = capsys.readouterr().out
+    assert main([*args, "--text", str(kaldi), str(notated), "--transcript", "phonetic",
+                 "--out", str(tmp_path / "two")]) == 0
+    two = capsys.readouterr().out
+    assert f"{len(TEXTS)} sentences" in one
+    assert f"{2 * len(TEXTS)} sentences" in two
+    assert "아/" not in (tmp_path / "two" / "lm.arpa").read_text(encoding="utf-8")
+
+
 def test_bad_arpa_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "lm.arpa").write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\t</s>\nnot-a-number <s>\n\\end\\\n")
     with pytest.raises(DataError, match=r"lm.arpa:6: not an ARPA 1-gram line"):

@@ -56,8 +56,8 @@ def train(args: argparse.Namespace) -> int:
     from kospeech.text import load_tokenizer
 
     tokenizer = load_tokenizer(args.lang)
-    texts = read_transcripts(args.text)
-    valid = read_transcripts(args.valid_text) if args.valid_text else None
+    texts = [t for path in args.text for t in read_transcripts(path, transcript=args.transcript)]
+    valid = read_transcripts(args.valid_text, transcript=args.transcript) if args.valid_text else None
     if args.type == "ngram":
         return _train_ngram(args, tokenizer, texts, valid)
     bar = progress_bar(desc="lm train", unit="step")
@@ -108,7 +108,12 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     lsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     tp = lsub.add_parser("train", parents=[parent], help="train lm.pt (or build lm.arpa) on transcripts with the lang "
                                                          "dir's tokenizer")
-    tp.add_argument("--text", required=True, help="Kaldi text file (utt-id transcript) or one sentence per line")
+    tp.add_argument("--text", required=True, nargs="+", metavar="FILE",
+                    help="Kaldi text files (utt-id transcript) or files of one sentence per line, read together")
+    tp.add_argument("--transcript", choices=["phonetic", "spelling"], default=None,
+                    help="read the lines as KsponSpeech notation ((3시)/(세 시), 아/, b/) and keep this form, as "
+                         "`kospeech data prep --transcript` does for the acoustic model's text (a line that is "
+                         "already plain stays as it is)")
     tp.add_argument("--lang", required=True, help="lang dir of the acoustic model's tokenizer")
     tp.add_argument("--out", required=True, help="output folder; lm.pt (or lm.arpa + lm.yaml) is written there")
     tp.add_argument("--type", choices=["lstm", "transformer", "ngram"], default="lstm",

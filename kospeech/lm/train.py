@@ -26,11 +26,14 @@ from kospeech.text.special import PAD_ID
 logger = logging.getLogger(__name__)
 
 
-def read_transcripts(path: str | Path) -> list[str]:
+def read_transcripts(path: str | Path, *, transcript: str | None = None) -> list[str]:
     """Transcripts of a Kaldi ``text`` file (``utt-id transcript``), or of a plain one-per-line file.
 
     A file is read as Kaldi ``text`` when every line has at least two fields and no first
     field contains Hangul (utterance ids never do); otherwise each whole line is a sentence.
+    ``transcript`` (``phonetic`` or ``spelling``) reads the lines as KsponSpeech notation and
+    keeps that form, so notated extra text matches the acoustic model's prepared transcripts;
+    lines that normalise to nothing are dropped.
     """
     path = Path(path)
     try:
@@ -47,7 +50,12 @@ def read_transcripts(path: str | Path) -> list[str]:
         return any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for ch in s)
 
     kaldi = all(len(ln.split(maxsplit=1)) == 2 and not has_hangul(ln.split(maxsplit=1)[0]) for ln in lines)
-    return [ln.split(maxsplit=1)[1] for ln in lines] if kaldi else lines
+    texts = [ln.split(maxsplit=1)[1] for ln in lines] if kaldi else lines
+    if transcript is not None:
+        from kospeech.text.normalize import normalize_kspon
+
+        texts = [t for t in (normalize_kspon(x, transcript) for x in texts) if t]
+    return texts
 
 
 def encode_sentences(texts: Iterable[str], tokenizer: Any) -> list[list[int]]:

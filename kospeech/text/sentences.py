@@ -21,13 +21,17 @@ from kospeech.text.normalize import normalize_kspon
 logger = logging.getLogger(__name__)
 
 DEFAULT_SENTENCES = "sentences_ko.txt"
+# Conversational sentences written for the project that only the training side speaks (never
+# split into test sentences): new words and endings in the style of everyday talk, beyond what
+# the few hundred listed training sentences and the templates hold.
+DIALOGUE_SENTENCES = "dialogue_ko.txt"
 
 
-def load_sentences(path: str | os.PathLike[str] | None = None) -> list[str]:
-    """Raw (notated) sentences, one per non-empty line; the packaged list when ``path`` is None."""
+def load_sentences(path: str | os.PathLike[str] | None = None, *, resource: str = DEFAULT_SENTENCES) -> list[str]:
+    """Raw (notated) sentences, one per non-empty line; the packaged ``resource`` when ``path`` is None."""
     if path is None:
-        source = resources.files("kospeech").joinpath("resources").joinpath(DEFAULT_SENTENCES)
-        where = f"kospeech/resources/{DEFAULT_SENTENCES}"
+        source = resources.files("kospeech").joinpath("resources").joinpath(resource)
+        where = f"kospeech/resources/{resource}"
         data = source.read_bytes()
     else:
         where = str(path)

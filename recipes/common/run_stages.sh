@@ -18,6 +18,7 @@
 #   --lm lstm|transformer|ngram (stage 6 trains it on data/<train>/text) --lm-opts "..."
 #   (options of kospeech lm train) --lm-weight W (stage 4 decodes with the LM by shallow
 #   fusion; the search must take an LM: ctc_prefix_beam, beam, joint_ctc_attention, ...)
+#   --lm-search-opts "length_bonus=1.5" (search options used only with the LM)
 #   --user-dir DIR (plugin folder, repeatable: passed to every kospeech command of every stage;
 #   a relative path is taken from where run.sh was started)
 # The LM stage is numbered after the others so that the existing numbers keep their meaning
@@ -30,7 +31,7 @@ set -euo pipefail
 : "${config:=conf/las.yaml}" "${search:=}" "${tokenizer:=jamo}" "${vocab_size:=0}"
 : "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}" "${average_by:=}" "${score_opts:=}"
 : "${train_set:=train}" "${dev_set:=dev}" "${test_sets:=}" "${tag:=}"
-: "${lm:=}" "${lm_opts:=}" "${lm_weight:=0}"
+: "${lm:=}" "${lm_opts:=}" "${lm_weight:=0}" "${lm_search_opts:=}"
 
 : "${start_dir:=$PWD}"  # where the user ran run.sh (set before it cds into its folder)
 user_dirs=()
@@ -57,6 +58,7 @@ while [ $# -gt 0 ]; do
     --lm) lm=$2; shift 2 ;;
     --lm-opts|--lm_opts) lm_opts=$2; shift 2 ;;
     --lm-weight|--lm_weight) lm_weight=$2; shift 2 ;;
+    --lm-search-opts|--lm_search_opts) lm_search_opts=$2; shift 2 ;;
     --help|-h) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -174,12 +176,15 @@ elif [ "$average" -gt 0 ]; then
 fi
 fusion=()  # with --lm-weight: the LM options, after the search's own (or alone, for the default search)
 if [ -n "$lm" ] && [ "$lm_weight" != 0 ]; then
-  fusion=("lm=$lm_dir" "lm_weight=$lm_weight")
+  # shellcheck disable=SC2206  # $lm_search_opts: search options that go with the LM (length_bonus=...)
+  fusion=("lm=$lm_dir" "lm_weight=$lm_weight" $lm_search_opts)
   decode_tag=${decode_tag}_lm_$lm
 fi
 decode_key="$search${fusion[*]:+ ${fusion[*]}}"
 
-# The LM of --lm, trained on the training text into exp/lm_<type>/ unless it is there already.
+# The LM of --lm, trained on the training text into exp/lm_<type>/ unless it is there already; a
+# recipe may define extra_lm_texts (prints more text files, e.g. the synthetic corpus's
+# training-only sentences; called after the options are read, so --corpus-root counts).
 train_lm() {
   if [ -e "$lm_dir/lm.pt" ] || [ -e "$lm_dir/lm.arpa" ]; then
     log "  $lm_dir exists, kept (remove it to train again)"
@@ -188,7 +193,11 @@ train_lm() {
   # written into a temporary folder and renamed when complete, as every stage does
   rm -rf "$lm_dir.tmp"
   # shellcheck disable=SC2206  # word splitting of the LM options is intended
-  local lm_args=(--type "$lm" --text "data/$train_set/text" --lang data/lang --out "$lm_dir.tmp" $lm_opts)
+  local texts=("data/$train_set/text") extra
+  for extra in $(declare -F extra_lm_texts >/dev/null && extra_lm_texts); do
+    if [ -e "$extra" ]; then texts+=("$extra"); else log "  LM text $extra is missing; the LM reads the training text without it"; fi
+  done
+  local lm_args=(--type "$lm" --text "${texts[@]}" --lang data/lang --out "$lm_dir.tmp" $lm_opts)
   [ "$lm" != ngram ] && [ -d "data/$dev_set" ] && lm_args+=(--valid-text "data/$dev_set/text" --device "$device")
   kospeech lm train "${lm_args[@]}" "${plugin_args[@]}"
   mv "$lm_dir.tmp" "$lm_dir"

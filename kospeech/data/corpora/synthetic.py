@@ -15,11 +15,12 @@ Text
     the raw notation (each ``.txt`` in CP949 as in the AI Hub release, the ``.trn`` lists in
     UTF-8 as the scripts package is usually read), Zeroth ``.trans.txt`` the clean spoken
     text. Sentences that normalise to nothing (only tags) are never spoken (counted, logged).
-    Half of the training utterances speak new sentences instead of listed ones: word sequences
-    recombined from the training sentences (:data:`TRAIN_RECOMBINED_FRACTION`) and everyday
-    sentences generated from templates (:data:`TRAIN_GENERATED_FRACTION`,
-    :mod:`kospeech.text.templates`), so the model hears thousands of words, not a few hundred
-    sentences; none is spoken like a test sentence.
+    Most training utterances speak new sentences instead of listed ones: conversational
+    sentences that only training speaks (:data:`TRAIN_DIALOGUE_FRACTION`,
+    ``kospeech/resources/dialogue_ko.txt``), everyday sentences generated from templates
+    (:data:`TRAIN_GENERATED_FRACTION`, :mod:`kospeech.text.templates`) and word sequences
+    recombined from the training sentences (:data:`TRAIN_RECOMBINED_FRACTION`), so the model
+    hears thousands of words, not a few hundred sentences; none is spoken like a test sentence.
 
 Voices (a synthetic speaker = espeak-ng ``ko+VARIANT`` with one speed and one pitch)
     * train/dev: variants from :data:`TRAIN_VARIANTS` (about 80 of espeak-ng's ~100), speed
@@ -61,6 +62,7 @@ import io
 import logging
 import math
 import os
+import random
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -85,6 +87,10 @@ TEST_FRACTION = 0.2
 MARKER = "synth.yaml"
 VOICES_FILE = "voices.tsv"
 MADE_UP_DIR = "made_up_voices"  # espeak-ng variant files of the made-up training voices
+# Every sentence the training side may speak (the listed training sentences and the training-only
+# conversational pool; none is spoken like a test sentence), in raw notation: text for a language
+# model beyond the utterances that were spoken (`kospeech lm train --text ... --transcript`).
+LM_TEXT_FILE = "lm_text.txt"
 
 OTHER_VARIANTS: tuple[str, ...] = (
     "klatt4", "klatt5", "klatt6", "croak", "grandma", "grandpa", "Storm", "Tweaky",
@@ -110,11 +116,14 @@ TRAIN_PITCH: tuple[int, int] = (30, 70)
 OTHER_SPEEDS: tuple[tuple[int, int], ...] = ((115, 135), (200, 220))
 OTHER_PITCHES: tuple[tuple[int, int], ...] = ((5, 22), (78, 95))
 TRAIN_NOISY_FRACTION = 0.3
-# Shares of training utterances that speak a new word sequence (head of one training sentence +
-# tail of another, kospeech.text.sentences.recombine), or a sentence generated from everyday
-# templates with new words and numbers (kospeech.text.templates), instead of a listed sentence.
-TRAIN_RECOMBINED_FRACTION = 0.1
-TRAIN_GENERATED_FRACTION = 0.4
+# Shares of training utterances that speak, instead of a listed sentence, a conversational
+# sentence of the training-only pool (kospeech.text.sentences.DIALOGUE_SENTENCES), a sentence
+# generated from everyday templates with new words and numbers (kospeech.text.templates), or a
+# new word sequence (head of one training sentence + tail of another,
+# kospeech.text.sentences.recombine).
+TRAIN_DIALOGUE_FRACTION = 0.4
+TRAIN_GENERATED_FRACTION = 0.25
+TRAIN_RECOMBINED_FRACTION = 0.05
 # Share of training speakers whose voice is made up (kospeech.data.corpora.espeak_voices: a random
 # espeak-ng variant, a share of them whispering) instead of one of TRAIN_VARIANTS: unseen voices,
 # not unseen sentences, are what the robustness set fails on.
@@ -372,29 +381,50 @@ def _prepare_sentences(sentences: Sequence[str], layout: str) -> tuple[list[_Sen
     return kept, dropped
 
 
+def _dialogue_pool(pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str) -> list[_Sentence]:
+    """The packaged training-only conversational sentences, less any spoken like a listed sentence
+    of either side (so a test sentence is never trained on, and a listed one not twice)."""
+    from kospeech.text.sentences import DIALOGUE_SENTENCES, load_sentences
+
+    taken = {s.spoken for s in (*pool, *test_side)}
+    dialogue, _ = _prepare_sentences(load_sentences(resource=DIALOGUE_SENTENCES), layout)
+    return [d for d in dialogue if d.spoken not in taken]
+
+
 def _with_new_sentences(
     texts: list[_Sentence], pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str, seed: int
 ) -> list[_Sentence]:
-    """Swap the last ``TRAIN_RECOMBINED_FRACTION + TRAIN_GENERATED_FRACTION`` of ``texts`` for
-    recombined and template-generated sentences, none spoken like a test sentence.
+    """Swap the last ``TRAIN_DIALOGUE_FRACTION + TRAIN_GENERATED_FRACTION +
+    TRAIN_RECOMBINED_FRACTION`` of ``texts`` for training-only conversational, template-generated
+    and recombined sentences, none spoken like a test sentence.
 
     ``texts`` cycles through ``pool`` first, so every listed sentence is still spoken as long as
-    the kept share covers the pool. Both draws have their own seeds, so the test splits (drawn
-    from the corpus's generator) do not change with these shares.
+    the kept share covers the pool. The draws have their own seeds, so the test splits (drawn
+    from the corpus's generator) do not change with these shares. The conversational pool is
+    spoken in a shuffled order without repeats until it runs out.
     """
     from kospeech.text.normalize import normalize_kspon
     from kospeech.text.sentences import recombine
     from kospeech.text.templates import generate_sentences
 
-    new_share = TRAIN_RECOMBINED_FRACTION + TRAIN_GENERATED_FRACTION
+    shares = (TRAIN_DIALOGUE_FRACTION, TRAIN_GENERATED_FRACTION, TRAIN_RECOMBINED_FRACTION)
+    new_share = sum(shares)
     n_new = min(int(round(len(texts) * new_share)), max(0, len(texts) - len(pool)))
-    n_generated = int(round(n_new * TRAIN_GENERATED_FRACTION / new_share)) if new_share else 0
+    if n_new == 0:
+        return texts
+    n_dialogue = int(round(n_new * TRAIN_DIALOGUE_FRACTION / new_share))
+    n_generated = int(round(n_new * TRAIN_GENERATED_FRACTION / new_share))
     forbidden = {normalize_kspon(s.raw, "phonetic") for s in test_side}
+    dialogue = _dialogue_pool(pool, test_side, layout)
+    random.Random(f"dialogue:{seed}").shuffle(dialogue)
+    spoken_dialogue = [dialogue[i % len(dialogue)] for i in range(n_dialogue)] if dialogue else []
     generated = [
         g for g in generate_sentences(n_generated, seed=seed) if normalize_kspon(g, "phonetic") not in forbidden
     ]
-    new_raw = recombine([s.raw for s in pool], n_new - n_generated, seed=seed, forbidden=[s.raw for s in test_side])
+    n_recombined = n_new - len(spoken_dialogue) - n_generated
+    new_raw = recombine([s.raw for s in pool], n_recombined, seed=seed, forbidden=[s.raw for s in test_side])
     new, _ = _prepare_sentences(new_raw + generated, layout)
+    new = spoken_dialogue + new
     return texts[: len(texts) - len(new)] + new
 
 
@@ -425,6 +455,8 @@ def plan_corpus(
     sides = {False: [by_raw[r] for r in train_side], True: [by_raw[r] for r in test_side]}
     rng = np.random.default_rng(seed)
     plan = Plan(dropped_sentences=dropped)
+    lm_text = [*sides[False], *_dialogue_pool(sides[False], sides[True], layout)]
+    plan.lists[LM_TEXT_FILE] = "".join(f"{s.raw}\n" for s in lm_text)
     counts = split_counts(layout, total)
     speaker_no = 0
     utt_no = 0
@@ -655,8 +687,9 @@ def synthesize(
         "splits": {s: len(j) for s, j in plan.jobs.items()},
         "speakers": plan.speakers,
         "dropped_sentences": plan.dropped_sentences,
-        "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
+        "dialogue_train_fraction": TRAIN_DIALOGUE_FRACTION,
         "generated_train_fraction": TRAIN_GENERATED_FRACTION,
+        "recombined_train_fraction": TRAIN_RECOMBINED_FRACTION,
         "made_up_voice_files": {"count": len(made_up), "folder": MADE_UP_DIR},
         "voices": {s: sorted({j.voice.variant for j in jobs}) for s, jobs in plan.jobs.items()},
     }

@@ -81,10 +81,9 @@ def test_synthetic_training_side_mixes_listed_dialogue_generated_and_recombined(
     listed_share = sum(r in listed for r in raws) / len(raws)
     dialogue_raws = [r for r in raws if r in dialogue]
     generated_share = sum(r not in listed and r not in dialogue and r in generated for r in raws) / len(raws)
-    assert listed_share == pytest.approx(
-        1 - synthetic.TRAIN_DIALOGUE_FRACTION - synthetic.TRAIN_GENERATED_FRACTION - synthetic.TRAIN_RECOMBINED_FRACTION,
-        abs=0.02,
-    )
+    s = synthetic
+    new_shares = s.TRAIN_DIALOGUE_FRACTION + s.TRAIN_GENERATED_FRACTION + s.TRAIN_RECOMBINED_FRACTION
+    assert listed_share == pytest.approx(1 - new_shares, abs=0.02)
     assert len(dialogue_raws) / len(raws) == pytest.approx(synthetic.TRAIN_DIALOGUE_FRACTION, abs=0.02)
     assert len(set(dialogue_raws)) == len(dialogue_raws)  # no repeats while the pool lasts
     assert generated_share == pytest.approx(synthetic.TRAIN_GENERATED_FRACTION, abs=0.02)

@@ -392,7 +392,12 @@ def _dialogue_pool(pool: Sequence[_Sentence], test_side: Sequence[_Sentence], la
 
 
 def _with_new_sentences(
-    texts: list[_Sentence], pool: Sequence[_Sentence], test_side: Sequence[_Sentence], layout: str, seed: int
+    texts: list[_Sentence],
+    pool: Sequence[_Sentence],
+    test_side: Sequence[_Sentence],
+    dialogue: Sequence[_Sentence],
+    layout: str,
+    seed: int,
 ) -> list[_Sentence]:
     """Swap the last ``TRAIN_DIALOGUE_FRACTION + TRAIN_GENERATED_FRACTION +
     TRAIN_RECOMBINED_FRACTION`` of ``texts`` for training-only conversational, template-generated
@@ -401,21 +406,21 @@ def _with_new_sentences(
     ``texts`` cycles through ``pool`` first, so every listed sentence is still spoken as long as
     the kept share covers the pool. The draws have their own seeds, so the test splits (drawn
     from the corpus's generator) do not change with these shares. The conversational pool is
-    spoken in a shuffled order without repeats until it runs out.
+    spoken in a shuffled order without repeats until it runs out (``dialogue``: from
+    :func:`_dialogue_pool`).
     """
     from kospeech.text.normalize import normalize_kspon
     from kospeech.text.sentences import recombine
     from kospeech.text.templates import generate_sentences
 
-    shares = (TRAIN_DIALOGUE_FRACTION, TRAIN_GENERATED_FRACTION, TRAIN_RECOMBINED_FRACTION)
-    new_share = sum(shares)
+    new_share = TRAIN_DIALOGUE_FRACTION + TRAIN_GENERATED_FRACTION + TRAIN_RECOMBINED_FRACTION
     n_new = min(int(round(len(texts) * new_share)), max(0, len(texts) - len(pool)))
     if n_new == 0:
         return texts
     n_dialogue = int(round(n_new * TRAIN_DIALOGUE_FRACTION / new_share))
     n_generated = int(round(n_new * TRAIN_GENERATED_FRACTION / new_share))
     forbidden = {normalize_kspon(s.raw, "phonetic") for s in test_side}
-    dialogue = _dialogue_pool(pool, test_side, layout)
+    dialogue = list(dialogue)
     random.Random(f"dialogue:{seed}").shuffle(dialogue)
     spoken_dialogue = [dialogue[i % len(dialogue)] for i in range(n_dialogue)] if dialogue else []
     generated = [
@@ -455,8 +460,8 @@ def plan_corpus(
     sides = {False: [by_raw[r] for r in train_side], True: [by_raw[r] for r in test_side]}
     rng = np.random.default_rng(seed)
     plan = Plan(dropped_sentences=dropped)
-    lm_text = [*sides[False], *_dialogue_pool(sides[False], sides[True], layout)]
-    plan.lists[LM_TEXT_FILE] = "".join(f"{s.raw}\n" for s in lm_text)
+    dialogue = _dialogue_pool(sides[False], sides[True], layout)  # read once: training text and LM text
+    plan.lists[LM_TEXT_FILE] = "".join(f"{s.raw}\n" for s in (*sides[False], *dialogue))
     counts = split_counts(layout, total)
     speaker_no = 0
     utt_no = 0
@@ -465,7 +470,7 @@ def plan_corpus(
         pool = sides[split in _TEST_SIDE]
         texts = _cycle(rng, pool, count)
         if split == "train":
-            texts = _with_new_sentences(texts, pool, sides[True], layout, seed)
+            texts = _with_new_sentences(texts, pool, sides[True], dialogue, layout, seed)
             texts = [texts[i] for i in rng.permutation(len(texts))]
         variant_pool = OTHER_VARIANTS if split == "eval_other" else TRAIN_VARIANTS
         per_speaker = UTTS_PER_SPEAKER if split not in ("eval_clean", "eval_other") else 10

@@ -386,16 +386,16 @@ class TrimEdges(Augment):
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
         self._require(batch, "waves", "wave_lengths")
         waves: Tensor = batch["waves"]
-        lengths: Tensor = batch["wave_lengths"].long()
+        lengths: Tensor = batch["wave_lengths"].long().to(waves.device)
         b = waves.size(0)
         chosen = (self.rand(b) < self.prob).to(waves.device)
         keep = self.max_seconds * self.sample_rate
         lead, tail = (self.rand(b) * keep).long().to(waves.device), (self.rand(b) * keep).long().to(waves.device)
         if not bool(chosen.any()):
             return batch
-        start, end = self.speech_bounds(waves, lengths.to(waves.device))
+        start, end = self.speech_bounds(waves, lengths)
         start = torch.where(chosen, (start - lead).clamp_min(0), torch.zeros_like(start))
-        end = torch.where(chosen, torch.minimum(end + tail, lengths.to(waves.device)), lengths.to(waves.device))
+        end = torch.where(chosen, torch.minimum(end + tail, lengths), lengths)
         new_lengths = end - start
         max_len = int(new_lengths.max())
         idx = (start[:, None] + torch.arange(max_len, device=waves.device)[None]).clamp_max(waves.size(1) - 1)

@@ -139,6 +139,7 @@ def read_audio_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, in
 
     if not data:
         raise DataError(f"{name}: no audio bytes (empty input)")
+    check_wav_bytes_complete(data, name)
     return _decode_soundfile(io.BytesIO(bytes(data)), name)
 
 
@@ -225,6 +226,23 @@ def check_finite(wave: np.ndarray, name: str) -> None:
                         "the file is damaged")
 
 
+def _wav_shortfall(f: Any, size: int) -> tuple[int, int] | None:
+    """(bytes announced, bytes held) of a RIFF/WAVE data chunk cut short, else None; ``f`` is a binary file."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk = f.read(8)
+        declared = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"data":
+            held = size - pos - 8
+            return (declared, held) if declared != 0xFFFFFFFF and held < declared else None
+        pos += 8 + declared + (declared & 1)
+    return None
+
+
 def check_wav_complete(path: str | os.PathLike[str]) -> None:
     """A WAV whose data chunk is shorter than its header says (a copy cut short) is refused.
 
@@ -234,26 +252,22 @@ def check_wav_complete(path: str | os.PathLike[str]) -> None:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return
-            size = path.stat().st_size
-            pos = 12
-            while pos + 8 <= size:
-                f.seek(pos)
-                chunk = f.read(8)
-                declared = int.from_bytes(chunk[4:8], "little")
-                if chunk[:4] == b"data":
-                    held = size - pos - 8
-                    if declared != 0xFFFFFFFF and held < declared:
-                        raise DataError(
-                            f"audio file {path} is cut short: its header announces {declared} bytes of audio but "
-                            f"the file holds {held}; re-copy it (or drop the utterance)"
-                        )
-                    return
-                pos += 8 + declared + (declared & 1)
+            short = _wav_shortfall(f, path.stat().st_size)
     except OSError as err:
         raise DataError(f"audio file {path} cannot be read: {err}") from None
+    if short is not None:
+        raise DataError(f"audio file {path} is cut short: its header announces {short[0]} bytes of audio but "
+                        f"the file holds {short[1]}; re-copy it (or drop the utterance)")
+
+
+def check_wav_bytes_complete(data: bytes, name: str) -> None:
+    """:func:`check_wav_complete` for a file's bytes (standard input, uploads, API bytes)."""
+    import io
+
+    short = _wav_shortfall(io.BytesIO(bytes(data)), len(data))
+    if short is not None:
+        raise DataError(f"{name}: a WAV cut short: its header announces {short[0]} bytes of audio but only "
+                        f"{short[1]} came; send the whole file")
 
 
 def stream_audio(

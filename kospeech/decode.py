@@ -184,7 +184,8 @@ def decode_test_set(
                        len(test.utt_ids), test.path)
     write_trn(out_dir / "hyp.trn", hyps)
     write_trn(out_dir / "ref.trn", refs)
-    model_cfg = transcriber.config.get("model", {}) if isinstance(transcriber.config, Mapping) else {}
+    config = getattr(transcriber, "config", None)
+    model_cfg = config.get("model", {}) if isinstance(config, Mapping) else {}
     bundle = getattr(transcriber, "bundle", None)
     info = {
         "checkpoint": ([str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else str(checkpoint))
@@ -201,7 +202,8 @@ def decode_test_set(
             "utterances": len(test.utt_ids),
         },
         "batch_size": batch_size,
-        "device": str(transcriber.device),
+        "device": str(getattr(transcriber, "device", "cpu")),
+        "engine": transcriber.engine.kind,
         "timing": {
             "wall_seconds": round(wall, 3),
             "audio_seconds": round(audio_s, 3),

@@ -180,7 +180,8 @@ def test_transcribe_inputs_and_bad_items(exported: Path, ctc_checkpoint: dict, t
     assert out[0].text == ctc_checkpoint["texts"][0] and out[0].source == "<bytes>"
     assert not out[1].ok and "bad.wav" in out[1].error
     assert out[2].text == ctc_checkpoint["texts"][1]
-    assert not out[3].ok and "too short" in out[3].error
+    # the one short-audio rule of both engines: padded with silence, decoded (to nothing here)
+    assert out[3].ok and out[3].text == "" and out[3].duration < 0.01
     with pytest.raises(ConfigError, match="runtime has"):
         model.transcribe(str(wav), search="beam")
 

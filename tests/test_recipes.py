@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from kospeech.config import load_config
@@ -298,9 +299,15 @@ def test_ksponspeech_recipe_end_to_end(kspon_run: tuple[Path, Path, str]) -> Non
     assert "| tiny | deepspeech2 | ksponspeech | ksponspeech | eval_clean | phonetic |" in out
     # --user-dir reached every kospeech command of every stage
     stages = (recipe.parents[1] / "stages.log").read_text(encoding="utf-8").splitlines()
-    expected = ["data prep", "tokenizer train", *["features dump"] * 4, "train --config", "decode --checkpoint",
-                "decode --checkpoint", "score --dir", "score --dir", "compare exp/tiny/decode_eval_clean_default"]
+    model = "exp/tiny/checkpoints/best.pt"
+    expected = ["data prep", "tokenizer train", *["features dump"] * 4, "train --config", f"decode {model}",
+                f"decode {model}", "score --dir", "score --dir", "compare exp/tiny/decode_eval_clean_default",
+                f"pack {model}"]
     assert stages == expected, stages
+    # the last stage packs the model with the decoding stage 4 scored, and the package says what it scored
+    info = yaml.safe_load((recipe / "exp" / "tiny" / "package" / "package.yaml").read_text(encoding="utf-8"))
+    assert info["decode"]["search"]["name"] == "ctc_greedy" and info["transcript"] == "phonetic"
+    assert [r["test_set"] for r in info["scores"]] == ["eval_clean", "eval_other"]
 
 
 def test_stage3_resumes_from_existing_features(kspon_run: tuple[Path, Path, str]) -> None:

@@ -110,7 +110,7 @@ def test_bad_requests_get_clear_4xx(server: str, ctc_checkpoint: dict) -> None:
     status, body = post(f"{server}/transcribe", wav_bytes(np.zeros(16000 * 30, np.float32)), multipart=False)
     assert status == 413 and "larger than the limit" in body["error"]
     status, body = post(f"{server}/transcribe", wav_bytes(np.zeros(50, np.float32)))
-    assert status == 422 and "too short" in body["error"]
+    assert status == 200 and body["text"] == ""  # padded as every door pads short audio
 
 
 def test_concurrent_requests_all_succeed(server: str, ctc_checkpoint: dict) -> None:
@@ -135,7 +135,7 @@ def test_a_failing_model_gives_json_500() -> None:
     class Broken:
         sample_rate = 16000
 
-        def transcribe(self, wave: np.ndarray) -> None:
+        def transcribe(self, wave: np.ndarray, **options: object) -> None:
             raise RuntimeError("out of memory")
 
     for url in run_server(create_app(Broken())):

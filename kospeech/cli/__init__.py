@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "compare",
     "transcribe",
+    "pack",
     "export",
     "serve",
 )
@@ -44,6 +45,45 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_search_arguments(p: argparse.ArgumentParser, *, search_takes_options: bool = False) -> None:
+    """The one CLI shape for a decoding, shared by transcribe, decode, serve and pack:
+    ``--search NAME``, ``-o KEY=VALUE`` (repeatable) and ``--lm DIR``."""
+    if search_takes_options:  # decode's older spelling: --search NAME k=v ...
+        p.add_argument("--search", nargs="+", default=None, metavar=("NAME", "KEY=VALUE"),
+                       help="registered search (kospeech registry list search), optionally followed by its options")
+    else:
+        p.add_argument("--search", default=None, metavar="NAME",
+                       help="registered search name (default: the model's own decoding: a package's, the "
+                       "checkpoint's decode.search, else the best for the model's heads)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="search option, e.g. -o beam_size=10 -o lm_weight=0.8; repeatable")
+    p.add_argument("--lm", default=None, metavar="PATH",
+                   help="language model for shallow fusion (lm.arpa, lm.pt or their folder); a greedy search "
+                   "becomes its beam search, and without -o lm_weight=W the weight is 0.5")
+
+
+def search_choice(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[str | None, dict[str, object]]:
+    """(search name or None, options) from :func:`add_search_arguments`'s options and ``key=value`` words."""
+    from kospeech.config import parse_override
+    from kospeech.errors import ConfigError
+
+    search = args.search
+    words = list(extra) + list(args.option)
+    if isinstance(search, list):
+        search, words = search[0], [*search[1:], *words]
+    options: dict[str, object] = {}
+    for text in words:
+        keys, value = parse_override(text)
+        if len(keys) != 1:
+            raise ConfigError(f"search option '{text}' must be a plain key=value (for example beam_size=10)")
+        if keys[0] == "name":
+            raise ConfigError(f"search option '{text}': choose the search with --search NAME")
+        options[keys[0]] = value
+    if args.lm:
+        options["lm"] = args.lm
+    return search, options
 
 
 def common_parser() -> argparse.ArgumentParser:

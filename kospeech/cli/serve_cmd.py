@@ -1,22 +1,26 @@
-"""``kospeech serve CHECKPOINT_OR_EXPORT_DIR [--host 127.0.0.1] [--port 8000]``: the web demo.
+"""``kospeech serve MODEL [--search NAME] [-o KEY=VALUE]... [--lm DIR] [--host 127.0.0.1] [--port 8000]``.
 
 Open http://HOST:PORT/ to upload a file or record from the microphone and read the transcript
 with word times; programs ``POST /transcribe`` (multipart field ``audio``, or the raw body) and
-get ``{"text", "words", "duration"}``. An export directory runs on the torch-free runtime; a
-checkpoint loads with ``kospeech.load``. Needs the ``serve`` extra: pip install 'kospeech[serve]'
-(and ``export`` for an export directory).
+get ``{"text", "words", "duration"}``. MODEL is what ``kospeech.load`` opens: a package (served
+with its own decoding and LM), an export directory (the torch-free runtime) or a checkpoint.
+Needs the ``serve`` extra: pip install 'kospeech[serve]' (and ``export`` for an export directory).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from kospeech.cli import add_search_arguments
+
 
 def serve(args: argparse.Namespace) -> int:
+    from kospeech.cli import search_choice
     from kospeech.serve.app import serve as run
 
+    search, options = search_choice(args)
     run(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 1024 * 1024),
-        max_seconds=args.max_seconds, workers=args.workers)
+        max_seconds=args.max_seconds, workers=args.workers, search=search, search_options=options)
     return 0
 
 
@@ -28,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="a checkpoint .pt or a directory written by `kospeech export`")
+    p.add_argument("model", help="a package (kospeech pack), an export dir or a checkpoint")
+    add_search_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")

@@ -1,8 +1,9 @@
-"""``kospeech transcribe CHECKPOINT AUDIO... [--search NAME] [-o KEY=VALUE]... [--format FMT]``.
+"""``kospeech transcribe MODEL AUDIO... [--search NAME] [-o KEY=VALUE]... [--lm DIR] [--format FMT]``.
 
-A thin command line over :class:`kospeech.inference.Transcriber` (the Python API). AUDIO is a
-wav/flac/ogg file (any sample rate), a KsponSpeech headerless ``.pcm``, or ``-`` for standard
-input; CHECKPOINT is a ``.pt`` file or an exp dir. Audio longer than ``--max-segment-seconds``
+A thin command line over ``kospeech.load`` (the Python API). AUDIO is a wav/flac/ogg file (any
+sample rate), a KsponSpeech headerless ``.pcm``, or ``-`` for standard input; MODEL is a package
+(decoded with its own search and LM, as the recipe scored it), an export dir (onnxruntime), a
+checkpoint ``.pt`` or an exp dir. Audio longer than ``--max-segment-seconds``
 is cut at pauses and decoded piece by piece (a progress bar shows the seconds done).
 
 ``--format``: ``text`` (``path<TAB>text`` per file; the text alone for one file), ``json`` (one
@@ -20,27 +21,22 @@ import argparse
 import os
 import sys
 
-from kospeech.cli import positive_int
+from kospeech.cli import add_search_arguments, positive_int
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from kospeech.config import parse_override
+    from kospeech.cli import search_choice
     from kospeech.errors import DataError
     from kospeech.inference import load
     from kospeech.inference.formats import render
     from kospeech.progress import progress_bar
 
     audio = [a for a in args.items if "=" not in a or os.path.exists(a) or a == "-"]
-    texts = [a for a in args.items if a not in audio] + list(args.option)
+    texts = [a for a in args.items if a not in audio]
     if not audio:
         raise DataError("no audio files given (give paths, or - for standard input)")
-    options = {}
-    for text in texts:
-        keys, value = parse_override(text)
-        options[".".join(keys)] = value
-    if args.lm:
-        options["lm"] = args.lm
-    asr = load(args.checkpoint, device=args.device, search=args.search, trust_plugins=args.trust_plugins,
+    search, options = search_choice(args, texts)
+    asr = load(args.checkpoint, device=args.device, search=search, trust_plugins=args.trust_plugins,
                max_segment_seconds=args.max_segment_seconds, **options)
     total = 0.0
     for a in audio:
@@ -66,13 +62,11 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="a checkpoint .pt or an exp dir (carries its tokenizer, frontend and CMVN)")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="a package (kospeech pack; a recipe's exp/<run>/package), an export dir, a checkpoint .pt "
+                   "or an exp dir")
     p.add_argument("items", nargs="*", metavar="AUDIO", help="audio files, or - for standard input")
-    p.add_argument("--search", default=None, metavar="NAME",
-                   help="registered search name (default: the checkpoint's decode.search, else the best for the model)")
-    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="search option, e.g. -o beam_size=10; repeatable")
-    p.add_argument("--lm", default=None, metavar="PATH", help="language model for shallow fusion (sets lm=PATH)")
+    add_search_arguments(p)
     p.add_argument("--format", choices=("text", "json", "srt", "vtt", "ctm"), default="text", help="output format")
     p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     p.add_argument(

@@ -30,6 +30,7 @@ from torch import nn
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
 from kospeech.metadata import make_metadata
+from kospeech.models.base import min_input_frames
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +364,12 @@ def export_onnx(
     quantize: str | None = None,
     opset: int = OPSET,
 ) -> Path:
-    """Write ``out_dir`` (model.onnx, frontend, CMVN, tokenizer, model.yaml) from ``checkpoint``."""
+    """Write ``out_dir`` (model.onnx, frontend, CMVN, tokenizer, model.yaml) from ``checkpoint``.
+
+    ``checkpoint`` may be a model package (:mod:`kospeech.inference.package`): its LM, decoding
+    and model card come along, so the runtime decodes the export as the package decodes. ``out_dir``
+    is replaced only when it is an earlier export (or empty).
+    """
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -371,10 +377,12 @@ def export_onnx(
         raise ConfigError(f"export needs onnx and onnxruntime: pip install 'kospeech[export]' ({err})") from None
     if quantize not in (None, *QUANTIZE):
         raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(QUANTIZE)}")
+    from kospeech.inference import package as pk
     from kospeech.inference.loading import load_for_inference
 
     source = Path(checkpoint)
-    bundle = load_for_inference(source, device="cpu")  # refuses a newer checkpoint format
+    pkg = pk.read_package(source) if pk.is_package(source) else None
+    bundle = load_for_inference(pkg.checkpoint if pkg else source, device="cpu")  # refuses a newer format
     model, frontend = bundle.model.eval(), bundle.frontend
     name = bundle.config.get("model", {}).get("name", type(model).__name__)
     has_decoder = bool(getattr(model, "has_decoder", False))
@@ -390,7 +398,9 @@ def export_onnx(
     if frontend.del_silence:
         raise ConfigError(f"{source}: frontend.del_silence is not supported by the runtime; export a model without it")
 
-    out = Path(out_dir)
+    out = pk.out_dir(out_dir)
+    if out == source.resolve() or source.resolve() in out.parents:
+        raise ConfigError(f"--out {out_dir}: inside the model being exported ({source}); choose another folder")
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -426,8 +436,13 @@ def export_onnx(
         bundle.tokenizer.save(tmp / mf.TOKENIZER_DIR)
         inherited = {k: bundle.metadata[k] for k in ("plugins", "training_corpus") if k in bundle.metadata}
         checksum = mf.sha256_files(*(tmp / f for f in graphs.values()))
+        int8_files = [f for k, f in files.items() if k == "int8" or k.endswith("_int8")]
+        decode = {"search": _default_search(bundle.config, head, "decoder" in graphs)}
+        if pkg is not None:
+            decode = _package_decoding(pkg, head, tmp)
         manifest = {
             "metadata": make_metadata("export", checksum=checksum, **inherited),
+            "name": pkg.name if pkg else pk.package_name(out),
             "source": {"checkpoint": source.name, "model": name},
             "files": {**files, "frontend_arrays": mf.FRONTEND_ARRAYS, "tokenizer": mf.TOKENIZER_DIR},
             "network": {
@@ -437,31 +452,26 @@ def export_onnx(
                 "vocab_size": int(bundle.tokenizer.vocab_size),
                 "subsampling": subsampling,
                 "frame_seconds": hop * subsampling / sr,
-                "min_frames": _min_frames(model),
+                "min_frames": min_input_frames(model, input_dim),  # the torch engine's own rule
                 "opset": opset,
                 **({"decoder_state": init_shapes(model, input_dim)} if "decoder" in graphs else {}),
+                # the int8 graphs are loaded by default: their bytes are checked too
+                **({"int8_graphs": int8_files, "int8_checksum": mf.sha256_files(*(tmp / f for f in int8_files))}
+                   if int8_files else {}),
             },
             "frontend": _plain(frontend.config),
-            "decode": {"search": _default_search(bundle.config, head, "decoder" in graphs)},
+            "decode": decode,
             "check": {"max_abs_diff": float(diff)},
         }
         (tmp / mf.MANIFEST).write_text(
             yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        pk.replace_dir(tmp, out, (mf.MANIFEST,))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("exported %s (%s) to %s (max |difference| to PyTorch %.2g)", source, head, out, diff)
     return out
-
-
-def _min_frames(model: nn.Module) -> int:
-    """Shortest input the encoder's extractor takes (conv subsampling needs a few frames)."""
-    extractor = getattr(getattr(model, "encoder", None), "extractor", None)
-    return int(getattr(extractor, "min_frames", 1))
 
 
 def init_shapes(model: nn.Module, input_dim: int) -> list[list[int]]:
@@ -477,6 +487,35 @@ def _default_search(config: Mapping[str, Any], head: str, decoder: bool = False)
     if decoder and head == "attention" and isinstance(search, Mapping) and search.get("name") == "greedy":
         return {k: v for k, v in search.items() if k in ("name", "max_len_ratio")}
     return {"name": {"transducer": "transducer_greedy", "attention": "greedy"}.get(head, "ctc_greedy")}
+
+
+def _package_decoding(pkg: Any, head: str, tmp: Path) -> dict[str, Any]:
+    """A package's decoding for the runtime, with its LM and card copied into the export (``tmp``).
+
+    The runtime has CTC greedy and prefix beam (n-gram fusion), transducer greedy and attention
+    greedy; a package that decodes with another search is exported with the nearest one and a warning.
+    """
+    from kospeech.inference import package as pk
+
+    search = dict(pkg.search)
+    if (pkg.directory / pk.CARD_FILE).is_file():
+        shutil.copy2(pkg.directory / pk.CARD_FILE, tmp / pk.CARD_FILE)
+    runtime_has = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",),
+                   "attention": ("greedy",)}[head]
+    if search["name"] not in runtime_has:
+        fallback = _default_search({}, head)
+        logger.warning("%s decodes with %s, which the runtime lacks: the export decodes with %s",
+                       pkg.directory, search["name"], fallback["name"])
+        return {"search": fallback, "package_search": _plain(pkg.info.get("decode", {}).get("search"))}
+    if search.get("lm"):
+        from kospeech.lm.base import lm_file
+
+        if lm_file(search["lm"]).suffix == ".pt":
+            raise ConfigError(f"{pkg.directory}: its LM is a neural LM (lm.pt), which the torch-free runtime cannot "
+                              "run; pack it with an n-gram (kospeech lm train --type ngram) to export it")
+        pk.copy_lm(search["lm"], tmp / pk.LM_DIR)
+        search["lm"] = pk.LM_DIR
+    return {"search": _plain(search)}
 
 
 def _plain(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Decoding with several checkpoints at once: ``kospeech decode --checkpoint a.pt b.pt``.
+"""Decoding with several checkpoints at once: ``kospeech decode a.pt b.pt``.
 
 Members that share a tokenizer and a frontend are combined into one :class:`EnsembleModel`,
 which implements the decoding hooks of :class:`~kospeech.models.base.ASRModel`, so every search

@@ -1,15 +1,23 @@
 """CTC searches on numpy log-probabilities: greedy with token spans, prefix beam, forced alignment.
 
-The same searches as :mod:`kospeech.search.ctc` (``ctc_greedy``, ``ctc_prefix_beam`` without an
-LM), written for one utterance ``(T, V)`` at a time in numpy so the runtime needs no torch. As
-there, ``<pad>``, ``<sos>`` and ``<eos>`` are never emitted and ``<blank>`` is id 0.
+The same searches as :mod:`kospeech.search.ctc` (``ctc_greedy``, ``ctc_prefix_beam`` with or
+without an n-gram for shallow fusion), written for one utterance ``(T, V)`` at a time in numpy so
+the runtime needs no torch. As there, ``<pad>``, ``<sos>`` and ``<eos>`` are never emitted and
+``<blank>`` is id 0. The n-gram is :class:`kospeech.lm.arpa.NgramScorer`, the model that the
+torch searches' ``NgramLM`` wraps, so both fuse the same numbers.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from kospeech.errors import ConfigError
 from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
+
+if TYPE_CHECKING:  # the scorer is passed in; decoding without an LM never loads its module
+    from kospeech.lm.arpa import NgramScorer, NgramState
 
 NEG_INF = -np.inf
 
@@ -40,53 +48,113 @@ def greedy(log_probs: np.ndarray) -> tuple[list[int], list[Span]]:
     return tokens, spans
 
 
-def prefix_beam(log_probs: np.ndarray, beam_size: int = 10) -> list[tuple[list[int], float]]:
-    """CTC prefix beam search: the ``beam_size`` best prefixes with their log-probabilities, best first.
+def prefix_beam(
+    log_probs: np.ndarray,
+    beam_size: int = 10,
+    *,
+    lm: NgramScorer | None = None,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
+) -> list[tuple[list[int], float]]:
+    """CTC prefix beam search: the ``beam_size`` best prefixes with their scores, best first.
 
     Each frame scores the kept prefixes unchanged and every one-token extension, adds an
     extension that recreates a kept prefix to that prefix, and keeps the best ``beam_size``
     (the candidate set and merge rule of :func:`kospeech.search.ctc.ctc_prefix_beam_search`).
+    Candidates rank by ``log P_ctc + lm_weight * log P_lm + length_bonus * len``; the final
+    ranking (and the returned score) adds the LM's ``<eos>``. The arithmetic is float32, as in
+    the torch search, so both keep the same prefixes; equal scores keep the lower candidate
+    index (the torch search's ``topk`` does not promise an order among them).
+
+    Args:
+        log_probs: (T, V) CTC log-probabilities of one utterance.
+        beam_size: prefixes kept (and returned at most).
+        lm: an n-gram for shallow fusion (:func:`kospeech.lm.arpa.load_ngram`), or None.
+        lm_weight: weight of its log-probabilities; 0 leaves the LM out, as the searches do.
+        length_bonus: added per emitted token (offsets the LM's push towards fewer tokens).
     """
-    lp_all = mask_non_units(log_probs).astype(np.float64)
+    lp_all = mask_non_units(log_probs)
     T, V = lp_all.shape
+    if lm is not None and lm.vocab_size != V:
+        raise ConfigError(f"the n-gram has {lm.vocab_size} tokens but the model outputs {V}; "
+                          f"train the LM with the model's lang dir (kospeech lm train --lang ...)")
+    if lm_weight == 0.0:
+        lm = None
+    weight, bonus = np.float32(lm_weight), np.float32(length_bonus)
     prefixes: list[tuple[int, ...]] = [()]
-    pb = np.array([0.0])
-    pnb = np.array([NEG_INF])
+    pb = np.zeros(1, dtype=np.float32)
+    pnb = np.full(1, NEG_INF, dtype=np.float32)
+    plen = np.zeros(1, dtype=np.int64)
+    last = np.full(1, -1, dtype=np.int64)
+    lm_score = np.zeros(1, dtype=np.float32)
+    lm_logp: np.ndarray | None = None
+    lm_state: NgramState | None = None
+    if lm is not None:
+        lm_logp, lm_state = lm.start(1)
     for t in range(T):
         lp = lp_all[t]
         K = len(prefixes)
-        last = np.array([p[-1] if p else -1 for p in prefixes])
         prev = np.logaddexp(pb, pnb)
         stay_b = prev + lp[BLANK_ID]
-        stay_nb = np.where(last >= 0, pnb + lp[np.maximum(last, 0)], NEG_INF)
+        stay_nb = np.where(last >= 0, pnb + lp[np.maximum(last, 0)], np.float32(NEG_INF))
         ext = prev[:, None] + lp[None, :]
         rows = np.nonzero(last >= 0)[0]
         ext[rows, last[rows]] = pb[rows] + lp[last[rows]]  # a repeat needs a blank in between
         ext[:, BLANK_ID] = NEG_INF
+        # an extension k + c that equals prefix j already in the beam adds to j instead
         index = {p: k for k, p in enumerate(prefixes)}
         for j, p in enumerate(prefixes):
             k = index.get(p[:-1]) if p else None
             if k is not None:
                 stay_nb[j] = np.logaddexp(stay_nb[j], ext[k, p[-1]])
                 ext[k, p[-1]] = NEG_INF
-        totals = np.concatenate([np.logaddexp(stay_b, stay_nb), ext.reshape(-1)])
+        same_total = np.logaddexp(stay_b, stay_nb) + weight * lm_score + bonus * plen.astype(np.float32)
+        ext_total = ext + (bonus * (plen + 1).astype(np.float32))[:, None]
+        if lm_logp is not None:
+            ext_total = ext_total + weight * (lm_score[:, None] + lm_logp)
+        totals = np.concatenate([same_total, ext_total.reshape(-1)])
         n_keep = min(beam_size, int(np.isfinite(totals).sum()))
         top = np.argsort(-totals, kind="stable")[:n_keep]
-        new_prefixes, new_pb, new_pnb = [], [], []
-        for c in top.tolist():
-            if c < K:
-                new_prefixes.append(prefixes[c])
-                new_pb.append(stay_b[c])
-                new_pnb.append(stay_nb[c])
-            else:
-                k, tok = divmod(c - K, V)
-                new_prefixes.append((*prefixes[k], tok))
-                new_pb.append(NEG_INF)
-                new_pnb.append(ext[k, tok])
-        prefixes, pb, pnb = new_prefixes, np.array(new_pb), np.array(new_pnb)
-    final = np.logaddexp(pb, pnb)
+        is_ext = top >= K
+        e = np.where(is_ext, top - K, 0)
+        parent = np.where(is_ext, e // V, top)
+        tok = np.where(is_ext, e % V, -1)
+        pb = np.where(is_ext, np.float32(NEG_INF), stay_b[parent])
+        pnb = np.where(is_ext, ext.reshape(-1)[e], stay_nb[parent])
+        last = np.where(is_ext, tok, last[parent])
+        plen = plen[parent] + is_ext
+        prefixes = [(*prefixes[k], c) if c >= 0 else prefixes[k] for k, c in zip(parent.tolist(), tok.tolist())]
+        if lm is not None and lm_logp is not None and lm_state is not None:
+            lm_logp, lm_state, lm_score = _advance_lm(lm, lm_logp, lm_state, lm_score, parent, tok, is_ext)
+    ctc = np.logaddexp(pb, pnb)
+    lm_total = lm_score if lm_logp is None else lm_score + lm_logp[:, EOS_ID]
+    final = ctc + weight * lm_total + bonus * plen.astype(np.float32)
     order = np.argsort(-final, kind="stable")
-    return [(list(prefixes[i]), float(final[i])) for i in order.tolist()]
+    return [(list(prefixes[i]), float(final[i])) for i in order.tolist() if np.isfinite(final[i])]
+
+
+def _advance_lm(
+    lm: NgramScorer,
+    lm_logp: np.ndarray,
+    lm_state: NgramState,
+    lm_score: np.ndarray,
+    parent: np.ndarray,
+    tok: np.ndarray,
+    emit: np.ndarray,
+) -> tuple[np.ndarray, NgramState, np.ndarray]:
+    """The LM after a frame (:func:`kospeech.search.common.advance_lm` for one utterance): each
+    kept prefix takes its parent's LM row, adds the log-prob of the token it emitted, and only
+    the rows that emitted one step the LM."""
+    logp = lm_logp[parent]
+    state = lm.select(lm_state, parent)
+    gained = logp[np.arange(parent.size), np.maximum(tok, 0)]
+    score = lm_score[parent] + np.where(emit, gained, np.float32(0.0))
+    rows = np.nonzero(emit)[0]
+    if rows.size:
+        s_logp, s_state = lm.step(tok[rows], lm.select(state, rows))
+        logp[rows] = s_logp
+        state = state.put(rows, s_state)
+    return logp, state, score
 
 
 def align(log_probs: np.ndarray, tokens: list[int]) -> list[Span] | None:

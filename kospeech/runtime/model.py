@@ -1,10 +1,11 @@
-"""An exported model decoded with onnxruntime and numpy: the torch-free twin of ``kospeech.load``.
+"""The onnxruntime engine: an export dir decoded with onnxruntime and numpy, no torch.
 
-``transcribe`` takes what the Python API takes (a path, a float wave at the model's rate, a
-file's bytes, or a list of them) and returns the same :class:`~kospeech.inference.result.Result`
-objects: text, words and syllables with times (from the CTC spans of the chosen tokens, grouped
-by :func:`kospeech.inference.timing.syllables_and_words`), duration. A bad item gives a failed
-Result naming it; the others still decode.
+:class:`OnnxEngine` implements the driver's engine interface
+(:class:`kospeech.inference.driver.Engine`): waves -> features (numpy frontend, CMVN) -> the
+exported graphs -> a numpy search (CTC greedy, CTC prefix beam with n-gram shallow fusion,
+transducer greedy, attention greedy) -> token ids with their CTC spans. :class:`ExportedModel`
+is the driver over it, so inputs, long audio, batching, per-item errors and results are the
+very code the torch engine runs behind.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ import numpy as np
 import yaml
 
 from kospeech.audio import check_finite, read_audio, read_audio_bytes, resample_wave
-from kospeech.errors import ConfigError, DataError, KoSpeechError
+from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
-from kospeech.inference.result import Result
-from kospeech.inference.segment import segment_stream
-from kospeech.inference.timing import Piece, TokenSpan, assemble
+from kospeech.inference.driver import Decoded, Driver, samples_for_frames
+from kospeech.inference.package import package_name, resolve_lm
+from kospeech.inference.timing import TokenSpan
 from kospeech.metadata import check_metadata
 from kospeech.runtime import attention, ctc, transducer
 from kospeech.runtime.features import NumpyFrontend
 from kospeech.runtime.tokens import Detokenizer
 
 SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",), "attention": ("greedy",)}
-OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size",), "transducer_greedy": ("max_symbols_per_frame",),
+OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size", "lm", "lm_weight", "length_bonus"),
+           "transducer_greedy": ("max_symbols_per_frame",),
            "greedy": ("max_len_ratio",)}
 Item = str | os.PathLike | np.ndarray | bytes
 #: onnxruntime input types of decoder state tensors -> numpy (the zero start state)
@@ -37,8 +39,17 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(in
            "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
-class ExportedModel:
-    """A loaded export directory (see :func:`kospeech.runtime.load`)."""
+class RuntimeSearch:
+    """A checked search config and, for fusion, its loaded n-gram (what :meth:`OnnxEngine.build_search` gives)."""
+
+    def __init__(self, cfg: Mapping[str, Any], lm: Any = None) -> None:
+        self.cfg, self.lm = dict(cfg), lm
+
+
+class OnnxEngine:
+    """A loaded export directory as a driver engine (see :func:`kospeech.runtime.load`)."""
+
+    kind = "onnx"
 
     def __init__(self, directory: str | os.PathLike[str], *, int8: bool | None = None, num_threads: int = 0) -> None:
         try:
@@ -69,6 +80,11 @@ class ExportedModel:
             names = ", ".join(p.name for p in graphs)
             raise DataError(f"{d}: sha256 of {names} differs from {mf.MANIFEST}'s checksum; the files are damaged, "
                             "export again")
+        if use_int8 and net.get("int8_checksum"):
+            int8_paths = [d / f for f in net.get("int8_graphs", [])]
+            if not all(p.is_file() for p in int8_paths) or mf.sha256_files(*int8_paths) != net["int8_checksum"]:
+                raise DataError(f"{d}: the int8 graphs are missing or their sha256 differs from {mf.MANIFEST}'s; "
+                                "the files are damaged: export again (or load with int8=False)")
         self.int8 = bool(use_int8)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -103,12 +119,35 @@ class ExportedModel:
         self.sample_rate = self.frontend.sample_rate
         self.frame_seconds = float(net["frame_seconds"])
         self.min_frames = int(net.get("min_frames", 1))
-        search = self.manifest.get("decode", {}).get("search")
-        self.default_search: dict[str, Any] = dict(search or {"name": "ctc_greedy"})
+        self.space_symbol = self.tokenizer.space_symbol
 
-    def __repr__(self) -> str:
-        src = self.manifest.get("source", {})
-        return f"ExportedModel({str(self.directory)!r}, model={src.get('model')!r}, int8={self.int8})"
+    def default_search(self) -> dict[str, Any]:
+        search = self.manifest.get("decode", {}).get("search")
+        return resolve_lm(search or {"name": self.searches[0]}, self.directory)
+
+    def min_samples(self) -> int:
+        return samples_for_frames(self.min_frames, self.sample_rate, self.frontend.hop_length / self.sample_rate)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def build_search(self, cfg: Mapping[str, Any]) -> RuntimeSearch:
+        checked = self._search(None, cfg)
+        lm = None
+        if checked.get("lm") and checked.get("lm_weight"):
+            from kospeech.lm.arpa import load_ngram
+
+            lm = load_ngram(checked["lm"])
+            if lm.vocab_size != self.tokenizer.vocab_size:
+                raise ConfigError(f"the LM {checked['lm']} has {lm.vocab_size} tokens but the model outputs "
+                                  f"{self.tokenizer.vocab_size}; train the LM with the model's lang dir")
+        return RuntimeSearch(checked, lm)
+
+    def decode(self, waves: Sequence[np.ndarray], search: Any, *, timestamps: bool) -> list[Decoded]:
+        if not isinstance(search, RuntimeSearch):
+            search = self.build_search(search)
+        return [Decoded(tokens, None, spans if timestamps else None)
+                for tokens, spans in self._decode_batch(self._run(waves), search)]
 
     # -- pieces (also used by the parity test and bench/export.py) ---------------------------
 
@@ -191,75 +230,9 @@ class ExportedModel:
     def _joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:
         return self.joiner.run(None, {"encoder_frame": frame, "predictor_out": pred_out})[0]
 
-    # -- the API --------------------------------------------------------------------------------
-
-    def transcribe(
-        self,
-        items: Item | Sequence[Item],
-        *,
-        search: str | Mapping[str, Any] | None = None,
-        batch_size: int = 8,
-        segment: bool = True,
-        max_segment_seconds: float = 20.0,
-        **options: Any,
-    ) -> Result | list[Result]:
-        """Transcribe one item (returns a Result) or a list (returns a list, in order).
-
-        ``search``: ``ctc_greedy``, ``ctc_prefix_beam``, ``transducer_greedy`` or ``greedy`` (the
-        attention decoder; default: the export's); options such as ``beam_size=10`` go with it. Audio longer than
-        ``max_segment_seconds`` is cut at its longest pauses (:mod:`kospeech.inference.segment`,
-        as the PyTorch API does) and the pieces' times are put back on the whole item.
-        """
-        single = not isinstance(items, (list, tuple))
-        todo: list[Item] = [items] if single else list(items)  # type: ignore[list-item]
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        cfg = self._search(search, options)
-        results: list[Result | None] = [None] * len(todo)
-        rate = self.sample_rate
-        pieces: list[tuple[int, int, np.ndarray]] = []  # (item, start sample, wave)
-        names: dict[int, tuple[str, float]] = {}
-        for i, item in enumerate(todo):
-            try:
-                wave, name = self.read(item)
-            except KoSpeechError as err:
-                results[i] = Result.failed(_name(item), str(err))
-                continue
-            names[i] = (name, wave.size / rate)
-            if segment and wave.size > max_segment_seconds * rate:
-                cuts = segment_stream([wave], rate, max_seconds=max_segment_seconds,
-                                      min_seconds=max_segment_seconds / 4)
-                pieces.extend((i, start, piece) for start, piece in cuts)
-            else:
-                pieces.append((i, 0, wave))
-        pieces.sort(key=lambda p: -p[2].size)  # similar lengths share a batch: little padding
-        decoded: dict[int, list[Piece]] = {i: [] for i in names}
-        failed: dict[int, str] = {}
-        for start in range(0, len(pieces), batch_size):
-            chunk = pieces[start : start + batch_size]
-            try:
-                done: list[tuple[list[int], list[TokenSpan]] | None] = list(
-                    self._decode_batch(self._run([w for _, _, w in chunk]), cfg))
-            except KoSpeechError:
-                done = [None] * len(chunk)  # decode one by one below, so one bad item names itself
-            for (i, offset, wave), one in zip(chunk, done):
-                try:
-                    tokens, spans = self._decode_batch(self._run([wave]), cfg)[0] if one is None else one
-                    decoded[i].append((offset / rate, (offset + wave.size) / rate, tokens, spans))
-                except KoSpeechError as err:
-                    failed[i] = f"{names[i][0]}: {err}"
-        space = self.tokenizer.space_symbol
-        for i, (name, seconds) in names.items():
-            if i in failed:
-                results[i] = Result.failed(name, failed[i])
-            else:
-                results[i] = assemble(sorted(decoded[i], key=lambda p: p[0]), self.tokenizer.decode,
-                                      space_symbol=space, seconds=seconds, source=name)
-        return results[0] if single else results  # type: ignore[return-value]
-
     def _search(self, search: str | Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
         if search is None:
-            cfg = {**self.default_search, **options}
+            cfg = dict(options)
         elif isinstance(search, str):
             cfg = {"name": search, **options}
         else:
@@ -275,10 +248,11 @@ class ExportedModel:
         return cfg
 
     def _decode_batch(self, outs: Sequence[Mapping[str, np.ndarray]],
-                      cfg: Mapping[str, Any]) -> list[tuple[list[int], list[TokenSpan]]]:
+                      search: RuntimeSearch) -> list[tuple[list[int], list[TokenSpan]]]:
         """Pieces' first-graph outputs -> token ids and spans; the attention decoder runs them as one batch."""
+        cfg = search.cfg
         if cfg["name"] != "greedy":
-            return [self._decode(o[self._first_output], cfg) for o in outs]
+            return [self._decode(o[self._first_output], search) for o in outs]
         step = self.frame_seconds
         decoded = []
         for o, tokens in zip(outs, self.attention_greedy(outs, float(cfg.get("max_len_ratio", 1.0)))):
@@ -288,8 +262,9 @@ class ExportedModel:
                                      for t, s, e, p in spans]))
         return decoded
 
-    def _decode(self, out: np.ndarray, cfg: Mapping[str, Any]) -> tuple[list[int], list[TokenSpan]]:
+    def _decode(self, out: np.ndarray, search: RuntimeSearch) -> tuple[list[int], list[TokenSpan]]:
         """One piece's network output -> token ids and their spans in seconds from the piece's start."""
+        cfg = search.cfg
         if cfg["name"] == "transducer_greedy":
             state = [np.zeros(shape, dtype=np.float32) for shape in self._state_shapes]
             tokens, spans = transducer.greedy(out, self._step, self._joint, state,
@@ -297,16 +272,35 @@ class ExportedModel:
         elif cfg["name"] == "ctc_greedy":
             tokens, spans = ctc.greedy(out)
         else:
-            tokens = ctc.prefix_beam(out, int(cfg.get("beam_size", 10)))[0][0]
+            tokens = ctc.prefix_beam(out, int(cfg.get("beam_size", 10)), lm=search.lm,
+                                     lm_weight=float(cfg.get("lm_weight") or 0.0),
+                                     length_bonus=float(cfg.get("length_bonus", 0.0)))[0][0]
             spans = ctc.align(out, tokens) or []
         step = self.frame_seconds
         return tokens, [TokenSpan(self.tokenizer.id_to_token(t), s * step, e * step, round(p, 4))
                         for t, s, e, p in spans]
 
 
-def _name(item: Any) -> str:
-    if isinstance(item, np.ndarray):
-        return "<array>"
-    if isinstance(item, (bytes, bytearray)):
-        return "<bytes>"
-    return str(item)
+
+class ExportedModel(Driver):
+    """An export dir ready to transcribe without torch: the driver over an :class:`OnnxEngine`.
+
+    ``transcribe`` takes and returns what ``kospeech.load(checkpoint).transcribe`` does; with no
+    options it decodes with the export's own search (a package's LM and weights included).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, int8: bool | None = None, num_threads: int = 0,
+                 search: str | Mapping[str, Any] | None = None, max_segment_seconds: float = 20.0,
+                 **options: Any) -> None:
+        engine = OnnxEngine(directory, int8=int8, num_threads=num_threads)
+        name = str(engine.manifest.get("name") or package_name(engine.directory))
+        super().__init__(engine, search=search, max_segment_seconds=max_segment_seconds, name=name, **options)
+
+    def __getattr__(self, key: str) -> Any:  # the engine's facts and pieces: head, int8, log_probs, manifest...
+        if key == "engine":
+            raise AttributeError(key)
+        return getattr(self.engine, key)
+
+    def __repr__(self) -> str:
+        src = self.engine.manifest.get("source", {})
+        return f"ExportedModel({str(self.engine.directory)!r}, model={src.get('model')!r}, int8={self.engine.int8})"

@@ -5,7 +5,10 @@ body (wav, flac or ogg; any rate, resampled) and answers ``{"text", "words": [{"
 "end", "score"}], "duration"}``. Errors are JSON ``{"error": ...}`` with a 4xx status: 400 no
 audio, 413 a body over ``max_bytes`` or audio over ``max_seconds``, 415 bytes that are not audio,
 503 when every worker stayed busy for ``queue_timeout`` seconds; 422 when the model cannot take the
-audio (too short), 500 (JSON too) for a failure of the server itself.
+audio, 500 (JSON too) for a failure of the server itself. JSON is UTF-8 (``"text": "안녕하세요"``).
+The server decodes with the model's own decoding (a package's search and LM) unless ``kospeech
+serve`` was given ``--search``/``-o``/``--lm``: :func:`open_model` goes through ``kospeech.load``,
+the one front door, so ``POST /transcribe`` answers what ``kospeech transcribe`` prints.
 
 Browsers record WebM/Opus, which soundfile cannot read, so the page does not use
 MediaRecorder: it captures samples with the Web Audio API, resamples them to 16 kHz in an
@@ -51,6 +54,7 @@ def create_app(
 
     app = Flask("kospeech.serve")
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Korean as UTF-8, not \uXXXX escapes
     slots = threading.BoundedSemaphore(max(1, workers))
     page = resources.files("kospeech.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     page = page.replace("{{MAX_SECONDS}}", f"{max_seconds:g}").replace("{{MODEL}}", name or "model")
@@ -79,11 +83,17 @@ def create_app(
 
     @app.post("/transcribe")
     def transcribe() -> Any:
-        upload = request.files.get("audio")
-        data = upload.read() if upload is not None else request.get_data(cache=False)
+        # a chunked body has no Content-Length for MAX_CONTENT_LENGTH to check: read one byte past the limit
+        upload = request.files.get("audio") if request.mimetype == "multipart/form-data" else None
+        data = upload.read(max_bytes + 1) if upload is not None else request.stream.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return too_large(None)
         if not data:
             return error(400, "no audio: send a file in the multipart form field 'audio' or as the request body")
         source = (upload.filename if upload is not None else "") or "<upload>"
+        declared = declared_seconds(data)
+        if declared is not None and declared > max_seconds:  # a compressed file: refused before it is decoded
+            return error(413, f"{source}: {declared:.1f} s of audio is longer than the limit of {max_seconds:g} s")
         try:
             wave, rate = read_audio_bytes(data, source)
             check_finite(wave, source)
@@ -97,7 +107,7 @@ def create_app(
             return error(503, f"all {workers} workers stayed busy for {queue_timeout:g} s; try again later")
         try:
             start = time.perf_counter()
-            result = model.transcribe(wave)
+            result = model.transcribe(wave, sample_rate=sample_rate)
         finally:
             slots.release()
         if not result.ok:
@@ -109,33 +119,42 @@ def create_app(
     return app
 
 
-def open_model(path: str) -> tuple[Any, int]:
-    """An export dir (torch-free runtime) or a checkpoint (``kospeech.load``), and its worker count.
+def declared_seconds(data: bytes) -> float | None:
+    """The length a file's header announces (frames / rate), read without decoding; None when unknown."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.SoundFileError, RuntimeError, TypeError):
+        return None
+    return info.frames / info.samplerate if info.samplerate and 0 < info.frames < 2**62 else None
+
+
+def open_model(path: str, search: str | None = None, **options: Any) -> tuple[Any, int]:
+    """Any model ``kospeech.load`` opens (package, export dir, checkpoint) and its worker count:
+    2 for the onnxruntime engine (its sessions run concurrent calls safely), 1 for PyTorch.
 
     Only the path the user named is opened; checkpoints load with ``weights_only`` (no pickled code).
     """
     from pathlib import Path
 
-    from kospeech.export.manifest import MANIFEST
-
-    p = Path(path)
-    if (p / MANIFEST).is_file():
-        from kospeech import runtime
-
-        return runtime.load(p), 2
-    if not p.exists():
-        raise DataError(f"{p}: no such checkpoint or export directory")
     import kospeech
 
-    return kospeech.load(str(p)), 1
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such model (a package, an export directory or a checkpoint)")
+    model = kospeech.load(str(path), search=search, **options)
+    return model, 2 if model.engine.kind == "onnx" else 1
 
 
-def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, search: str | None = None,
+          search_options: dict[str, Any] | None = None, **options: Any) -> None:
     """Load ``path`` and serve until interrupted (werkzeug's threaded server)."""
     from werkzeug.serving import make_server
 
-    model, workers = open_model(path)
-    app = create_app(model, workers=options.pop("workers", None) or workers, name=str(path), **options)
+    model, workers = open_model(path, search, **(search_options or {}))
+    app = create_app(model, workers=options.pop("workers", None) or workers, name=model.name, **options)
     server = make_server(host, port, app, threaded=True)
     logger.info("serving %s on http://%s:%d (Ctrl-C stops)", path, host, server.server_port)
     try:

@@ -8,6 +8,9 @@
 #   stage 4  decode                   -> exp/<name>/decode_<set>_<search>[_avgN]/hyp.trn
 #   stage 5  score                    -> .../scores.json, result.txt; a table of all sets
 #   stage 6  language model (--lm)    -> exp/lm_<type>/ (lm.pt, or lm.arpa + lm.yaml)
+#   stage 7  model package            -> exp/<name>/package/: the decoded model with the decoding
+#                                        stage 4 scored (search, options, LM) and a model card; what
+#                                        `kospeech transcribe|serve|export` and kospeech.load take
 #
 # Options: --stage N --stop-stage M --nj N --ngpu N --config conf/X.yaml --tag NAME
 #   --search "NAME [k=v ...]" --tokenizer NAME --vocab-size N --train-input dump|data
@@ -27,7 +30,7 @@
 # so `--stage N` resumes safely after an interruption.
 set -euo pipefail
 
-: "${stage:=1}" "${stop_stage:=6}" "${nj:=2}" "${ngpu:=0}"
+: "${stage:=1}" "${stop_stage:=7}" "${nj:=2}" "${ngpu:=0}"
 : "${config:=conf/las.yaml}" "${search:=}" "${tokenizer:=jamo}" "${vocab_size:=0}"
 : "${corpus_root:=}" "${train_input:=dump}" "${train_opts:=}" "${average:=0}" "${average_by:=}" "${score_opts:=}"
 : "${train_set:=train}" "${dev_set:=dev}" "${test_sets:=}" "${tag:=}"
@@ -59,7 +62,7 @@ while [ $# -gt 0 ]; do
     --lm-opts|--lm_opts) lm_opts=$2; shift 2 ;;
     --lm-weight|--lm_weight) lm_weight=$2; shift 2 ;;
     --lm-search-opts|--lm_search_opts) lm_search_opts=$2; shift 2 ;;
-    --help|-h) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --help|-h) sed -n '2,29p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -232,7 +235,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
       train_lm
     fi
     rm -f "$out/search.txt"
-    kospeech decode --checkpoint "$ckpt" --data "$input_root/$s" --out "$out" --device "$device" \
+    kospeech decode "$ckpt" --data "$input_root/$s" --out "$out" --device "$device" \
       "${search_args[@]}" "${fusion[@]}" "${plugin_args[@]}"
     printf '%s' "$decode_key" > "$out/search.txt"
   done
@@ -264,4 +267,22 @@ fi
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ] && [ -n "$lm" ]; then
   log "stage 6: $lm language model -> $lm_dir"
   train_lm
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  # the package decodes as stage 4 decoded: the same model, search string and LM options
+  [ -e "$ckpt" ] || { echo "no checkpoint $ckpt: run stage 3 first" >&2; exit 1; }
+  pack_args=()
+  # shellcheck disable=SC2206  # "NAME k=v ..." splits into the search name and its options
+  words=($search)
+  if [ ${#words[@]} -gt 0 ]; then pack_args+=(--search "${words[0]}"); words=("${words[@]:1}"); fi
+  for w in "${words[@]}" "${fusion[@]}"; do pack_args+=(-o "$w"); done
+  scored=()
+  for s in $test_sets; do
+    out=$exp/decode_${s}_${decode_tag}
+    [ -f "$out/scores.json" ] && scored+=("$out")
+  done
+  log "stage 7: model package -> $exp/package ($decode_key)"
+  kospeech pack "$ckpt" "${pack_args[@]}" --scores "${scored[@]}" --out "$exp/package" "${plugin_args[@]}"
+  log "  use it: kospeech transcribe $(pwd)/$exp/package a.wav   (or kospeech serve / kospeech export)"
 fi

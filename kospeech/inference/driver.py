@@ -1,0 +1,350 @@
+"""The one transcription driver, written once and torch-free, over a declared engine interface.
+
+Every door (``kospeech.load(...).transcribe``, ``kospeech transcribe``, ``decode``, ``serve`` and
+the torch-free ``kospeech.runtime``) goes through :class:`Driver`. It owns what must not differ
+between a checkpoint and its ONNX export:
+
+- opening inputs: paths (streamed in blocks), ``"-"`` (standard input), a file's bytes, numpy or
+  torch waves (float, or integer PCM scaled by its type), resampling to the model's rate;
+- the short-audio rule: audio shorter than the encoder accepts is padded with silence;
+- long audio: streamed and cut at pauses (:mod:`kospeech.inference.segment`), pieces batched
+  within a window of a few batches so memory does not grow with the file;
+- batching by length, per-item errors (a batch that fails is decoded item by item so the bad one
+  names itself), and the :class:`~kospeech.inference.result.Result` of each item;
+- the search: the model's (or package's) decoding by default, call-time options on top, and the
+  rules that keep an LM from being silently ignored (:func:`resolve_search`).
+
+An :class:`Engine` turns waves into token ids: :class:`kospeech.inference.api.TorchEngine` (a
+checkpoint, PyTorch) and :class:`kospeech.runtime.model.OnnxEngine` (an export, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from kospeech.errors import ConfigError, DataError, KoSpeechError
+from kospeech.inference.result import Result
+from kospeech.inference.segment import segment_stream
+from kospeech.inference.timing import TokenSpan, assemble
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SECONDS = 30.0
+SORT_WINDOW_BATCHES = 4
+#: the LM weight used when an LM is given without one (never 0 without a word)
+DEFAULT_LM_WEIGHT = 0.5
+#: searches that take ``lm``/``lm_weight``, and the LM-capable search of each head when the current one takes none
+LM_SEARCHES = ("ctc_prefix_beam", "beam", "joint_ctc_attention", "transducer_beam", "attention_rescoring")
+LM_SEARCH_FOR = {"ctc_greedy": {"name": "ctc_prefix_beam", "beam_size": 10}, "greedy": {"name": "beam", "beam_size": 5},
+                 "transducer_greedy": {"name": "transducer_beam", "beam_size": 4}}
+
+
+@dataclass
+class Decoded:
+    """One decoded piece: token ids, score, and token spans in seconds from the piece's start (None: no times)."""
+
+    tokens: list[int]
+    score: float | None
+    spans: list[TokenSpan] | None
+
+
+class Engine(Protocol):
+    """What the driver needs from a model: waves in, token ids (and spans) out."""
+
+    #: ``torch`` or ``onnx``
+    kind: str
+    sample_rate: int
+    #: the tokenizer's word separator (``|`` for characters and jamo, ``▁`` for sentencepiece)
+    space_symbol: str
+
+    def min_samples(self) -> int:
+        """The fewest samples the encoder accepts; shorter audio is padded up to it."""
+
+    def default_search(self) -> dict[str, Any]:
+        """The model's own decoding: the export's or checkpoint's ``decode.search``, else the head's best."""
+
+    def build_search(self, cfg: Mapping[str, Any]) -> Any:
+        """A ready search for ``cfg`` (LM loaded, options checked); raises ConfigError naming a bad option."""
+
+    def decode(self, waves: Sequence[np.ndarray], search: Any, *, timestamps: bool) -> list[Decoded]:
+        """A batch of waves at ``sample_rate`` -> one Decoded each, in order."""
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Token ids -> text."""
+
+
+def resolve_search(base: Mapping[str, Any], search: str | Mapping[str, Any] | None,
+                   options: Mapping[str, Any]) -> dict[str, Any]:
+    """The search config of a call: ``base`` (the model's decoding), or ``search`` when given, plus options.
+
+    An ``lm`` given to a search that takes none switches to the LM-capable search of the same head
+    (``ctc_greedy`` -> ``ctc_prefix_beam``, ...); an LM without a weight gets
+    :data:`DEFAULT_LM_WEIGHT`, said once in the log, so an LM is never ignored without a word.
+    A named search that is the base's keeps the base's options (``--search ctc_prefix_beam`` on a
+    package keeps its LM).
+    """
+    if isinstance(search, Mapping):
+        if not search.get("name"):
+            raise ConfigError(f"search {dict(search)} names no search: add name: ctc_greedy (or another)")
+        cfg = dict(search)
+    elif search is None or search == base.get("name"):
+        cfg = dict(base)
+    else:
+        cfg = {"name": str(search)}
+    cfg.update({k: v for k, v in options.items() if v is not None})
+    if cfg.get("lm"):
+        if cfg["name"] in LM_SEARCH_FOR:
+            if search is not None and not isinstance(search, Mapping) and search == cfg["name"]:
+                raise ConfigError(f"search {cfg['name']} takes no LM; use {LM_SEARCH_FOR[cfg['name']]['name']} "
+                                  "(or leave --search out and the LM picks it)")
+            lm_cfg = {k: v for k, v in cfg.items() if k != "name"}
+            cfg = {**LM_SEARCH_FOR[cfg["name"]], **lm_cfg}
+            logger.info("an LM was given: decoding with %s instead of the greedy search", cfg["name"])
+        if cfg.get("lm_weight") is None:
+            cfg["lm_weight"] = DEFAULT_LM_WEIGHT
+            logger.warning("an LM was given without lm_weight: using %s (set lm_weight=W to choose)",
+                           DEFAULT_LM_WEIGHT)
+    return cfg
+
+
+def samples_for_frames(frames: int, sample_rate: int, frame_shift: float) -> int:
+    """The fewest samples that give ``frames`` feature frames (the one samples-to-frames rule of both engines)."""
+    hop = max(1, int(round(sample_rate * frame_shift)))
+    return (int(frames) - 1) * hop + 1
+
+
+def item_name(item: Any) -> str:
+    """How results and errors name an input: its path, ``<stdin>``, or ``<bytes>``/``<array>``."""
+    if isinstance(item, (str, Path)):
+        return "<stdin>" if str(item) == "-" else str(item)
+    if isinstance(item, (bytes, bytearray)):
+        return "<bytes>"
+    if isinstance(item, np.ndarray) or hasattr(item, "detach"):
+        return "<array>"
+    return f"<{type(item).__name__}>"
+
+
+def wave_from_array(item: Any, name: str) -> np.ndarray:
+    """A 1-D float32 wave from a numpy or torch array: integer PCM scaled by its type's range,
+    (channels, samples) or (samples, channels) averaged over the short axis."""
+    wave = item.detach().cpu().numpy() if hasattr(item, "detach") else np.asarray(item)
+    if wave.dtype.kind == "i":  # signed PCM: int16 / 32768, int32 / 2**31
+        wave = wave.astype(np.float64) / (np.iinfo(wave.dtype).max + 1.0)
+    elif wave.dtype.kind == "u":  # unsigned PCM (8-bit WAV) is centred on half its range
+        half = (np.iinfo(wave.dtype).max + 1) / 2
+        wave = (wave.astype(np.float64) - half) / half
+    elif wave.dtype.kind != "f":
+        raise DataError(f"{name}: expected audio samples (float or integer PCM), got an array of {wave.dtype}")
+    if wave.ndim == 2:
+        wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
+    if wave.ndim != 1:
+        raise DataError(f"{name}: expected a 1-D wave (or channels x samples), got shape {wave.shape}")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+class Driver:
+    """Transcription over an engine; see the module docstring.
+
+    Args:
+        engine: a :class:`TorchEngine` or :class:`OnnxEngine`.
+        search: the default search (name or mapping); None: the engine's own.
+        max_segment_seconds: longer audio is cut at pauses into pieces of at most this length.
+        name: what the model is called on pages and in ``/health`` (a package's or file's name).
+        default_search: the decoding a package carries, in place of the engine's own.
+        **options: search options that go with the default search (``beam_size``, ``lm``, ...).
+    """
+
+    def __init__(self, engine: Engine, *, search: str | Mapping[str, Any] | None = None,
+                 max_segment_seconds: float = 20.0, name: str = "model",
+                 default_search: Mapping[str, Any] | None = None, **options: Any) -> None:
+        self.engine = engine
+        self.max_segment_seconds = float(max_segment_seconds)
+        self.name = name
+        base = dict(default_search) if default_search else engine.default_search()
+        self.search_cfg = resolve_search(base, search, options)
+        self._search: Any = None  # built at first use: a caller may only ever pass its own
+        self._warned_rate = False
+
+    @property
+    def sample_rate(self) -> int:
+        return self.engine.sample_rate
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, engine={self.engine.kind}, search={self.search_cfg})"
+
+    # ---- searches --------------------------------------------------------------------------
+    def search_config(self, search: str | Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+        """The search config a call with these arguments decodes with (see :func:`resolve_search`)."""
+        return resolve_search(self.search_cfg, search, options)
+
+    def search_for(self, cfg: Mapping[str, Any]) -> Any:
+        return self.engine.build_search(cfg)
+
+    def _searcher(self, search: Any, options: Mapping[str, Any]) -> Any:
+        if search is None and not options:
+            if self._search is None:
+                self._search = self.search_for(self.search_cfg)
+            return self._search
+        if search is not None and not isinstance(search, (str, Mapping)):
+            return search  # an already built search (decode_test_set)
+        return self.search_for(self.search_config(search, **options))
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def open(self, item: Any, sample_rate: int | None = None) -> tuple[str, float, Callable[[], Iterator[np.ndarray]]]:
+        """(name, seconds, blocks) of one input at the model's rate; raises DataError naming the item."""
+        from kospeech.audio import check_finite, read_audio_bytes, resample_wave, stream_audio
+
+        rate = self.sample_rate
+        name = item_name(item)
+        if name == "<stdin>":
+            item = sys.stdin.buffer.read()
+        if isinstance(item, (str, Path)):
+            seconds, blocks = stream_audio(item, sample_rate=rate, block_seconds=BLOCK_SECONDS)
+            return name, seconds, lambda: blocks
+        if isinstance(item, (bytes, bytearray)):
+            wave, native = read_audio_bytes(item, name)
+        elif isinstance(item, np.ndarray) or hasattr(item, "detach"):
+            wave = wave_from_array(item, name)
+            if sample_rate is None and not self._warned_rate:
+                logger.warning("an array was given without sample_rate: assuming the model's %d Hz "
+                               "(pass sample_rate=... to resample)", rate)
+                self._warned_rate = True
+            native = int(sample_rate or rate)
+        else:
+            raise DataError(f"cannot transcribe a {type(item).__name__}: give a path, bytes or a numpy/torch wave")
+        if wave.size == 0:
+            raise DataError(f"{name}: the audio has no samples")
+        check_finite(wave, name)
+        wave = resample_wave(wave, int(native), rate)
+        return name, len(wave) / rate, lambda: iter([wave])
+
+    def _pad_short(self, wave: np.ndarray) -> np.ndarray:
+        need = self.engine.min_samples()
+        if len(wave) >= need:
+            return wave
+        return np.concatenate((wave, np.zeros(need - len(wave), dtype=np.float32)))
+
+    def _decode(self, waves: Sequence[np.ndarray], searcher: Any, timestamps: bool) -> list[Decoded | str]:
+        """Decode a batch; when the batch fails, item by item, so a bad piece names itself (its error text)."""
+        padded = [self._pad_short(w) for w in waves]
+        try:
+            return list(self.engine.decode(padded, searcher, timestamps=timestamps))
+        except KoSpeechError as err:
+            if len(padded) == 1:
+                return [str(err)]
+        out: list[Decoded | str] = []
+        for w in padded:
+            try:
+                out.append(self.engine.decode([w], searcher, timestamps=timestamps)[0])
+            except KoSpeechError as err:
+                out.append(str(err))
+        return out
+
+    # ---- the API ---------------------------------------------------------------------------
+    def transcribe(
+        self,
+        audio: Any,
+        *,
+        sample_rate: int | None = None,
+        search: str | Mapping[str, Any] | Any | None = None,
+        batch_size: int = 8,
+        timestamps: bool = True,
+        segment: bool = True,
+        progress: Callable[[float], None] | None = None,
+        max_segment_seconds: float | None = None,
+        **options: Any,
+    ) -> Result | list[Result]:
+        """Transcribe one input (returns a :class:`Result`) or a list (returns a list, in order).
+
+        Args:
+            audio: a path, ``"-"`` (standard input), bytes of an audio file, a 1-D numpy/torch
+                wave, or a list of those.
+            sample_rate: the rate of array inputs (default: the model's, with one warning).
+            search: a search name or ``{name: ..., ...}`` mapping for this call; search options
+                (``beam_size``, ``lm``, ``lm_weight``, ...) as further keyword arguments.
+            batch_size: pieces decoded together.
+            timestamps: word and syllable times (CTC models).
+            segment: cut audio longer than ``max_segment_seconds`` at pauses.
+            progress: called with the seconds of audio done after each batch (CLI progress bars).
+        """
+        single = not isinstance(audio, (list, tuple))
+        items = [audio] if single else list(audio)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        limit = self.max_segment_seconds if max_segment_seconds is None else float(max_segment_seconds)
+        searcher = self._searcher(search, options)
+        rate = self.sample_rate
+        results: list[Result | None] = [None] * len(items)
+        short: list[tuple[int, str, np.ndarray]] = []
+        for i, item in enumerate(items):
+            try:
+                name, seconds, blocks = self.open(item, sample_rate)
+                if segment and seconds > limit:
+                    results[i] = self._transcribe_long(name, seconds, blocks(), searcher, batch_size, timestamps,
+                                                       progress, limit)
+                else:
+                    short.append((i, name, np.concatenate(list(blocks()))))
+            except KoSpeechError as err:
+                results[i] = Result.failed(item_name(item), str(err))
+        short.sort(key=lambda t: -len(t[2]))  # similar lengths together: little padding
+        for start in range(0, len(short), batch_size):
+            chunk = short[start : start + batch_size]
+            for (i, name, wave), d in zip(chunk, self._decode([w for _, _, w in chunk], searcher, timestamps)):
+                seconds = len(wave) / rate
+                results[i] = (Result.failed(name, _named(name, d)) if isinstance(d, str)
+                              else self._result(name, seconds, [(0.0, seconds, d)]))
+            if progress is not None:
+                progress(sum(len(w) for _, _, w in chunk) / rate)
+        done = [r if r is not None else Result.failed(None, "not decoded") for r in results]
+        return done[0] if single else done
+
+    def _transcribe_long(self, name: str, seconds: float, blocks: Iterator[np.ndarray], searcher: Any,
+                         batch_size: int, timestamps: bool, progress: Callable[[float], None] | None,
+                         limit: float) -> Result:
+        rate = self.sample_rate
+        pieces: list[tuple[float, float, Decoded]] = []
+        pending: list[tuple[int, np.ndarray]] = []
+        errors: list[str] = []
+
+        def flush() -> None:
+            # pieces of similar length share a batch (little padding); a window of a few batches
+            # keeps memory bounded whatever the length of the file
+            pending.sort(key=lambda p: -len(p[1]))
+            for i in range(0, len(pending), batch_size):
+                chunk = pending[i : i + batch_size]
+                for (start, wave), d in zip(chunk, self._decode([w for _, w in chunk], searcher, timestamps)):
+                    if isinstance(d, str):
+                        errors.append(f"piece at {start / rate:.2f} s: {d}")
+                    else:
+                        pieces.append((start / rate, (start + len(wave)) / rate, d))
+                if progress is not None:
+                    progress(sum(len(w) for _, w in chunk) / rate)
+            pending.clear()
+
+        for start, wave in segment_stream(blocks, rate, max_seconds=limit, min_seconds=limit / 4):
+            pending.append((start, wave))
+            if len(pending) == SORT_WINDOW_BATCHES * batch_size:
+                flush()
+        if pending:
+            flush()
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if errors[1:] else ""
+            return Result.failed(name, f"{name}: {errors[0]}{more}")
+        pieces.sort(key=lambda p: p[0])
+        return self._result(name, seconds, pieces)
+
+    def _result(self, name: str, seconds: float, pieces: list[tuple[float, float, Decoded]]) -> Result:
+        """Texts, words and syllables of the pieces of one item, in the item's time."""
+        return assemble([(start, end, d.tokens, d.spans) for start, end, d in pieces], self.engine.detokenize,
+                        space_symbol=self.engine.space_symbol, seconds=seconds, source=name)
+
+
+def _named(name: str, error: str) -> str:
+    return error if error.startswith(name) else f"{name}: {error}"

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from kospeech.config import load_config
 from kospeech.data.datadir import read_data_dir, write_data_dir

@@ -62,6 +62,9 @@ def add_search_arguments(p: argparse.ArgumentParser, *, search_takes_options: bo
     p.add_argument("--lm", default=None, metavar="PATH",
                    help="language model for shallow fusion (lm.arpa, lm.pt or their folder); a greedy search "
                    "becomes its beam search, and without -o lm_weight=W the weight is 0.5")
+    p.add_argument("--hotwords", default=None, metavar="FILE",
+                   help="words and names to favour (one per line; CTC prefix beam), weight -o hotword_weight=W "
+                   "per token (default 2.0); replaces a package's list")
 
 
 def search_choice(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[str | None, dict[str, object]]:
@@ -83,6 +86,10 @@ def search_choice(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[
         options[keys[0]] = value
     if args.lm:
         options["lm"] = args.lm
+    if getattr(args, "hotwords", None):
+        from kospeech.inference.driver import read_hotwords
+
+        options["hotwords"] = read_hotwords(args.hotwords)
     return search, options
 
 

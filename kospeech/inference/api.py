@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from kospeech.errors import ConfigError, DataError
-from kospeech.inference.driver import Decoded, Driver, samples_for_frames
+from kospeech.inference.driver import Decoded, Driver, encode_hotwords, samples_for_frames
 from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.timing import TokenSpan
 from kospeech.text.special import NUM_SPECIAL
@@ -63,7 +63,7 @@ class TorchEngine:
     def build_search(self, cfg: Mapping[str, Any]) -> Any:
         from kospeech.decode import build_search
 
-        return build_search(self.model, cfg)
+        return build_search(self.model, encode_hotwords(cfg, self.tokenizer.encode))
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))

@@ -40,6 +40,8 @@ BLOCK_SECONDS = 30.0
 SORT_WINDOW_BATCHES = 4
 #: the LM weight used when an LM is given without one (never 0 without a word)
 DEFAULT_LM_WEIGHT = 0.5
+#: options that need a beam search (a greedy search given one of them becomes its head's beam search)
+BEAM_OPTIONS = ("lm", "hotwords")
 #: searches that take ``lm``/``lm_weight``, and the LM-capable search of each head when the current one takes none
 LM_SEARCHES = ("ctc_prefix_beam", "beam", "joint_ctc_attention", "transducer_beam", "attention_rescoring")
 LM_SEARCH_FOR = {"ctc_greedy": {"name": "ctc_prefix_beam", "beam_size": 10}, "greedy": {"name": "beam", "beam_size": 5},
@@ -99,19 +101,43 @@ def resolve_search(base: Mapping[str, Any], search: str | Mapping[str, Any] | No
     else:
         cfg = {"name": str(search)}
     cfg.update({k: v for k, v in options.items() if v is not None})
-    if cfg.get("lm"):
-        if cfg["name"] in LM_SEARCH_FOR:
-            if search is not None and not isinstance(search, Mapping) and search == cfg["name"]:
-                raise ConfigError(f"search {cfg['name']} takes no LM; use {LM_SEARCH_FOR[cfg['name']]['name']} "
-                                  "(or leave --search out and the LM picks it)")
-            lm_cfg = {k: v for k, v in cfg.items() if k != "name"}
-            cfg = {**LM_SEARCH_FOR[cfg["name"]], **lm_cfg}
-            logger.info("an LM was given: decoding with %s instead of the greedy search", cfg["name"])
-        if cfg.get("lm_weight") is None:
-            cfg["lm_weight"] = DEFAULT_LM_WEIGHT
-            logger.warning("an LM was given without lm_weight: using %s (set lm_weight=W to choose)",
-                           DEFAULT_LM_WEIGHT)
+    wanted = [k for k in BEAM_OPTIONS if cfg.get(k)]
+    if wanted and cfg["name"] in LM_SEARCH_FOR:
+        if search is not None and not isinstance(search, Mapping) and search == cfg["name"]:
+            raise ConfigError(f"search {cfg['name']} takes no {' or '.join(wanted)}; use "
+                              f"{LM_SEARCH_FOR[cfg['name']]['name']} (or leave --search out and it is picked)")
+        cfg = {**LM_SEARCH_FOR[cfg["name"]], **{k: v for k, v in cfg.items() if k != "name"}}
+        logger.info("%s given: decoding with %s instead of the greedy search", " and ".join(wanted), cfg["name"])
+    if cfg.get("lm") and cfg.get("lm_weight") is None:
+        cfg["lm_weight"] = DEFAULT_LM_WEIGHT
+        logger.warning("an LM was given without lm_weight: using %s (set lm_weight=W to choose)", DEFAULT_LM_WEIGHT)
     return cfg
+
+
+def encode_hotwords(cfg: Mapping[str, Any], encode: Callable[[str], list[int]]) -> dict[str, Any]:
+    """``cfg`` with its ``hotwords`` (strings, as users give them) as token-id sequences, as the searches take them."""
+    out = dict(cfg)
+    words = out.get("hotwords")
+    if words:
+        if isinstance(words, str):
+            words = [words]
+        out["hotwords"] = [encode(w) if isinstance(w, str) else [int(i) for i in w] for w in words]
+    return out
+
+
+def read_hotwords(path: str | Path) -> list[str]:
+    """A hotword file: one word or phrase per line (UTF-8 or CP949), blank lines and ``#`` comments skipped."""
+    from kospeech.data.datadir import decode_lines
+
+    p = Path(path)
+    try:
+        lines, _ = decode_lines(p.read_bytes(), p)
+    except OSError as err:
+        raise DataError(f"hotword file {p} cannot be read: {err.strerror or err}") from None
+    words = [" ".join(line.split()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not words:
+        raise DataError(f"hotword file {p} lists no words (one per line)")
+    return words
 
 
 def samples_for_frames(frames: int, sample_rate: int, frame_shift: float) -> int:
@@ -187,6 +213,10 @@ class Driver:
     def search_for(self, cfg: Mapping[str, Any]) -> Any:
         return self.engine.build_search(cfg)
 
+    @property
+    def device(self) -> Any:
+        return getattr(self.engine, "device", "cpu")
+
     def _searcher(self, search: Any, options: Mapping[str, Any]) -> Any:
         if search is None and not options:
             if self._search is None:
@@ -259,6 +289,7 @@ class Driver:
         segment: bool = True,
         progress: Callable[[float], None] | None = None,
         max_segment_seconds: float | None = None,
+        hotwords: Sequence[str] | None = None,
         **options: Any,
     ) -> Result | list[Result]:
         """Transcribe one input (returns a :class:`Result`) or a list (returns a list, in order).
@@ -273,7 +304,11 @@ class Driver:
             timestamps: word and syllable times (CTC models).
             segment: cut audio longer than ``max_segment_seconds`` at pauses.
             progress: called with the seconds of audio done after each batch (CLI progress bars).
+            hotwords: words and names to favour (contextual biasing), e.g. ``["솔담채", "한빛나래"]``;
+                they replace the package's list for this call (``hotword_weight=W`` per token).
         """
+        if hotwords is not None:
+            options["hotwords"] = list(hotwords)
         single = not isinstance(audio, (list, tuple))
         items = [audio] if single else list(audio)
         if batch_size < 1:

@@ -21,7 +21,7 @@ import yaml
 from kospeech.audio import check_finite, read_audio, read_audio_bytes, resample_wave
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
-from kospeech.inference.driver import Decoded, Driver, samples_for_frames
+from kospeech.inference.driver import Decoded, Driver, encode_hotwords, samples_for_frames
 from kospeech.inference.package import package_name, resolve_lm
 from kospeech.inference.timing import TokenSpan
 from kospeech.metadata import check_metadata
@@ -30,7 +30,8 @@ from kospeech.runtime.features import NumpyFrontend
 from kospeech.runtime.tokens import Detokenizer
 
 SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",), "attention": ("greedy",)}
-OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size", "lm", "lm_weight", "length_bonus"),
+OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size", "lm", "lm_weight", "length_bonus", "hotwords",
+                                                  "hotword_weight"),
            "transducer_greedy": ("max_symbols_per_frame",),
            "greedy": ("max_len_ratio",)}
 Item = str | os.PathLike | np.ndarray | bytes
@@ -42,8 +43,8 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(in
 class RuntimeSearch:
     """A checked search config and, for fusion, its loaded n-gram (what :meth:`OnnxEngine.build_search` gives)."""
 
-    def __init__(self, cfg: Mapping[str, Any], lm: Any = None) -> None:
-        self.cfg, self.lm = dict(cfg), lm
+    def __init__(self, cfg: Mapping[str, Any], lm: Any = None, context: Any = None) -> None:
+        self.cfg, self.lm, self.context = dict(cfg), lm, context
 
 
 class OnnxEngine:
@@ -141,7 +142,13 @@ class OnnxEngine:
             if lm.vocab_size != self.tokenizer.vocab_size:
                 raise ConfigError(f"the LM {checked['lm']} has {lm.vocab_size} tokens but the model outputs "
                                   f"{self.tokenizer.vocab_size}; train the LM with the model's lang dir")
-        return RuntimeSearch(checked, lm)
+        context = None
+        if checked.get("hotwords"):
+            from kospeech.lm.context import ContextGraph
+
+            ids = encode_hotwords(checked, self.tokenizer.encode)["hotwords"]
+            context = ContextGraph(ids, self.tokenizer.vocab_size, float(checked.get("hotword_weight", 2.0)))
+        return RuntimeSearch(checked, lm, context)
 
     def decode(self, waves: Sequence[np.ndarray], search: Any, *, timestamps: bool) -> list[Decoded]:
         if not isinstance(search, RuntimeSearch):
@@ -274,7 +281,8 @@ class OnnxEngine:
         else:
             tokens = ctc.prefix_beam(out, int(cfg.get("beam_size", 10)), lm=search.lm,
                                      lm_weight=float(cfg.get("lm_weight") or 0.0),
-                                     length_bonus=float(cfg.get("length_bonus", 0.0)))[0][0]
+                                     length_bonus=float(cfg.get("length_bonus", 0.0)),
+                                     context=search.context)[0][0]
             spans = ctc.align(out, tokens) or []
         step = self.frame_seconds
         return tokens, [TokenSpan(self.tokenizer.id_to_token(t), s * step, e * step, round(p, 4))

@@ -4,7 +4,8 @@ The same searches as :mod:`kospeech.search.ctc` (``ctc_greedy``, ``ctc_prefix_be
 without an n-gram for shallow fusion), written for one utterance ``(T, V)`` at a time in numpy so
 the runtime needs no torch. As there, ``<pad>``, ``<sos>`` and ``<eos>`` are never emitted and
 ``<blank>`` is id 0. The n-gram is :class:`kospeech.lm.arpa.NgramScorer`, the model that the
-torch searches' ``NgramLM`` wraps, so both fuse the same numbers.
+torch searches' ``NgramLM`` wraps, so both fuse the same numbers; hotwords are the tables of
+:class:`kospeech.lm.context.ContextGraph`, which both searches read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kospeech.text.special import BLANK_ID, EOS_ID, PAD_ID, SOS_ID
 
 if TYPE_CHECKING:  # the scorer is passed in; decoding without an LM never loads its module
     from kospeech.lm.arpa import NgramScorer, NgramState
+    from kospeech.lm.context import ContextGraph
 
 NEG_INF = -np.inf
 
@@ -55,6 +57,7 @@ def prefix_beam(
     lm: NgramScorer | None = None,
     lm_weight: float = 0.0,
     length_bonus: float = 0.0,
+    context: ContextGraph | None = None,
 ) -> list[tuple[list[int], float]]:
     """CTC prefix beam search: the ``beam_size`` best prefixes with their scores, best first.
 
@@ -62,9 +65,12 @@ def prefix_beam(
     extension that recreates a kept prefix to that prefix, and keeps the best ``beam_size``
     (the candidate set and merge rule of :func:`kospeech.search.ctc.ctc_prefix_beam_search`).
     Candidates rank by ``log P_ctc + lm_weight * log P_lm + length_bonus * len``; the final
-    ranking (and the returned score) adds the LM's ``<eos>``. The arithmetic is float32, as in
-    the torch search, so both keep the same prefixes; equal scores keep the lower candidate
-    index (the torch search's ``topk`` does not promise an order among them).
+    ranking (and the returned score) adds the LM's ``<eos>``. Hotwords (``context``) add the
+    bonuses of :class:`kospeech.lm.context.ContextGraph` as the torch search does: an unchanged
+    prefix keeps its bonus, an extension adds its token's, and the final ranking takes back a
+    hotword left half matched. The arithmetic is float32, as in the torch search, so both keep
+    the same prefixes; equal scores keep the lower candidate index (the torch search's ``topk``
+    does not promise an order among them).
 
     Args:
         log_probs: (T, V) CTC log-probabilities of one utterance.
@@ -72,6 +78,7 @@ def prefix_beam(
         lm: an n-gram for shallow fusion (:func:`kospeech.lm.arpa.load_ngram`), or None.
         lm_weight: weight of its log-probabilities; 0 leaves the LM out, as the searches do.
         length_bonus: added per emitted token (offsets the LM's push towards fewer tokens).
+        context: the hotwords' graph over the model's ``V`` tokens, or None (no biasing).
     """
     lp_all = mask_non_units(log_probs)
     T, V = lp_all.shape
@@ -91,6 +98,10 @@ def prefix_beam(
     lm_state: NgramState | None = None
     if lm is not None:
         lm_logp, lm_state = lm.start(1)
+    if context is not None and context.vocab_size != V:
+        raise ConfigError(f"the hotwords were built for {context.vocab_size} tokens but the model outputs {V}")
+    ctx_node = np.zeros(1, dtype=np.int64)
+    ctx_score = np.zeros(1, dtype=np.float32)
     for t in range(T):
         lp = lp_all[t]
         K = len(prefixes)
@@ -112,6 +123,10 @@ def prefix_beam(
         ext_total = ext + (bonus * (plen + 1).astype(np.float32))[:, None]
         if lm_logp is not None:
             ext_total = ext_total + weight * (lm_score[:, None] + lm_logp)
+        if context is not None:
+            gain, dest = context.advance(ctx_node)  # (K, V) each
+            same_total = same_total + ctx_score
+            ext_total = ext_total + (ctx_score[:, None] + gain)
         totals = np.concatenate([same_total, ext_total.reshape(-1)])
         n_keep = min(beam_size, int(np.isfinite(totals).sum()))
         top = np.argsort(-totals, kind="stable")[:n_keep]
@@ -124,11 +139,16 @@ def prefix_beam(
         last = np.where(is_ext, tok, last[parent])
         plen = plen[parent] + is_ext
         prefixes = [(*prefixes[k], c) if c >= 0 else prefixes[k] for k, c in zip(parent.tolist(), tok.tolist())]
+        if context is not None:
+            ctx_score = ctx_score[parent] + np.where(is_ext, gain.reshape(-1)[e], np.float32(0.0))
+            ctx_node = np.where(is_ext, dest.reshape(-1)[e], ctx_node[parent]).astype(np.int64)
         if lm is not None and lm_logp is not None and lm_state is not None:
             lm_logp, lm_state, lm_score = _advance_lm(lm, lm_logp, lm_state, lm_score, parent, tok, is_ext)
     ctc = np.logaddexp(pb, pnb)
     lm_total = lm_score if lm_logp is None else lm_score + lm_logp[:, EOS_ID]
     final = ctc + weight * lm_total + bonus * plen.astype(np.float32)
+    if context is not None:
+        final = final + (ctx_score - context.open_bonus[ctx_node])  # a hotword left half matched earns nothing
     order = np.argsort(-final, kind="stable")
     return [(list(prefixes[i]), float(final[i])) for i in order.tolist() if np.isfinite(final[i])]
 

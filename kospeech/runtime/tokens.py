@@ -1,4 +1,4 @@
-"""An export's tokenizer, read back for decoding only (ids -> text), without the registry.
+"""An export's tokenizer, read back without the registry: ids -> text, and text -> ids for hotwords.
 
 Character and jamo lang dirs are a unit list; a sentencepiece lang dir needs the
 sentencepiece package (the one tokenizer kind for which the runtime imports it).
@@ -6,20 +6,23 @@ sentencepiece package (the one tokenizer kind for which the runtime imports it).
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import yaml
 
 from kospeech.errors import DataError
 from kospeech.text import hangul
-from kospeech.text.special import NUM_SPECIAL, SPECIAL_TOKENS
+from kospeech.text.special import NUM_SPECIAL, SPECIAL_TOKENS, UNK_ID
 from kospeech.text.units import units_to_text
 
 CONFIG_FILE, UNITS_FILE, SPM_FILE = "tokenizer.yaml", "units.txt", "spm.model"  # kospeech.text.tokenizers' names
+UNIT_TOKENIZERS = ("character", "jamo")  # the unit-list tokenizers whose encoding the runtime repeats
 
 
 class Detokenizer:
-    """``decode(ids) -> str`` and ``id_to_token(i)``, as :class:`kospeech.text.tokenizers.Tokenizer` gives them."""
+    """``decode(ids) -> str``, ``encode(text) -> ids`` and ``id_to_token(i)``, as
+    :class:`kospeech.text.tokenizers.Tokenizer` gives them."""
 
     def __init__(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -29,6 +32,7 @@ class Detokenizer:
         self.name = str(config.get("name"))
         self.space_symbol = str(config.get("space_symbol", "|"))
         self._sp = None
+        self._index: dict[str, int] | None = None  # unit -> id, built at the first encode
         if self.name == "sentencepiece":
             import sentencepiece as spm
 
@@ -48,6 +52,23 @@ class Detokenizer:
 
     def id_to_token(self, i: int) -> str:
         return self._units[int(i)]
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` as the training tokenizer's ``encode`` gives them (hotwords are encoded
+        with it): NFC and single spaces, then spaces as the space unit and, for jamo, syllables
+        as conjoining jamo, unknown units as ``<unk>``; sentencepiece encodes the cleaned text."""
+        cleaned = " ".join(unicodedata.normalize("NFC", text).split())  # kospeech.text.tokenizers._clean
+        if self._sp is not None:
+            return [int(i) for i in self._sp.encode(cleaned, out_type=int)]
+        if self.name not in UNIT_TOKENIZERS:
+            raise DataError(f"tokenizer '{self.name}' cannot encode text in the runtime (only "
+                            f"{', '.join(UNIT_TOKENIZERS)} and sentencepiece can)")
+        if self.name == "jamo":
+            cleaned = hangul.decompose(cleaned)
+        if self._index is None:
+            self._index = {u: i for i, u in enumerate(self._units)}
+        get = self._index.get
+        return [get(self.space_symbol if ch == " " else ch, UNK_ID) for ch in cleaned]
 
     def decode(self, ids: list[int]) -> str:
         kept = [int(i) for i in ids if NUM_SPECIAL <= int(i) < len(self._units)]

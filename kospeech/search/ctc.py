@@ -5,6 +5,8 @@ all alignments ending in a blank (``pb``) and in a non-blank (``pnb``). Each fra
 ``K`` unchanged prefixes and all ``K x V`` one-token extensions as tensors, merges the
 extensions that recreate a prefix already in the beam (``a + c == b``), and keeps the best
 ``K`` of ``K + K x V`` candidates per utterance. Only the loop over frames is in Python.
+Hotwords (contextual biasing) follow the tables of :class:`kospeech.lm.context.ContextGraph`,
+the ones the torch-free runtime's search (:func:`kospeech.runtime.ctc.prefix_beam`) reads too.
 
 :class:`CTCPrefixScorer` gives the CTC probability of a prefix (ESPnet's joint decoding,
 Watanabe et al. 2017). Its frame recursion is a linear recurrence, so it is evaluated in
@@ -17,6 +19,8 @@ from typing import Any
 
 import torch
 
+from kospeech.errors import ConfigError
+from kospeech.lm.context import ContextGraph
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
 from kospeech.search import NEG_INF, Hypothesis, Search, check_beam_size, check_lm_vocab, mask_non_units, require_head
@@ -59,11 +63,17 @@ def ctc_prefix_beam_search(
     lm: Any = None,
     lm_weight: float = 0.0,
     length_bonus: float = 0.0,
+    context: ContextGraph | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched CTC prefix beam search on (B, T, V) log-probabilities; n-best per utterance.
 
     The score that ranks prefixes is ``log P_ctc(prefix) + lm_weight * log P_lm(prefix) +
-    length_bonus * len(prefix)``; the final ranking adds the LM's ``<eos>``.
+    length_bonus * len(prefix)``, plus, with hotwords (``context``), the bonuses the prefix
+    earned in the context graph (:class:`kospeech.lm.context.ContextGraph`). An unchanged
+    prefix keeps its bonus, an extension adds the bonus of its token, and an extension merged
+    into a prefix already in the beam takes that prefix's own context state (the same tokens).
+    The final ranking adds the LM's ``<eos>`` and takes back the bonus of a hotword left half
+    matched; the hypotheses' ``parts`` then hold that final bonus as ``context``.
     """
     lp_all = mask_non_units(log_probs.float())
     device = lp_all.device
@@ -82,6 +92,16 @@ def ctc_prefix_beam_search(
     if lm is not None:
         check_lm_vocab(lm, V, "ctc_prefix_beam")
         lm_logp, lm_state = lm.start(N, device)
+    if context is not None:
+        if context.vocab_size != V:
+            raise ConfigError(f"search 'ctc_prefix_beam': the hotwords were built for {context.vocab_size} tokens "
+                              f"but the model outputs {V}")
+        # the graph's tables as tensors, once; the rule itself is the graph's (kospeech.lm.context)
+        ctx_bonus = torch.from_numpy(context.bonus).to(device)  # (N_ctx, V) float32
+        ctx_dest = torch.from_numpy(context.dest).to(device=device, dtype=torch.long)
+        ctx_open = torch.from_numpy(context.open_bonus).to(device)
+        ctx_node = torch.zeros(B, K, dtype=torch.long, device=device)
+        ctx_score = torch.zeros(B, K, device=device)
     base = (torch.arange(B, device=device) * K).unsqueeze(1)
     vocab = torch.arange(V, device=device)
 
@@ -106,6 +126,9 @@ def ctc_prefix_beam_search(
         ext_total = ext + length_bonus * (plen + 1).unsqueeze(-1)
         if lm is not None:
             ext_total = ext_total + lm_weight * (lm_score.unsqueeze(-1) + lm_logp.view(B, K, V))
+        if context is not None:
+            same_total = same_total + ctx_score
+            ext_total = ext_total + (ctx_score.unsqueeze(-1) + ctx_bonus[ctx_node])
         allc = torch.cat([same_total, ext_total.view(B, K * V)], 1)
         _, top = allc.topk(K, dim=-1)  # (B, K)
         is_ext = top >= K
@@ -121,6 +144,14 @@ def ctc_prefix_beam_search(
             lm_logp, lm_state, lm_score = advance_lm(
                 lm, lm_logp, lm_state, lm_score, (base + parent_k).view(-1), parent_k, tok, is_ext, a2
             )
+        if context is not None:
+            from_node = ctx_node.gather(1, parent_k)
+            tok0 = tok.clamp(min=0)
+            gained = ctx_bonus[from_node, tok0]
+            new_ctx_score = ctx_score.gather(1, parent_k) + torch.where(is_ext, gained, torch.zeros_like(gained))
+            new_ctx_node = torch.where(is_ext, ctx_dest[from_node, tok0], from_node)
+            ctx_score = torch.where(a2, new_ctx_score, ctx_score)
+            ctx_node = torch.where(a2, new_ctx_node, ctx_node)
         pb = torch.where(a2, new_pb, pb)
         pnb = torch.where(a2, new_pnb, pnb)
         prefixes, plen = extend_prefixes(prefixes, plen, parent_k, tok, is_ext, a2)
@@ -131,7 +162,12 @@ def ctc_prefix_beam_search(
     if lm is not None:
         lm_total = lm_score + lm_logp[:, EOS_ID].view(B, K)
     final = ctc + lm_weight * lm_total + length_bonus * plen
-    return nbest(final, prefixes, plen, {"ctc": ctc} if lm is None else {"ctc": ctc, "lm": lm_total})
+    parts = {"ctc": ctc} if lm is None else {"ctc": ctc, "lm": lm_total}
+    if context is not None:
+        ctx_final = ctx_score - ctx_open[ctx_node]  # a hotword left half matched earns nothing
+        final = final + ctx_final
+        parts["context"] = ctx_final
+    return nbest(final, prefixes, plen, parts)
 
 
 @register("search", "ctc_prefix_beam")
@@ -144,6 +180,12 @@ class CTCPrefixBeamSearch(Search):
         lm_weight: weight of the LM log-probabilities.
         length_bonus: added per emitted token; with an LM, a positive bonus offsets the LM's
             push towards deleting tokens.
+        hotwords: contextual biasing towards these token-id sequences (names the LM has never
+            seen), each already encoded by the model's tokenizer (the caller encodes the text,
+            e.g. with ``Tokenizer.encode``); matched over the token stream, so a particle after
+            a name does not matter. None or empty: no biasing.
+        hotword_weight: bonus per matched hotword token (the rule of
+            :class:`kospeech.lm.context.ContextGraph`); 0 turns the biasing off.
     """
 
     name = "ctc_prefix_beam"
@@ -156,6 +198,8 @@ class CTCPrefixBeamSearch(Search):
         lm: str | None = None,
         lm_weight: float = 0.0,
         length_bonus: float = 0.0,
+        hotwords: list[list[int]] | None = None,
+        hotword_weight: float = 2.0,
     ) -> None:
         super().__init__(model=model)
         require_head(self.name, model, "ctc")
@@ -163,16 +207,29 @@ class CTCPrefixBeamSearch(Search):
         self.beam_size = beam_size
         self._init_lm(lm, lm_weight)
         self.length_bonus = length_bonus
+        self.hotwords = [[int(t) for t in h] for h in hotwords or []]
+        self.hotword_weight = hotword_weight
+        self._context: ContextGraph | None = None
+
+    def _context_graph(self, vocab_size: int) -> ContextGraph | None:
+        """The hotwords' graph for the model's output size (built at first use, when the size is known)."""
+        if not any(self.hotwords) or self.hotword_weight == 0.0:
+            return None
+        if self._context is None or self._context.vocab_size != vocab_size:
+            self._context = ContextGraph(self.hotwords, vocab_size, self.hotword_weight)
+        return self._context
 
     @torch.no_grad()
     def __call__(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        log_probs = self.model.ctc_log_probs(encoder_out)
         return ctc_prefix_beam_search(
-            self.model.ctc_log_probs(encoder_out),
+            log_probs,
             encoder_lengths,
             self.beam_size,
             lm=self._fusion_lm(encoder_out.device),
             lm_weight=self.lm_weight,
             length_bonus=self.length_bonus,
+            context=self._context_graph(log_probs.size(-1)),
         )
 
 

@@ -64,7 +64,7 @@ def add_search_arguments(p: argparse.ArgumentParser, *, search_takes_options: bo
                    "becomes its beam search, and without -o lm_weight=W the weight is 0.5")
     p.add_argument("--hotwords", default=None, metavar="FILE",
                    help="words and names to favour (one per line; CTC prefix beam), weight -o hotword_weight=W "
-                   "per token (default 2.0); replaces a package's list")
+                   "per token (default 1.0); replaces a package's list")
 
 
 def search_choice(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[str | None, dict[str, object]]:

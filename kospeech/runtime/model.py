@@ -144,10 +144,11 @@ class OnnxEngine:
                                   f"{self.tokenizer.vocab_size}; train the LM with the model's lang dir")
         context = None
         if checked.get("hotwords"):
-            from kospeech.lm.context import ContextGraph
+            from kospeech.lm.context import DEFAULT_HOTWORD_WEIGHT, ContextGraph
 
             ids = encode_hotwords(checked, self.tokenizer.encode)["hotwords"]
-            context = ContextGraph(ids, self.tokenizer.vocab_size, float(checked.get("hotword_weight", 2.0)))
+            weight = float(checked.get("hotword_weight", DEFAULT_HOTWORD_WEIGHT))
+            context = ContextGraph(ids, self.tokenizer.vocab_size, weight)
         return RuntimeSearch(checked, lm, context)
 
     def decode(self, waves: Sequence[np.ndarray], search: Any, *, timestamps: bool) -> list[Decoded]:

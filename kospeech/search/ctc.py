@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from kospeech.errors import ConfigError
-from kospeech.lm.context import ContextGraph
+from kospeech.lm.context import DEFAULT_HOTWORD_WEIGHT, ContextGraph
 from kospeech.models.base import ASRModel
 from kospeech.registry import register
 from kospeech.search import NEG_INF, Hypothesis, Search, check_beam_size, check_lm_vocab, mask_non_units, require_head
@@ -199,7 +199,7 @@ class CTCPrefixBeamSearch(Search):
         lm_weight: float = 0.0,
         length_bonus: float = 0.0,
         hotwords: list[list[int]] | None = None,
-        hotword_weight: float = 2.0,
+        hotword_weight: float = DEFAULT_HOTWORD_WEIGHT,
     ) -> None:
         super().__init__(model=model)
         require_head(self.name, model, "ctc")

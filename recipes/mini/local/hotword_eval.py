@@ -9,7 +9,8 @@ without the names is the CER of a test set (``--test-set``, e.g. data/eval_clean
 the same hotword list. Names found in the training or LM text (``--corpus``) are refused, so
 the measurement stays on unseen words.
 
-    python local/hotword_eval.py exp/conv_ctc/package --corpus corpus --test-set data/eval_clean
+    python local/hotword_eval.py exp/conv_ctc/package --corpus corpus --test-set data/dev --tuning  # choose W
+    python local/hotword_eval.py exp/conv_ctc/package --corpus corpus --test-set data/eval_clean    # measure
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ from kospeech.decode import read_trn
 from kospeech.metrics import score_corpus
 from kospeech.text import hangul
 
+# the measured names; TUNING_NAMES (another 20, spoken by other voices) choose the default weight, so the
+# measurement never picks its own weight
 NAMES = ["솔담채", "한빛나래", "누리온", "다온채", "별하솔", "가람빛", "윤슬재", "해든누리", "미르샘", "라온제",
          "비담터", "늘솔길", "온새미", "꽃담채", "휘빛섬", "마루벗", "초롱결", "은가비", "아라솔", "나릿골"]
+TUNING_NAMES = ["보담솔", "새온길", "하늬결", "누리빛", "담솜채", "다솜재", "빛여울", "솔가람", "한결채", "이든샘",
+                "모아온", "너울빛", "가온솔", "별다온", "예솔터", "미리내골", "도담채", "라온빛", "새롬결", "찬솔누리"]
 # {name} then a particle chosen by the name's last syllable: (after a vowel, after a final consonant)
 TEMPLATES = [("{}에서 만나기로 했어요", None), ("내일 {}{} 가 볼까요", ("로", "으로")),
              ("{}{} 제일 유명해요", ("가", "이")), ("어제 {}{} 처음 봤어요", ("를", "을"))]
 VOICES = [Voice("m1", 160, 50), Voice("f2", 150, 55), Voice("m3", 170, 45), Voice("f1", 165, 60)]
+TUNING_VOICES = [Voice("m2", 155, 48), Voice("f3", 160, 58), Voice("m4", 165, 52), Voice("f4", 150, 50)]
 
 
 def has_final(word: str) -> bool:
@@ -39,10 +45,10 @@ def has_final(word: str) -> bool:
     return len(jamo) == 3
 
 
-def sentences() -> list[tuple[str, str]]:
+def sentences(names: list[str]) -> list[tuple[str, str]]:
     """(name, sentence): each name in two templates."""
     out = []
-    for i, name in enumerate(NAMES):
+    for i, name in enumerate(names):
         for template, particles in (TEMPLATES[i % 4], TEMPLATES[(i + 1) % 4]):
             text = template.format(name) if particles is None else template.format(name, particles[has_final(name)])
             out.append((name, text))
@@ -75,10 +81,12 @@ def main() -> None:
     ap.add_argument("--test-set", type=Path, default=None, help="a data dir without the names (the cost elsewhere)")
     ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
+    ap.add_argument("--tuning", action="store_true", help="the tuning names and voices (to choose the weight)")
     args = ap.parse_args()
-    unseen(NAMES, args.corpus)
-    items = sentences()
-    waves = [espeak(text, VOICES[i % len(VOICES)]) for i, (_, text) in enumerate(items)]
+    names, voices = (TUNING_NAMES, TUNING_VOICES) if args.tuning else (NAMES, VOICES)
+    unseen(names, args.corpus)
+    items = sentences(names)
+    waves = [espeak(text, voices[i % len(voices)]) for i, (_, text) in enumerate(items)]
     refs = {str(i): text for i, (_, text) in enumerate(items)}
     asr = kospeech.load(args.package)
     test_waves, test_refs = [], {}
@@ -88,7 +96,7 @@ def main() -> None:
         test_waves = list(scp.values())
     rows = []
     for weight in [0.0, *args.weights]:
-        options = {"hotwords": NAMES, "hotword_weight": weight} if weight else {}
+        options = {"hotwords": names, "hotword_weight": weight} if weight else {}
         hyps = decode(asr, waves, **options)
         recall = np.mean([name in h.replace(" ", "") for (name, _), h in zip(items, hyps)])
         row = {"hotword_weight": weight, "name_recall": 100 * float(recall),
@@ -98,7 +106,7 @@ def main() -> None:
             row["cer_test_set"] = score_corpus(test_refs, {u: r.text for u, r in zip(test_refs, test_hyps)}).cer
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
-    print(f"\n{len(items)} utterances, {len(NAMES)} made-up names; decoding: {asr.search_cfg}\n")
+    print(f"\n{len(items)} utterances, {len(names)} made-up names; decoding: {asr.search_cfg}\n")
     print("| hotword weight | name recall % | CER % (name sentences) | CER % (" + (args.test_set.name if args.test_set
           else "no test set") + ") |\n|---|---|---|---|")
     for r in rows:

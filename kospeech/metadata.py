@@ -25,7 +25,8 @@ FORMAT_VERSION = 1
 
 #: what each key means; every key is optional for a reader (files of older writers lack some)
 FIELDS: dict[str, str] = {
-    "kind": "checkpoint, export or lm (a language model file: lm.pt, or lm.yaml beside lm.arpa)",
+    "kind": "checkpoint, export, package (package.yaml) or lm (a language model file: lm.pt, or lm.yaml beside "
+            "lm.arpa)",
     "format_version": "FORMAT_VERSION of the writer; a reader refuses a newer one",
     "versions": "package versions of the writer: kospeech, torch, torchaudio, onnx, ... (those installed)",
     "created": "UTC time the file was written, ISO 8601",

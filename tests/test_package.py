@@ -197,3 +197,18 @@ def test_int_pcm_arrays_and_cut_short_bytes(scored: dict, ctc_checkpoint: dict) 
     assert not cut.ok and "cut short" in cut.error
     out = asr.transcribe([wave, np.array(["a", "b"])], sample_rate=16000)  # one bad item does not sink the list
     assert out[0].text == as_float and not out[1].ok and "expected audio samples" in out[1].error
+
+
+def test_hotwords_reach_both_engines_alike(scored: dict) -> None:
+    """Hotwords given at call time change the text, and the torch and onnx engines agree on it."""
+    import kospeech
+
+    export = scored["root"] / "onnx_hotwords"
+    assert main(["export", str(scored["package"]), "--out", str(export)]) == 0
+    words = ["밥 먹었어요", "몇 시예요"]
+    torch_engine, onnx_engine = kospeech.load(scored["package"]), kospeech.load(export)
+    assert onnx_engine.engine.kind == "onnx" and torch_engine.engine.kind == "torch"
+    plain = texts(torch_engine.transcribe(scored["paths"]))
+    biased = texts(torch_engine.transcribe(scored["paths"], hotwords=words, hotword_weight=3.0))
+    assert biased != plain
+    assert texts(onnx_engine.transcribe(scored["paths"], hotwords=words, hotword_weight=3.0)) == biased

@@ -442,6 +442,13 @@ def test_mini_recipe_stages_connect(tmp_path: Path, espeak_available: bool) -> N
     _assert_scores(recipes / "mini" / "exp" / "conv_ctc", ["eval_clean", "eval_other"], "ctc_prefix_beam_lm_ngram")
     assert "| conv_ctc |" in out  # the score table
     assert re.search(r"training: 3 updates, [0-9.]+ min", out), out[-2000:]  # and the updates behind it
+    # stage 7: the package decodes each test set, with no option, to the hyp.trn that stage 5 scored
+    exp = recipes / "mini" / "exp" / "conv_ctc"
+    for s in ("eval_clean", "eval_other"):
+        _run(["kospeech", "decode", exp / "package", "--data", recipes / "mini" / "data" / s,
+              "--out", tmp_path / f"again_{s}"])
+        scored = exp / f"decode_{s}_ctc_prefix_beam_lm_ngram" / "hyp.trn"
+        assert (tmp_path / f"again_{s}" / "hyp.trn").read_text(encoding="utf-8") == scored.read_text(encoding="utf-8")
 
 
 def test_cer_by_voice_breaks_a_decode_down_by_voice_and_noise(tmp_path: Path) -> None:

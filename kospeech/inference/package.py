@@ -218,11 +218,14 @@ def model_card(info: Mapping[str, Any], bundle: Any) -> str:
     corpus = (info.get("metadata") or {}).get("training_corpus") or {}
     decode = info["decode"]["search"]
     form = info.get("transcript")
+    trained_on = (f"{corpus.get('corpus', 'an unrecorded corpus')}" + (f" (`{corpus['path']}`)" if corpus.get("path")
+                                                                       else "")
+                  if isinstance(corpus, Mapping) else str(corpus or "an unrecorded corpus"))
     lines = [
         f"# {info['name']}",
         "",
         f"A KoSpeech model package: `{info.get('model')}` ({info.get('parameters', 0) / 1e6:.2f} M parameters), "
-        f"trained on {corpus.get('corpus', 'an unrecorded corpus') if isinstance(corpus, Mapping) else corpus}.",
+        f"trained on {trained_on}.",
         "",
         f"- Output form: {FORMS.get(str(form), 'not recorded (no scored decode dir was given)')}.",
         f"- Decoding: `{_describe(decode)}`" + (" (the LM is in `lm/`)" if decode.get("lm") else "") + ".",

@@ -62,9 +62,9 @@ class Recorder:
     def __init__(self, model: object) -> None:
         self.model, self.sample_rate, self.waves = model, model.sample_rate, []
 
-    def transcribe(self, wave: np.ndarray) -> object:
+    def transcribe(self, wave: np.ndarray, **options: object) -> object:
         self.waves.append(wave)
-        return self.model.transcribe(wave)
+        return self.model.transcribe(wave, **options)
 
 
 @pytest.fixture(scope="module")

@@ -25,34 +25,9 @@ from typing import Any
 import yaml
 
 from kospeech.data.inputs import DUMP, read_meta, source_kind
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-
-def search_config(
-    model: Any, config: Mapping[str, Any], name: str | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """The search to run: ``--search NAME`` (or the checkpoint's ``decode.search``, or a default
-    for the model's heads), then ``key=value`` options typed by YAML rules."""
-    from kospeech.config import get_path, parse_override
-    from kospeech.search import default_search
-
-    saved = get_path(config, "decode.search")
-    if name is None:
-        cfg = dict(saved) if isinstance(saved, Mapping) and saved.get("name") else default_search(model)
-    elif isinstance(saved, Mapping) and saved.get("name") == name:
-        cfg = dict(saved)
-    else:
-        cfg = {"name": name}
-    for text in overrides:
-        keys, value = parse_override(text)
-        if len(keys) != 1:
-            raise ConfigError(f"search option '{text}' must be a plain key=value (for example beam_size=10)")
-        if keys[0] == "name":
-            raise ConfigError(f"search option '{text}': choose the search with --search NAME")
-        cfg[keys[0]] = value
-    return cfg
 
 
 def build_search(model: Any, cfg: Mapping[str, Any]) -> Any:

@@ -23,24 +23,11 @@ from kospeech.search.ctc import ctc_prefix_beam_search
 from kospeech.text import train_tokenizer
 from kospeech.text.special import BLANK_ID
 from tests.conftest import SHORT_SENTENCES
+from tests.test_runtime import BLOCKER, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TEXTS = SHORT_SENTENCES * 3 + ["밥을 먹었어요", "밥을 주세요", "오늘 밥을 먹어요", "커피 두 잔 주세요"]
 
 # Imports of these fail in the subprocess, as on a machine without them (the pattern of test_runtime.py).
-BLOCKER = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    BLOCKED = ("torch", "torchaudio", "librosa", "kospeech.registry", "kospeech.train", "kospeech.nn",
-               "kospeech.models", "kospeech.data", "kospeech.search", "kospeech.text.tokenizers")
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name in BLOCKED or name.startswith(tuple(b + "." for b in BLOCKED)):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-    sys.meta_path.insert(0, Blocker())
-    """
-)
 
 
 @pytest.fixture(scope="module")

@@ -56,9 +56,11 @@ class TorchEngine:
         return self.inputs.device
 
     def default_search(self) -> dict[str, Any]:
-        from kospeech.decode import search_config
+        """The checkpoint's ``decode.search``, else the strongest search for the model's heads."""
+        from kospeech.search import default_search
 
-        return search_config(self.model, self.config, None)
+        saved = (self.config.get("decode") or {}).get("search")
+        return dict(saved) if isinstance(saved, Mapping) and saved.get("name") else default_search(self.model)
 
     def build_search(self, cfg: Mapping[str, Any]) -> Any:
         from kospeech.decode import build_search

@@ -5,11 +5,6 @@ tokenizer does, all without torch in the runtime."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import unicodedata
 from pathlib import Path
 
@@ -28,13 +23,12 @@ from kospeech.search.ctc import ctc_prefix_beam_search
 from kospeech.text import train_tokenizer
 from kospeech.text.special import BLANK_ID, UNK_ID
 from tests.conftest import SHORT_SENTENCES
-from tests.test_runtime import BLOCKER, REPO
+from tests.test_runtime import run_without_torch
 
 LM_TEXTS = SHORT_SENTENCES * 3 + ["밥을 먹었어요", "밥을 주세요", "오늘 밥을 먹어요", "커피 두 잔 주세요"]
 # the names are units of the tokenizer, but the LM text never holds them
 TOKENIZER_TEXTS = [*LM_TEXTS, "솔담채에서 만나요", "솔단 한빛나래 비"]
 
-# Imports of these fail in the subprocess, as on a machine without them (the pattern of test_runtime.py).
 
 
 @pytest.fixture(scope="module")
@@ -273,15 +267,8 @@ def test_detokenizer_encodes_as_the_tokenizer(name: str, options: dict, tmp_path
 def test_hotwords_in_a_process_without_torch(lang: Path, char_tok: object, tmp_path: Path) -> None:
     lp = _confusable_posteriors(char_tok, "솔담채에서 만나요", 1, "단", 0.6, 1e-4)
     np.save(tmp_path / "lp.npy", lp)
-    script = BLOCKER + textwrap.dedent(
+    out = run_without_torch(
         f"""
-        import json
-        try:
-            import torch
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("torch imported despite the blocker")
         import numpy as np
         from kospeech.lm.context import ContextGraph
         from kospeech.runtime.ctc import prefix_beam
@@ -289,16 +276,8 @@ def test_hotwords_in_a_process_without_torch(lang: Path, char_tok: object, tmp_p
         tok = Detokenizer({str(lang)!r})
         graph = ContextGraph([tok.encode("솔담채")], tok.vocab_size, 2.0)
         lp = np.load({str(tmp_path / "lp.npy")!r})
-        print(json.dumps({{
-            "plain": tok.decode(prefix_beam(lp, 8)[0][0]),
-            "hot": tok.decode(prefix_beam(lp, 8, context=graph)[0][0]),
-            "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "librosa")
-                              or m.startswith(("kospeech.registry", "kospeech.text.tokenizers"))),
-        }}, ensure_ascii=False))
+        out = {{"plain": tok.decode(prefix_beam(lp, 8)[0][0]),
+               "hot": tok.decode(prefix_beam(lp, 8, context=graph)[0][0])}}
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"plain": "솔단채에서 만나요", "hot": "솔담채에서 만나요", "modules": []}

@@ -34,6 +34,33 @@ BLOCKER = textwrap.dedent(
 )
 
 
+def run_without_torch(body: str, timeout: int = 120) -> dict:
+    """Run ``body`` (Python that sets ``out``, a JSON-able dict) in a subprocess where torch, the
+    registry and the other BLOCKED modules cannot be imported; returns ``out`` with ``modules``, the
+    heavy modules that got imported anyway (a test expects none)."""
+    script = BLOCKER + textwrap.dedent(
+        """
+        import json
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("torch imported despite the blocker")
+        """
+    ) + textwrap.dedent(body) + textwrap.dedent(
+        """
+        out["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "librosa")
+                                or m.startswith(("kospeech.registry", "kospeech.text.tokenizers")))
+        print(json.dumps(out, ensure_ascii=False))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def exported(ctc_checkpoint: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runtime") / "onnx"
@@ -55,31 +82,16 @@ def test_transcribe_in_a_process_without_torch(exported: Path, ctc_checkpoint: d
 
     sf.write(str(tmp_path / "22k.wav"), resample_wave(ctc_checkpoint["waves"][4], 16000, 22050), 22050)
     paths.append(str(tmp_path / "22k.wav"))
-    script = BLOCKER + textwrap.dedent(
+    out = run_without_torch(
         f"""
-        import json
-        try:
-            import torch
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("torch imported despite the blocker")
         import kospeech.runtime
         model = kospeech.runtime.load({str(exported)!r})
         results = model.transcribe({paths!r})
         beam = model.transcribe({paths[0]!r}, search="ctc_prefix_beam", beam_size=4)
-        print(json.dumps({{
-            "texts": [r.text for r in results], "errors": [r.error for r in results],
-            "words": [[w.text, w.start, w.end] for w in results[0].words], "beam": beam.text,
-            "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "librosa")
-                              or m.startswith(("kospeech.registry", "kospeech.text.tokenizers"))),
-        }}, ensure_ascii=False))
+        out = {{"texts": [r.text for r in results], "errors": [r.error for r in results],
+               "words": [[w.text, w.start, w.end] for w in results[0].words], "beam": beam.text}}
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["modules"] == []
     assert out["errors"] == [None] * 5
     assert out["texts"] == ctc_checkpoint["texts"][:5]

@@ -4,11 +4,6 @@ does, for token and word n-grams, and neither module needs torch."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +18,10 @@ from kospeech.search.ctc import ctc_prefix_beam_search
 from kospeech.text import train_tokenizer
 from kospeech.text.special import BLANK_ID
 from tests.conftest import SHORT_SENTENCES
-from tests.test_runtime import BLOCKER, REPO
+from tests.test_runtime import run_without_torch
 
 TEXTS = SHORT_SENTENCES * 3 + ["밥을 먹었어요", "밥을 주세요", "오늘 밥을 먹어요", "커피 두 잔 주세요"]
 
-# Imports of these fail in the subprocess, as on a machine without them (the pattern of test_runtime.py).
 
 
 @pytest.fixture(scope="module")
@@ -130,32 +124,16 @@ def test_scorer_loading_and_its_errors(char_tok: object, ngrams: dict[str, Path]
 def test_fusion_in_a_process_without_torch(char_tok: object, ngrams: dict[str, Path], tmp_path: Path) -> None:
     lp = _random_posteriors(7, char_tok.vocab_size)
     np.save(tmp_path / "lp.npy", lp)
-    script = BLOCKER + textwrap.dedent(
+    out = run_without_torch(
         f"""
-        import json
-        try:
-            import torch
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("torch imported despite the blocker")
         import numpy as np
         from kospeech.lm.arpa import load_ngram
         from kospeech.runtime.ctc import prefix_beam
         lp = np.load({str(tmp_path / "lp.npy")!r})
-        best = {{unit: prefix_beam(lp, 4, lm=load_ngram(path), lm_weight=1.0, length_bonus=1.5)[0][0]
-                for unit, path in {({u: str(p) for u, p in ngrams.items()})!r}.items()}}
-        print(json.dumps({{
-            "best": best,
-            "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "librosa")
-                              or m.startswith(("kospeech.registry", "kospeech.text.tokenizers"))),
-        }}))
+        out = {{"best": {{unit: prefix_beam(lp, 4, lm=load_ngram(path), lm_weight=1.0, length_bonus=1.5)[0][0]
+                         for unit, path in {({u: str(p) for u, p in ngrams.items()})!r}.items()}}}}
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["modules"] == []
     for unit, folder in ngrams.items():
         ref = ctc_prefix_beam_search(torch.from_numpy(lp)[None], torch.tensor([lp.shape[0]]), 4,

@@ -1,7 +1,10 @@
-"""``kospeech export CHECKPOINT --format onnx --out DIR [--quantize int8]``: a model for use without PyTorch.
+"""``kospeech export MODEL --format onnx --out DIR [--quantize int8]``: a model for use without PyTorch.
 
-DIR holds model.onnx (encoder + CTC head, dynamic batch and time axes), the tokenizer, the
-frontend config and arrays, CMVN and model.yaml (the manifest with the metadata block).
+MODEL is a checkpoint or a package (``kospeech pack``; its LM, decoding and model card come
+along, so the runtime decodes as the package does). DIR holds model.onnx (encoder + CTC head,
+dynamic batch and time axes), the tokenizer, the frontend config and arrays, CMVN and model.yaml
+(the manifest with the metadata block). DIR is replaced only when it is an earlier export (or
+empty); a folder that holds anything else is refused, never deleted.
 ``kospeech.runtime.load(DIR)`` decodes it with onnxruntime and numpy; so does
 ``kospeech serve DIR``. Needs the ``export`` extra: pip install 'kospeech[export]'.
 """
@@ -30,8 +33,9 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="a checkpoint .pt (or an exp dir with checkpoints/last.pt)")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="a package, a checkpoint .pt (or an exp dir with checkpoints/last.pt)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
-    p.add_argument("--out", required=True, help="output directory (replaced if it exists)")
+    p.add_argument("--out", required=True, help="output directory (an earlier export there is replaced)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="also write model.int8.onnx (dynamic int8)")
     p.set_defaults(func=export)

@@ -123,6 +123,9 @@ def decode_test_set(
     test = open_test_set(data)
     if not test.utt_ids:
         raise DataError(f"{data}: no utterances to decode")
+    if test.kind == DUMP and not hasattr(transcriber, "decode_features"):
+        raise DataError(f"{data}: a feature dump; the {transcriber.engine.kind} engine decodes audio: give the data "
+                        "dir (wav.scp) instead, or a checkpoint or package to decode the dump")
     search = transcriber.search_for(search_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

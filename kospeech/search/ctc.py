@@ -89,6 +89,8 @@ def ctc_prefix_beam_search(
     last = torch.full((B, K), -1, dtype=torch.long, device=device)
     lm_score = torch.zeros(B, K, device=device)
     lm_logp = lm_state = None
+    if lm is not None and lm_weight == 0.0:
+        lm = None  # 0 x the LM's -inf (blank, pad, sos) would be NaN, and topk ranks NaN first
     if lm is not None:
         check_lm_vocab(lm, V, "ctc_prefix_beam")
         lm_logp, lm_state = lm.start(N, device)

@@ -13,6 +13,7 @@ because a corpus of 600k files is debugged from its error messages alone.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from kospeech.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 PCM_SAMPLE_RATE = 16000
 """KsponSpeech's raw PCM rate; a ``.pcm`` file is always read (and written) at this rate."""
@@ -66,6 +69,51 @@ def read_pcm(path: str | os.PathLike[str]) -> np.ndarray:
     return samples.astype(np.float32) / _INT16_SCALE
 
 
+CANCEL_RATIO = 0.1
+"""The channels' mean is taken as cancelled when its energy is below this share (-10 dB) of the
+channels' average energy; identical channels give 1.0, uncorrelated ones 1/channels (0.5 for
+stereo, 0.25 for four channels: still averaged), one inverted copy of the other about 0."""
+
+
+def downmix_choice(wave: np.ndarray) -> int | None:
+    """Which channel to keep of a ``(frames, channels)`` wave, or None to average them.
+
+    Averaging is the usual downmix and right for most files. But channels in opposite phase
+    (a miswired or inverted microphone, right = -left) cancel in the mean, and the speech
+    with them: the file transcribes to empty text without a word. When the mean holds far less
+    energy than the channels themselves (:data:`CANCEL_RATIO`), the loudest channel alone is
+    the better mono. Silence (no energy anywhere) averages.
+    """
+    if wave.ndim != 2 or wave.shape[1] < 2:
+        return None
+    x = np.asarray(wave, dtype=np.float64)
+    per_channel = np.mean(x * x, axis=0)
+    average = float(per_channel.mean())
+    if not average > 1e-12:  # silence (or NaN, which check_finite reports)
+        return None
+    mixed = x.mean(axis=1)
+    if float(np.mean(mixed * mixed)) >= CANCEL_RATIO * average:
+        return None
+    return int(np.argmax(per_channel))
+
+
+def _log_choice(name: str, channel: int, channels: int) -> None:
+    logger.warning("%s: its %d channels cancel out when averaged (one is phase-inverted); using channel %d alone",
+                   name, channels, channel + 1)
+
+
+def downmix(wave: np.ndarray, name: str) -> np.ndarray:
+    """``(frames, channels)`` -> mono: the channels' mean, or the loudest channel where the mean
+    cancels (:func:`downmix_choice`, with a log line naming the file)."""
+    if wave.shape[1] == 1:
+        return wave[:, 0]
+    channel = downmix_choice(wave)
+    if channel is None:
+        return wave.mean(axis=1)
+    _log_choice(name, channel, wave.shape[1])
+    return wave[:, channel]
+
+
 def _decode_soundfile(source: Any, name: str) -> tuple[np.ndarray, int]:
     """soundfile's decode of a path or a file object -> float32 mono wave and its rate; ``name`` for errors."""
     import soundfile as sf
@@ -78,7 +126,7 @@ def _decode_soundfile(source: Any, name: str) -> tuple[np.ndarray, int]:
         ) from None
     if wave.shape[0] == 0:
         raise DataError(f"{name} has a valid header but no samples")
-    mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    mono = downmix(wave, name)
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
@@ -149,7 +197,8 @@ def read_audio(
     """Read ``path`` as a float32 mono wave at ``sample_rate``.
 
     ``.pcm`` means KsponSpeech raw PCM (16 kHz); any other suffix is decoded by soundfile and
-    multi-channel audio is averaged to mono. A file at another rate is resampled, or, with
+    multi-channel audio is averaged to mono (or, where the channels cancel, the loudest one is
+    kept: :func:`downmix`). A file at another rate is resampled, or, with
     ``resample=False``, rejected ("wrong sample rate") so that a pipeline that must not
     resample silently finds out.
     """
@@ -305,8 +354,19 @@ def stream_audio(
             raise DataError(f"audio file {path} has a valid header but no samples")
 
         def sf_blocks() -> Iterator[np.ndarray]:
+            # the first block with sound in it decides the downmix for the whole file: a file that
+            # switched between the mean and one channel would jump in level mid-stream
+            channel: int | None = None
+            decided = False
             for block in sf.blocks(str(path), blocksize=int(block_seconds * rate), dtype="float32", always_2d=True):
-                yield block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                if block.shape[1] == 1:
+                    yield block[:, 0]
+                    continue
+                if not decided and float(np.mean(np.square(block, dtype=np.float64))) > 1e-8:  # above -80 dBFS
+                    channel, decided = downmix_choice(block), True
+                    if channel is not None:
+                        _log_choice(f"audio file {path}", channel, block.shape[1])
+                yield block.mean(axis=1) if channel is None else block[:, channel]
 
         blocks = sf_blocks()
 

@@ -31,6 +31,8 @@ FIELDS: dict[str, str] = {
     "versions": "package versions of the writer: kospeech, torch, torchaudio, onnx, ... (those installed)",
     "created": "UTC time the file was written, ISO 8601",
     "checksum": "sha256 of the weights (reliability: a file with overwritten bytes is refused)",
+    "checksums": "sha256 per top-level entry of a checkpoint (optimizer, scheduler, sampler, rng, config, ...), "
+                 "checked at load with the weights' checksum",
     "plugins": "plugin modules that registered components the file names (name, package or path)",
     "training_corpus": "corpus of the training data (from the data dir's meta.yaml) and its path",
 }

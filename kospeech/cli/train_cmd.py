@@ -26,7 +26,8 @@ def train(args: argparse.Namespace) -> int:
     info = env_info()
     if not info.is_main:  # one process talks; the others only warn
         logging.getLogger().setLevel(logging.WARNING)
-    # rank 0 holds the exp dir for the whole run; the lock dies with the process, however it ends
+    # rank 0 holds the exp dir for the whole run, from before the Trainer reads anything (the Trainer takes the
+    # same lock again: re-entrant within a process); the lock dies with the process, however it ends
     with ExpDirLock(args.exp_dir) if info.is_main else contextlib.nullcontext():
         trainer = Trainer(cfg, args.exp_dir, device=args.device, resume=args.resume, progress=True, dist_info=info)
         try:

@@ -26,11 +26,45 @@ from kospeech.text.special import PAD_ID
 logger = logging.getLogger(__name__)
 
 
+def _has_hangul(s: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for ch in s)
+
+
+def _is_kaldi_text(path: Path, lines: Sequence[str]) -> bool:
+    """Whether ``lines`` are a Kaldi ``text`` (``utt-id transcript``) rather than plain sentences.
+
+    Utterance ids never contain Hangul, so a file whose every line is ``field transcript`` with a
+    Hangul-free first field is Kaldi text (the rule this function always had). A Kaldi text may
+    also hold utterances with an empty transcript: the line is the id alone. Those used to make
+    the whole file read as plain sentences, so the ids became training text. An id-only line
+    still marks Kaldi text when it looks like the other ids: every first field Hangul-free and
+    unique in the file (ids are keys; the first words of sentences repeat), the id-only ones
+    with a digit in them (ids are numbered; a lone plain word like ``b/`` or ``OK`` is not), and
+    at least one line with a transcript. A data dir's own ``text`` (beside ``wav.scp`` or
+    ``utt2spk``) is Kaldi text whatever its ids look like.
+    """
+    if path.name == "text" and any((path.parent / f).is_file() for f in ("wav.scp", "utt2spk")):
+        return True
+    firsts = [ln.split(maxsplit=1) for ln in lines]
+    if any(_has_hangul(f[0]) for f in firsts):
+        return False
+    if all(len(f) == 2 for f in firsts):
+        return True
+    ids = [f[0] for f in firsts]
+    lone = [f[0] for f in firsts if len(f) == 1]
+    return (
+        len(lone) < len(firsts)
+        and len(set(ids)) == len(ids)
+        and all(any(ch.isascii() and ch.isdigit() for ch in i) for i in lone)
+    )
+
+
 def read_transcripts(path: str | Path, *, transcript: str | None = None) -> list[str]:
     """Transcripts of a Kaldi ``text`` file (``utt-id transcript``), or of a plain one-per-line file.
 
-    A file is read as Kaldi ``text`` when every line has at least two fields and no first
-    field contains Hangul (utterance ids never do); otherwise each whole line is a sentence.
+    Which of the two a file is, :func:`_is_kaldi_text` decides; otherwise each whole line is a
+    sentence. In Kaldi text an utterance with an empty transcript (the id alone on its line) is
+    skipped and counted in the log, never read as a sentence: its id is not text to learn.
     ``transcript`` (``phonetic`` or ``spelling``) reads the lines as KsponSpeech notation and
     keeps that form, so notated extra text matches the acoustic model's prepared transcripts;
     lines that normalise to nothing are dropped.
@@ -46,11 +80,17 @@ def read_transcripts(path: str | Path, *, transcript: str | None = None) -> list
     if not lines:
         raise DataError(f"{path}: no sentences to train an LM on")
 
-    def has_hangul(s: str) -> bool:
-        return any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for ch in s)
-
-    kaldi = all(len(ln.split(maxsplit=1)) == 2 and not has_hangul(ln.split(maxsplit=1)[0]) for ln in lines)
-    texts = [ln.split(maxsplit=1)[1] for ln in lines] if kaldi else lines
+    if _is_kaldi_text(path, lines):
+        fields = [ln.split(maxsplit=1) for ln in lines]
+        empty = [f[0] for f in fields if len(f) < 2]
+        if empty:
+            logger.warning("%s: %d utterance(s) have an empty transcript and were skipped (e.g. %s)",
+                           path, len(empty), ", ".join(empty[:3]))
+        texts = [f[1] for f in fields if len(f) == 2]
+        if not texts:
+            raise DataError(f"{path}: every utterance has an empty transcript; no sentences to train an LM on")
+    else:
+        texts = lines
     if transcript is not None:
         from kospeech.text.normalize import normalize_kspon
 

@@ -12,12 +12,18 @@ what the trainer's validation measured at that step). A checkpoint written betwe
 validations (``save_every``) carries the previous validation's numbers; when it records
 ``valid_step`` and that differs from its own ``step`` it is not ranked, so stale numbers cannot
 select it. Ties go to the newer checkpoint.
+
+Only checkpoints of one model and one run are averaged: another vocabulary, tokenizer, model
+config or parameter shape is a DataError naming both files (it used to end in a tensor
+RuntimeError, or in a model decoded with the wrong units); another run (seed, training data)
+is a ConfigError unless ``allow_different_runs`` (``--allow-different-runs``): see
+:func:`run_difference` for what identifies a run and why.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +125,136 @@ def last_checkpoints(exp_dir: str | Path, n: int) -> list[Path]:
     return found[-n:]
 
 
-def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """Average the model weights of ``paths``; other entries come from the last one."""
+def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
+    """``key: A vs B`` for the first dotted key whose value differs between two configs, else None."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in a or key not in b:
+                left = _short(a[key]) if key in a else "absent"
+                right = _short(b[key]) if key in b else "absent"
+                return f"{where}: {left} vs {right}"
+            found = _first_difference(a[key], b[key], where)
+            if found:
+                return found
+        return None
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        same = torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+        return None if same else f"{prefix} (other values)"
+    return None if a == b else f"{prefix}: {_short(a)} vs {_short(b)}"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _seed(ckpt: Mapping[str, Any]) -> Any:
+    return (ckpt.get("config") or {}).get("seed")
+
+
+def _train_data(ckpt: Mapping[str, Any]) -> Any:
+    return ((ckpt.get("config") or {}).get("data") or {}).get("train")
+
+
+def check_same_model(ref: Mapping[str, Any], ref_path: str | Path, ckpt: Mapping[str, Any], path: str | Path) -> None:
+    """A DataError naming both files when ``ckpt`` is not a checkpoint of ``ref``'s model.
+
+    The mean of two models is only a model when both have the same layout and read and write
+    the same units: the same ``model_args`` (vocabulary size, feature dimension), the same
+    model and frontend config, the same tokenizer files and the same parameter shapes.
+    Otherwise the average would fail in a tensor operation, or worse, succeed with a
+    tokenizer that maps the averaged output units to other text.
+    """
+    def refuse(what: str) -> DataError:
+        return DataError(
+            f"{path} cannot be averaged with {ref_path}: {what}; average checkpoints of one model only"
+        )
+
+    args_a, args_b = dict(ref.get("model_args") or {}), dict(ckpt.get("model_args") or {})
+    if args_a != args_b:
+        if args_a.get("vocab_size") != args_b.get("vocab_size"):
+            raise refuse(f"another vocabulary ({args_b.get('vocab_size')} output units vs {args_a.get('vocab_size')})")
+        raise refuse(f"another model ({_first_difference(args_b, args_a, 'model_args')})")
+    if ref.get("tokenizer") != ckpt.get("tokenizer"):
+        files_a, files_b = dict(ref.get("tokenizer") or {}), dict(ckpt.get("tokenizer") or {})
+        names = sorted(n for n in set(files_a) | set(files_b) if files_a.get(n) != files_b.get(n))
+        raise refuse(f"another tokenizer (its {', '.join(names) or 'files'} differ: another vocabulary)")
+    cfg_a, cfg_b = ref.get("config") or {}, ckpt.get("config") or {}
+    for section in ("model", "frontend"):
+        diff = _first_difference(cfg_b.get(section), cfg_a.get(section), section)
+        if diff:
+            raise refuse(f"another {section} config ({diff})")
+    state_a, state_b = ref["model"], ckpt["model"]
+    if set(state_a) != set(state_b):
+        diff = sorted(set(state_a).symmetric_difference(state_b))[:5]
+        raise DataError(f"{path}: its model has different parameters from {ref_path} (e.g. {diff})")
+    for key, value in state_a.items():
+        if tuple(value.shape) != tuple(state_b[key].shape):
+            raise refuse(f"parameter {key} has shape {tuple(state_b[key].shape)} vs {tuple(value.shape)}")
+
+
+def run_difference(ref: Mapping[str, Any], ckpt: Mapping[str, Any]) -> str | None:
+    """What says that two checkpoints of one model come from different runs, or None.
+
+    A run is one trajectory of weights: one initialisation and one stream of training data.
+    Averaging works along one trajectory; the weights of two independently initialised
+    networks are not aligned (their hidden units are permuted copies of each other at best),
+    so their mean is a damaged model that still decodes, just badly: a silent wrong result.
+    What identifies a run, from what a checkpoint holds:
+
+    - ``config.seed``: it draws the initial weights and the batch order;
+    - the training data: its CMVN statistics when the checkpoints carry them (a content
+      fingerprint: the same dump gives the same statistics bit for bit, whatever path spelling
+      the config used), else ``config.data.train``.
+
+    Not the exp dir (checkpoints are copied and moved, and the trainer already refuses to start
+    a second run into a dir that holds checkpoints), and not the whole config: a resumed run
+    may change its budget and schedule keys (``train.max_steps``, ``valid_every``, ...) and is
+    still the same run. No run id is recorded in checkpoints; these keys are what is there.
+    """
+    if _seed(ref) != _seed(ckpt):
+        return f"another seed ({_seed(ckpt)} vs {_seed(ref)})"
+    cmvn_a, cmvn_b = ref.get("cmvn"), ckpt.get("cmvn")
+    if cmvn_a is not None and cmvn_b is not None:
+        diff = _first_difference(cmvn_b, cmvn_a, "cmvn")
+        if diff:
+            return f"other training data ({diff}: other CMVN statistics)"
+    elif _train_data(ref) != _train_data(ckpt):
+        return f"other training data (data.train {_short(_train_data(ckpt))} vs {_short(_train_data(ref))})"
+    return None
+
+
+def average_checkpoints(paths: Sequence[str | Path], *, allow_different_runs: bool = False) -> dict[str, Any]:
+    """Average the model weights of ``paths``; other entries come from the last one.
+
+    Every checkpoint must be of the first one's model (:func:`check_same_model`, a DataError
+    otherwise) and, unless ``allow_different_runs``, of its run (:func:`run_difference`, a
+    ConfigError that says how to allow it: averaging fine-tunes of one initialisation, a
+    "model soup", is a deliberate choice).
+    """
     if not paths:
         raise DataError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     newest: dict[str, Any] = {}
+    ref: dict[str, Any] = {}
     for i, path in enumerate(paths):
         ckpt = load_checkpoint(path)
-        state = ckpt["model"]
         if i == 0:
-            keys = set(state)
-        elif set(state) != keys:
-            diff = sorted(keys.symmetric_difference(state))[:5]
-            raise DataError(f"{path}: its model has different parameters from {paths[0]} (e.g. {diff})")
+            ref = {k: ckpt.get(k) for k in ("model_args", "tokenizer", "config", "cmvn")}
+            ref["model"] = {k: torch.empty(v.shape, device="meta") for k, v in ckpt["model"].items()}
+        else:
+            check_same_model(ref, paths[0], ckpt, path)
+            why = run_difference(ref, ckpt)
+            if why and not allow_different_runs:
+                raise ConfigError(
+                    f"{path} and {paths[0]} come from different runs: {why}; their mean is not a better model. "
+                    f"Average checkpoints of one run, or pass --allow-different-runs "
+                    f"(allow_different_runs=True) to average them anyway"
+                )
+            if why:
+                logger.warning("averaging checkpoints of different runs (%s and %s: %s)", paths[0], path, why)
+        state = ckpt["model"]
         for k, v in state.items():
             if v.is_floating_point():
                 total[k] = total[k] + v.double() if k in total else v.double()
@@ -147,13 +269,16 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     return out
 
 
-def average_last(exp_dir: str | Path, n: int, out: str | Path) -> Path:
+def average_last(exp_dir: str | Path, n: int, out: str | Path, *, allow_different_runs: bool = False) -> Path:
     """Average the last ``n`` checkpoints of ``exp_dir`` into ``out`` (atomically)."""
-    return write_checkpoint(average_checkpoints(last_checkpoints(exp_dir, n)), out)  # a checksum of its own
+    avg = average_checkpoints(last_checkpoints(exp_dir, n), allow_different_runs=allow_different_runs)
+    return write_checkpoint(avg, out)  # a checksum of its own
 
 
-def average_best(exp_dir: str | Path, n: int, out: str | Path, metric: str = "valid_cer") -> Path:
+def average_best(
+    exp_dir: str | Path, n: int, out: str | Path, metric: str = "valid_cer", *, allow_different_runs: bool = False
+) -> Path:
     """Average the ``n`` checkpoints of ``exp_dir`` best by ``metric`` into ``out`` (atomically, sealed)."""
-    avg = average_checkpoints(best_checkpoints(exp_dir, n, metric))
+    avg = average_checkpoints(best_checkpoints(exp_dir, n, metric), allow_different_runs=allow_different_runs)
     avg["averaged_by"] = metric
     return write_checkpoint(avg, out)

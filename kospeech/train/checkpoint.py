@@ -8,8 +8,11 @@ bit for bit where the interrupted one stopped.
 
 Everything stored is a tensor, a number, a string, bytes or a container of those, so the file
 loads with ``torch.load(..., weights_only=True)``: opening a checkpoint never runs pickled code.
-The metadata block holds the sha256 of the weights (``checksum``), checked on every load: a
-file whose bytes changed after it was written is refused by name, not trained or decoded on.
+The metadata block holds sha256 checksums, checked once on every load (:func:`load_checkpoint`):
+``checksum`` of the weights, and ``checksums``: one per top-level entry (weights, optimizer,
+scheduler, scaler, sampler, RNG streams, config, tokenizer, CMVN, counters, ...), so that
+every tensor and value a resume or a decode trusts is covered, not only the weights. A file
+whose bytes changed after it was written is refused by name, not trained or decoded on.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _nearly_full(folder: Path, margin: int = 64 << 20) -> bool:
 
 
 def write_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
-    """Seal a checkpoint (checksum of its weights in its metadata block) and save it atomically."""
+    """Seal a checkpoint (checksums of its weights and entries in its metadata block) and save it atomically."""
     return atomic_save(seal(ckpt), path)
 
 
@@ -153,7 +156,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 # ---------------------------------------------------------------------------------------------
-# integrity: a checksum of the weights, readable-checkpoint fallback, stale temporaries
+# integrity: checksums of the weights and of every entry, readable-checkpoint fallback, stale temporaries
+
+
+def _hash_tensor(digest: Any, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    digest.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
 def weights_checksum(state: Mapping[str, Any]) -> str:
@@ -169,37 +178,108 @@ def weights_checksum(state: Mapping[str, Any]) -> str:
         if not torch.is_tensor(value):
             digest.update(f"{key}|{value!r}|".encode())
             continue
-        t = value.detach().cpu().contiguous()
-        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        digest.update(f"{key}|".encode())
+        _hash_tensor(digest, value)
     return "sha256:" + digest.hexdigest()
 
 
+def _hash_value(digest: Any, value: Any) -> None:
+    """Feed one stored value to ``digest`` in a canonical form: the same for a value before
+    ``torch.save`` and after ``torch.load`` (mappings by sorted key, lists and tuples alike,
+    tensors by dtype, shape and bytes), and different for any changed byte of it."""
+    if torch.is_tensor(value):
+        digest.update(b"T")
+        _hash_tensor(digest, value)
+    elif isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        digest.update(f"M{len(items)}|".encode())
+        for k, v in items:
+            _hash_value(digest, k)
+            _hash_value(digest, v)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}|".encode())
+        for v in value:
+            _hash_value(digest, v)
+    elif isinstance(value, (bytes, bytearray)):
+        digest.update(f"B{len(value)}|".encode())
+        digest.update(value)
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        digest.update(f"S{len(data)}|".encode())
+        digest.update(data)
+    else:  # None, bool, int, float (repr round-trips a float exactly), anything else by its repr
+        digest.update(f"{type(value).__name__}:{value!r}|".encode())
+
+
+def entry_checksums(ckpt: Mapping[str, Any]) -> dict[str, str]:
+    """``{entry: "sha256:<hex>"}`` for every top-level entry but the metadata block.
+
+    ``model`` is :func:`weights_checksum` (the same value as ``metadata.checksum``, so the
+    weights are hashed once). The metadata block is left out: it describes the file (writer's
+    versions, time, corpus, plugin records) and is read for messages, never for the weights or
+    the training state, and it is where the checksums themselves live.
+    """
+    out: dict[str, str] = {}
+    for key in sorted(k for k in ckpt if k != "metadata"):
+        if key == "model" and isinstance(ckpt[key], Mapping):
+            out[key] = weights_checksum(ckpt[key])
+            continue
+        digest = hashlib.sha256()
+        _hash_value(digest, ckpt[key])
+        out[key] = "sha256:" + digest.hexdigest()
+    return out
+
+
 def seal(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Put the weights' checksum into the checkpoint's metadata block (making the block if absent)."""
+    """Put the checksums into the checkpoint's metadata block (making the block if absent).
+
+    ``checksum`` (the weights) stays for readers that know no other; ``checksums`` covers every
+    entry, the optimizer state, RNG streams and sampler position included, so a resume cannot
+    continue from a file whose training state was damaged.
+    """
     from kospeech.metadata import make_metadata
 
-    checksum = weights_checksum(ckpt["model"])
+    sums = entry_checksums(ckpt)
+    checksum = sums.get("model") or weights_checksum(ckpt["model"])
     meta = ckpt.get("metadata")
-    ckpt["metadata"] = {**meta, "checksum": checksum} if isinstance(meta, Mapping) else make_metadata(
-        "checkpoint", checksum=checksum
-    )
+    if not isinstance(meta, Mapping):
+        meta = make_metadata("checkpoint")
+    ckpt["metadata"] = {**meta, "checksum": checksum, "checksums": sums}
     return ckpt
 
 
 def verify_checksum(ckpt: Mapping[str, Any], source: str | Path) -> None:
-    """A DataError when the weights do not match the checksum they were saved with.
+    """A DataError when the weights, or any other entry, do not match the checksums they were saved with.
 
-    Files written before checksums existed have none and pass unchecked.
+    Each entry is hashed once. Files written before ``checksums`` existed are checked on their
+    weights alone; files written before checksums existed at all pass unchecked.
     """
     meta = ckpt.get("metadata")
-    expected = meta.get("checksum") if isinstance(meta, Mapping) else None
-    if not expected:
+    if not isinstance(meta, Mapping):
         return
-    if weights_checksum(ckpt["model"]) != expected:
+    expected = meta.get("checksum")
+    sums = meta.get("checksums")
+    if not expected and not isinstance(sums, Mapping):
+        return
+    actual = entry_checksums(ckpt) if isinstance(sums, Mapping) else {"model": weights_checksum(ckpt["model"])}
+    if (expected and actual.get("model") != expected) or (
+        isinstance(sums, Mapping) and "model" in sums and actual.get("model") != sums["model"]
+    ):
         raise DataError(
             f"{source}: the weights do not match the checksum they were saved with: the file was damaged "
             f"after it was written; use another checkpoint (an earlier ckpt_*.pt) or retrain"
+        )
+    if not isinstance(sums, Mapping):
+        return
+    changed = sorted(k for k in set(sums) | set(actual) if sums.get(k) != actual.get(k))
+    if changed:
+        what = ", ".join(
+            f"{k} ({'added' if k not in sums else 'missing' if k not in actual else 'changed'})" for k in changed
+        )
+        raise DataError(
+            f"{source}: its {'entry' if len(changed) == 1 else 'entries'} {what} "
+            f"{'does' if len(changed) == 1 else 'do'} not match the checksums it was saved with: the file was "
+            f"damaged after it was written; use another checkpoint (an earlier ckpt_*.pt) or retrain"
         )
 
 

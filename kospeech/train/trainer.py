@@ -120,7 +120,9 @@ class Trainer:
 
     Args:
         cfg: the resolved config (``kospeech.config.load_config``).
-        exp_dir: where ``config.yaml``, ``checkpoints/``, ``log.jsonl`` and ``train.png`` go.
+        exp_dir: where ``config.yaml``, ``checkpoints/``, ``log.jsonl`` and ``train.png`` go; rank 0 holds
+            it (:class:`~kospeech.train.lock.ExpDirLock`) from construction until :meth:`close`, so a
+            second run into it is refused however either was started.
         device: overrides ``train.device``.
         resume: continue from ``exp_dir/checkpoints/last.pt`` when it exists.
         progress: show a tqdm bar (the CLI sets it; library use stays quiet).
@@ -137,9 +139,36 @@ class Trainer:
         progress: bool = False,
         dist_info: D.DistInfo | None = None,
     ) -> None:
+        from kospeech.train.lock import ExpDirLock
         from kospeech.train.schema import check_train_config
 
         check_train_config(cfg)  # every key and component, before any data is read
+        dist = dist_info or D.env_info()
+        # One run per exp dir, however the Trainer is built (the CLI, or Python): rank 0 holds it
+        # until close(). Re-entrant within a process, so under the CLI's own lock this only counts.
+        self._lock: ExpDirLock | None = ExpDirLock(exp_dir).acquire() if dist.is_main else None
+        try:
+            self._build(cfg, exp_dir, device=device, resume=resume, progress=progress, dist_info=dist)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _build(
+        self,
+        cfg: Mapping[str, Any],
+        exp_dir: str | Path,
+        *,
+        device: str | None,
+        resume: bool,
+        progress: bool,
+        dist_info: D.DistInfo,
+    ) -> None:
+        """Everything ``__init__`` sets up, under the exp-dir lock."""
         self.cfg: dict[str, Any] = copy.deepcopy(dict(cfg))
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / CKPT_DIR
@@ -897,3 +926,4 @@ class Trainer:
             self._tb.close()
             self._tb = None
         D.cleanup()
+        self._release_lock()

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint venv espeak chromium bench clean
+.PHONY: demo test test-slow lint venv espeak chromium bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: venv
 
 test: venv espeak chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the trainings and whole recipe runs marked slow (CI runs them after `make test`)
+test-slow: venv espeak
+	$(PY) -m pytest $(PYTEST_ARGS) -m slow
 
 bench: venv espeak
 	$(PY) bench/features.py

@@ -42,9 +42,16 @@ def transcribe(args: argparse.Namespace) -> int:
     for a in audio:
         if a != "-" and os.path.isfile(a):
             total += os.path.getsize(a) / (2 * asr.sample_rate)  # a 16-bit mono estimate, for the bar only
-    with progress_bar(total=round(total, 1), desc="transcribe", unit="s", disable=total < 60) as bar:
+    with progress_bar(total=int(round(total)), desc="transcribe", unit="s", disable=total < 60) as bar:
+        done = [0.0]  # seconds decoded; the bar counts whole seconds (float sums showed 930.4999/930.6)
+
+        def advance(seconds: float) -> None:
+            before = int(done[0])
+            done[0] += seconds
+            bar.update(int(done[0]) - before)
+
         results = asr.transcribe(audio, batch_size=args.batch_size, timestamps=args.format != "text",
-                                 progress=lambda s: bar.update(round(s, 1)))
+                                 progress=advance)
     failed = 0
     for path, r in zip(audio, results):
         if not r.ok:

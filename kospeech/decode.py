@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from kospeech.data.inputs import DUMP, read_meta, source_kind
@@ -136,8 +137,17 @@ def decode_test_set(
     for start in range(0, len(test.utt_ids), batch_size):
         ids = test.utt_ids[start : start + batch_size]
         if test.kind == DUMP:
-            outputs, secs = transcriber.decode_features([test.source[u] for u in ids], search)
-            results = dict(zip(ids, outputs))
+            arrays = {u: test.source[u] for u in ids}
+            results = {}
+            for u in [u for u, a in arrays.items() if not np.isfinite(a).all()]:  # a damaged shard's bytes
+                failed[u] = "its features hold NaN/inf values (the dump is damaged: dump it again)"
+                logger.warning("%s: utterance '%s': %s", test.path, u, failed[u])
+                results[u] = ""
+                del arrays[u]
+            secs = 0.0
+            if arrays:
+                outputs, secs = transcriber.decode_features(list(arrays.values()), search)
+                results.update(zip(arrays, outputs))
         else:
             items = {u: test.source[u] for u in ids}
             decoded = transcriber.transcribe(list(items.values()), search=search, timestamps=False,

@@ -337,3 +337,27 @@ def test_compare_across_corpora_names_runs_by_path_and_training_corpus(
         rows = {r["run"]: r for r in csv.DictReader(f)}
     assert rows["zeroth/exp/conv_ctc"]["trained_on"] == "zeroth"
     assert rows["zeroth/exp/conv_ctc"]["run_path"] == str((tmp_path / "zeroth/exp/conv_ctc").resolve())
+
+
+def test_nan_bytes_in_a_dump_fail_their_utterance_only(setup: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A dump whose shard bytes turned to NaN (same size, so the size check passes) fails that
+    utterance by name; the others decode as from the sound dump."""
+    import shutil
+
+    dump = tmp_path / "dump"
+    shutil.copytree(setup["dump"], dump)
+    fields = next(ln.split("\t") for ln in (dump / "index.tsv").read_text().splitlines() if ln.startswith("utt03"))
+    shard = dump / "shards" / f"feats.{int(fields[1]):04d}.f16"
+    values = np.memmap(shard, dtype=np.float16, mode="r+")
+    values[int(fields[2]) : int(fields[2]) + 40] = np.nan
+    values.flush()
+    del values
+    sound, damaged = tmp_path / "sound", tmp_path / "damaged"
+    assert main(["decode", str(setup["ckpt"]), "--data", str(setup["dump"]), "--out", str(sound)]) == 0
+    assert main(["decode", str(setup["ckpt"]), "--data", str(dump), "--out", str(damaged)]) == 1
+    assert "utt03" in capsys.readouterr().err
+    info = yaml.safe_load((damaged / "decode.yaml").read_text(encoding="utf-8"))
+    assert list(info["failed"]) == ["utt03"] and "NaN" in info["failed"]["utt03"]
+    expected = {u: t for u, t in _trn(sound / "hyp.trn").items() if u != "utt03"}
+    assert {u: t for u, t in _trn(damaged / "hyp.trn").items() if u != "utt03"} == expected

@@ -194,7 +194,10 @@ def test_nan_batch_is_skipped_counted_and_never_applied(
     from kospeech.train.checkpoint import load_checkpoint
     from kospeech.train.trainer import Trainer
 
+    from tests.fixtures.deploy import MODEL as CONV_CTC  # batch norm: running statistics a NaN forward moves
+
     cfg = base_config(corpus, max_epochs=1, max_grad_norm=0.0)
+    cfg["model"] = copy.deepcopy(CONV_CTC)
     victim = sorted(Path(corpus["train"], "utt2num_frames").read_text().split()[::2])[3]
     cfg["augment"] = [{"name": "test_nan_injector", "utt_id": victim}]
     trainer = Trainer(cfg, tmp_path / "exp")
@@ -203,6 +206,9 @@ def test_nan_batch_is_skipped_counted_and_never_applied(
     assert summary["skipped_batches"] == 1
     assert trainer.step == n_batches - 1  # the poisoned batch made no update
     assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
+    # nor left NaN in batch norm's running statistics (its forward pass had moved them)
+    stats = [b for n, b in trainer.raw_model.named_buffers() if n.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.isfinite(b).all() for b in stats)
     assert load_checkpoint(tmp_path / "exp/checkpoints/last.pt")["metrics"]["skipped_batches"] == 1
     assert any("non-finite loss" in r.message and victim in r.message for r in caplog.records)
 

@@ -627,10 +627,17 @@ class Trainer:
         sync_now = last_micro or not self.dist.enabled
         ctx = contextlib.nullcontext() if sync_now else self.model.no_sync()
         with ctx:
+            norm_stats = self._norm_statistics()
+            saved = [b.clone() for b in norm_stats]
             out = self._forward(self.model, batch)
             loss = out["loss"]
             bad = D.any_true(not bool(torch.isfinite(loss.detach()).item()), self.device)
             if bad:
+                # the forward pass has already moved the normalisation layers' running statistics
+                # (NaN in, NaN out): put them back, or every later evaluation would be NaN
+                with torch.no_grad():
+                    for buf, old in zip(norm_stats, saved):
+                        buf.copy_(old)
                 self.skipped_batches += 1
                 logger.warning(
                     "skipped a batch with non-finite loss (%s) at step %d, utterances %s; %d skipped so far",
@@ -654,6 +661,14 @@ class Trainer:
         self._stats["audio"] += self.inputs.audio_seconds(batch)
         self._stats["frames"] += int(lengths.sum())
         self._stats["padded"] += int(lengths.numel() * batch["features"].size(1))
+
+    def _norm_statistics(self) -> list[torch.Tensor]:
+        """The running statistics of the model's normalisation layers (batch norm and its masked
+        kind), found once: what a training-mode forward pass changes besides the graph."""
+        if getattr(self, "_norm_buffers", None) is None:
+            self._norm_buffers = [b for name, b in self.raw_model.named_buffers()
+                                  if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
+        return self._norm_buffers
 
     def _note_unreadable(self, failed: Any) -> None:
         """Count utterances whose audio could not be read (each named once in the log)."""

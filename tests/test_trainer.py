@@ -193,7 +193,6 @@ def test_nan_batch_is_skipped_counted_and_never_applied(
 ) -> None:
     from kospeech.train.checkpoint import load_checkpoint
     from kospeech.train.trainer import Trainer
-
     from tests.fixtures.deploy import MODEL as CONV_CTC  # batch norm: running statistics a NaN forward moves
 
     cfg = base_config(corpus, max_epochs=1, max_grad_norm=0.0)

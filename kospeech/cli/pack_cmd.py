@@ -1,7 +1,7 @@
-"""``kospeech pack CHECKPOINT [--search NAME] [-o KEY=VALUE]... [--lm DIR] [--scores DECODE_DIR...] --out DIR``.
+"""``kospeech pack CKPT [--search NAME] [-o KEY=VALUE]... [--lm DIR] [--hotwords FILE] [--scores DIR...] --out DIR``.
 
 A model package: the checkpoint with the decoding to serve it with (search, options, the LM,
-copied in), the scores that decoding measured (``--scores`` decode dirs, scored) and a model
+copied in, and a default hotword list), the scores that decoding measured (``--scores`` decode dirs, scored) and a model
 card (``README.md``). Every door opens it and decodes as the recipe scored:
 ``kospeech transcribe DIR a.wav``, ``kospeech.load(DIR)``, ``kospeech serve DIR``, and
 ``kospeech export DIR --out ONNX_DIR`` for the torch-free runtime. The recipes' last stage writes

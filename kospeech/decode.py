@@ -190,7 +190,7 @@ def decode_test_set(
             "utterances": len(test.utt_ids),
         },
         "batch_size": batch_size,
-        "device": str(getattr(transcriber, "device", "cpu")),
+        "device": str(transcriber.device),
         "engine": transcriber.engine.kind,
         "timing": {
             "wall_seconds": round(wall, 3),

@@ -28,14 +28,13 @@ def decode(args: argparse.Namespace) -> int:
         models = [*args.checkpoint, *models]
     if not models:
         raise ConfigError("no model given: kospeech decode MODEL [MODEL ...] --data DIR --out DIR")
-    args.checkpoint = models
     search, options = search_choice(args, [a for a in args.options if "=" in a])
     asr = load(models if len(models) > 1 else models[0], device=args.device, weights=args.weights,
                trust_plugins=args.trust_plugins)
     cfg = asr.search_config(search, **options)
     total = len(open_test_set(args.data).utt_ids)
     with progress_bar(total=total, desc=f"decode {cfg['name']}", unit="utt") as bar:
-        info = decode_test_set(asr, args.data, args.out, cfg, batch_size=args.batch_size, checkpoint=args.checkpoint,
+        info = decode_test_set(asr, args.data, args.out, cfg, batch_size=args.batch_size, checkpoint=models,
                                progress=bar.update)
     timing = info["timing"]
     rtf = timing["real_time_factor"]

@@ -17,17 +17,11 @@ from kospeech.cli import add_search_arguments
 
 def pack(args: argparse.Namespace) -> int:
     from kospeech.cli import search_choice
-    from kospeech.inference.api import TorchEngine
-    from kospeech.inference.driver import resolve_search
-    from kospeech.inference.loading import load_for_inference
     from kospeech.inference.package import write_package
 
     search, options = search_choice(args)
-    decode = None
-    if search or options:
-        base = TorchEngine(load_for_inference(args.checkpoint, device="cpu")).default_search()
-        decode = resolve_search(base, search, options)
-    out = write_package(args.checkpoint, args.out, search=decode, name=args.name, scores=args.scores)
+    out = write_package(args.checkpoint, args.out, search=search, options=options, name=args.name,
+                        scores=args.scores)
     print(f"wrote the package {out}: kospeech transcribe {out} a.wav")
     return 0
 

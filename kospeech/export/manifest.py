@@ -40,6 +40,9 @@ FRONTEND_ARRAYS = "frontend.npz"
 CMVN_FILE = "cmvn.npz"
 TOKENIZER_DIR = "tokenizer"
 INPUTS = ("features", "feature_lengths")
+#: the searches the runtime decodes an export with, per network head (export picks among them too)
+RUNTIME_SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",),
+                    "attention": ("greedy",)}
 OUTPUTS = ("log_probs", "lengths")
 
 

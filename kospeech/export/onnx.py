@@ -500,9 +500,7 @@ def _package_decoding(pkg: Any, head: str, tmp: Path) -> dict[str, Any]:
     search = dict(pkg.search)
     if (pkg.directory / pk.CARD_FILE).is_file():
         shutil.copy2(pkg.directory / pk.CARD_FILE, tmp / pk.CARD_FILE)
-    runtime_has = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",),
-                   "attention": ("greedy",)}[head]
-    if search["name"] not in runtime_has:
+    if search["name"] not in mf.RUNTIME_SEARCHES[head]:
         fallback = _default_search({}, head)
         logger.warning("%s decodes with %s, which the runtime lacks: the export decodes with %s",
                        pkg.directory, search["name"], fallback["name"])

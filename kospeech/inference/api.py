@@ -151,10 +151,6 @@ class Transcriber(Driver):
         super().__init__(TorchEngine(bundle), search=search, max_segment_seconds=max_segment_seconds,
                          name=name or Path(bundle.path).name or "model", default_search=default_search, **options)
 
-    @property
-    def device(self) -> torch.device:
-        return self.inputs.device
-
     def decode_features(self, arrays: Sequence[np.ndarray], search: Any) -> tuple[list[str], float]:
         """Dumped (T, D) features -> texts, and the seconds of audio they cover."""
         feats, lengths = self.inputs.from_features(arrays)

@@ -42,8 +42,7 @@ SORT_WINDOW_BATCHES = 4
 DEFAULT_LM_WEIGHT = 0.5
 #: options that need a beam search (a greedy search given one of them becomes its head's beam search)
 BEAM_OPTIONS = ("lm", "hotwords")
-#: searches that take ``lm``/``lm_weight``, and the LM-capable search of each head when the current one takes none
-LM_SEARCHES = ("ctc_prefix_beam", "beam", "joint_ctc_attention", "transducer_beam", "attention_rescoring")
+#: the beam search of each head, for a greedy search given an LM or hotwords
 LM_SEARCH_FOR = {"ctc_greedy": {"name": "ctc_prefix_beam", "beam_size": 10}, "greedy": {"name": "beam", "beam_size": 5},
                  "transducer_greedy": {"name": "transducer_beam", "beam_size": 4}}
 
@@ -159,7 +158,7 @@ def item_name(item: Any) -> str:
 
 def wave_from_array(item: Any, name: str) -> np.ndarray:
     """A 1-D float32 wave from a numpy or torch array: integer PCM scaled by its type's range,
-    (channels, samples) or (samples, channels) averaged over the short axis."""
+    several channels down-mixed as files are (:func:`kospeech.audio.downmix`)."""
     wave = item.detach().cpu().numpy() if hasattr(item, "detach") else np.asarray(item)
     if wave.dtype.kind == "i":  # signed PCM: int16 / 32768, int32 / 2**31
         wave = wave.astype(np.float64) / (np.iinfo(wave.dtype).max + 1.0)
@@ -168,8 +167,10 @@ def wave_from_array(item: Any, name: str) -> np.ndarray:
         wave = (wave.astype(np.float64) - half) / half
     elif wave.dtype.kind != "f":
         raise DataError(f"{name}: expected audio samples (float or integer PCM), got an array of {wave.dtype}")
-    if wave.ndim == 2:
-        wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
+    if wave.ndim == 2:  # (channels, samples) or (samples, channels): the shorter axis is the channels
+        from kospeech.audio import downmix
+
+        wave = downmix(wave.T if wave.shape[0] < wave.shape[1] else wave, name)
     if wave.ndim != 1:
         raise DataError(f"{name}: expected a 1-D wave (or channels x samples), got shape {wave.shape}")
     return np.ascontiguousarray(wave, dtype=np.float32)

@@ -138,38 +138,37 @@ def write_package(
     checkpoint: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    search: Mapping[str, Any] | None = None,
+    search: str | Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
     name: str | None = None,
     scores: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
-    """Write a package: the checkpoint, its decoding (``search``; its ``lm`` is copied in), a card.
+    """Write a package: the checkpoint, its decoding (its ``lm`` is copied in), a card.
 
-    ``search`` None keeps the checkpoint's own decoding. ``scores`` are decode dirs (or their
+    The decoding is the checkpoint's own, or ``search`` with ``options`` on top, by the rules of
+    every door (:func:`kospeech.inference.driver.resolve_search`: an LM turns a greedy search into
+    its beam search and gets a default weight). ``scores`` are decode dirs (or their
     ``scores.json``) measured with this decoding; their table goes into the card and the manifest.
     """
+    from kospeech.inference.api import TorchEngine
+    from kospeech.inference.driver import resolve_search
     from kospeech.inference.loading import load_for_inference
+    from kospeech.train.checkpoint import checkpoint_file
 
     src = Path(checkpoint)
     bundle = load_for_inference(src, device="cpu")  # checks the checksum, the plugins, the tokenizer
-    from kospeech.inference.api import TorchEngine
-
     engine = TorchEngine(bundle)
-    decode = dict(search) if search else engine.default_search()
+    decode = resolve_search(engine.default_search(), search, options or {})
     engine.build_search({k: v for k, v in decode.items() if k != "lm"})  # a bad option fails before writing
     dest = out_dir(out)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        ckpt_file = src if src.is_file() else Path(bundle.path)
-        if ckpt_file.is_dir():
-            ckpt_file = ckpt_file / "checkpoints" / "last.pt"
-        shutil.copy2(ckpt_file, tmp / CHECKPOINT_FILE)
+        shutil.copy2(checkpoint_file(src), tmp / CHECKPOINT_FILE)  # the file load_for_inference read
         if decode.get("lm"):
             copy_lm(decode["lm"], tmp / LM_DIR)
             decode["lm"] = LM_DIR
-            if decode.get("lm_weight") is None:
-                raise ConfigError("the package's search has an LM but no lm_weight; give -o lm_weight=W")
         rows = [score_row(Path(s)) for s in scores]
         transcript = next((r["transcript"] for r in rows if r.get("transcript") not in (None, "?")), None)
         model_cfg = bundle.config.get("model") or {}

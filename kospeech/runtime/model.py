@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kospeech.audio import check_finite, read_audio, read_audio_bytes, resample_wave
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
 from kospeech.inference.driver import Decoded, Driver, encode_hotwords, samples_for_frames
@@ -29,12 +28,10 @@ from kospeech.runtime import attention, ctc, transducer
 from kospeech.runtime.features import NumpyFrontend
 from kospeech.runtime.tokens import Detokenizer
 
-SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",), "attention": ("greedy",)}
 OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size", "lm", "lm_weight", "length_bonus", "hotwords",
                                                   "hotword_weight"),
            "transducer_greedy": ("max_symbols_per_frame",),
            "greedy": ("max_len_ratio",)}
-Item = str | os.PathLike | np.ndarray | bytes
 #: onnxruntime input types of decoder state tensors -> numpy (the zero start state)
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
            "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
@@ -66,9 +63,9 @@ class OnnxEngine:
         files = self.manifest.get("files", {})
         net = self.manifest.get("network", {})
         self.head = str(net.get("head"))
-        if self.head not in SEARCHES:
+        if self.head not in mf.RUNTIME_SEARCHES:
             raise DataError(f"{d}: network head {self.head!r} is not one this runtime decodes "
-                            f"({', '.join(SEARCHES)})")
+                            f"({', '.join(mf.RUNTIME_SEARCHES)})")
         use_int8 = ("int8" in files) if int8 is None else int8
         if use_int8 and "int8" not in files:
             raise ConfigError(f"{d}: has no int8 model; export with --quantize int8")
@@ -103,7 +100,7 @@ class OnnxEngine:
             self._state_inputs = [i.name for i in self.predictor.get_inputs()[1:]]
             self._state_shapes = [[1, *i.shape[1:]] for i in self.predictor.get_inputs()[1:]]
         self.decoder = session("decoder") if "decoder" in files else None
-        self.searches: tuple[str, ...] = SEARCHES[self.head]
+        self.searches: tuple[str, ...] = mf.RUNTIME_SEARCHES[self.head]
         if self.decoder is not None:
             self._decoder_init = [list(s) for s in net.get("decoder_state", [])]
             self._decoder_inputs = [i.name for i in self.decoder.get_inputs()[3:]]
@@ -133,7 +130,7 @@ class OnnxEngine:
         return self.tokenizer.decode(list(ids))
 
     def build_search(self, cfg: Mapping[str, Any]) -> RuntimeSearch:
-        checked = self._search(None, cfg)
+        checked = self._check_search(cfg)
         lm = None
         if checked.get("lm") and checked.get("lm_weight"):
             from kospeech.lm.arpa import load_ngram
@@ -158,19 +155,6 @@ class OnnxEngine:
                 for tokens, spans in self._decode_batch(self._run(waves), search)]
 
     # -- pieces (also used by the parity test and bench/export.py) ---------------------------
-
-    def read(self, item: Item) -> tuple[np.ndarray, str]:
-        """A wave at the model's rate and the item's name for results and errors."""
-        if isinstance(item, np.ndarray):
-            if item.ndim != 1 or item.size == 0:
-                raise DataError(f"<array>: expected a non-empty mono wave, got shape {item.shape}")
-            check_finite(item, "<array>")
-            return item.astype(np.float32, copy=False), "<array>"
-        if isinstance(item, (bytes, bytearray)):
-            wave, rate = read_audio_bytes(item, "<bytes>")
-            check_finite(wave, "<bytes>")
-            return resample_wave(wave, rate, self.sample_rate), "<bytes>"
-        return read_audio(item, sample_rate=self.sample_rate), str(item)
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         """(S,) wave -> (T, D) normalised features, as the checkpoint's frontend and CMVN give them."""
@@ -238,13 +222,9 @@ class OnnxEngine:
     def _joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:
         return self.joiner.run(None, {"encoder_frame": frame, "predictor_out": pred_out})[0]
 
-    def _search(self, search: str | Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
-        if search is None:
-            cfg = dict(options)
-        elif isinstance(search, str):
-            cfg = {"name": search, **options}
-        else:
-            cfg = {**search, **options}
+    def _check_search(self, search: Mapping[str, Any]) -> dict[str, Any]:
+        """``search`` when the runtime has it for this head and knows every option, else a ConfigError."""
+        cfg = dict(search)
         if cfg.get("name") not in self.searches:
             raise ConfigError(f"search {cfg.get('name')!r}: the runtime has {', '.join(self.searches)} for "
                               f"this {self.head} export")
@@ -288,7 +268,6 @@ class OnnxEngine:
         step = self.frame_seconds
         return tokens, [TokenSpan(self.tokenizer.id_to_token(t), s * step, e * step, round(p, 4))
                         for t, s, e, p in spans]
-
 
 
 class ExportedModel(Driver):

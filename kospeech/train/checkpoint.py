@@ -131,14 +131,19 @@ def prune_checkpoints(ckpt_dir: str | Path, keep_last: int, keep: Iterable[str |
     return old
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint and check it is one of ours; errors say which file and what is wrong."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a checkpoint argument names: the path itself, or an exp dir's ``last.pt``."""
     path = Path(path)
     if path.is_dir():
         for name in (LAST, f"{CKPT_DIR}/{LAST}"):
             if (path / name).is_file():
-                path = path / name
-                break
+                return path / name
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint and check it is one of ours; errors say which file and what is wrong."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path} (give a .pt file or an exp dir with checkpoints/last.pt)")
     try:

@@ -11,7 +11,6 @@ swap, say, one attention for another without inheriting the old one's arguments)
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,67 +18,10 @@ from typing import Any
 import yaml
 
 from kospeech.errors import ConfigError
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """YAML 1.1 safe loading, but ``1e-3`` is a float (PyYAML alone reads it as a string)."""
-
-
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
-
+from kospeech.files import read_yaml, yaml_load
 
 EXTENDS_KEY = "extends"
 REPLACE_KEY = "_replace_"
-
-
-def _yaml_error(path: Path | str, err: yaml.YAMLError) -> ConfigError:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    problem = getattr(err, "problem", None) or str(err)
-    return ConfigError(f"{where}: YAML syntax error: {problem}")
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """One YAML file as a mapping; syntax errors name the file, line and column.
-
-    Read as the toolkit reads every text file: UTF-8, else CP949 (line by line, BOM dropped).
-    """
-    from kospeech.data.datadir import decode_lines
-    from kospeech.errors import DataError
-
-    path = Path(path)
-    try:
-        text = "\n".join(decode_lines(path.read_bytes(), path)[0])  # UTF-8, or CP949 as Windows editors save it
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config {path} is a folder; give a YAML file") from None
-    except DataError as err:
-        raise ConfigError(str(err)) from None
-    try:
-        data = yaml_load(text)
-    except yaml.YAMLError as err:
-        raise _yaml_error(path, err) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,7 +93,7 @@ def dump_config(cfg: Mapping[str, Any]) -> str:
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> Path:
     """Write the resolved config atomically, so a crash never leaves half a file beside a model."""
-    from kospeech.data.datadir import write_atomic
+    from kospeech.files import write_atomic
 
     return write_atomic(path, dump_config(cfg))
 

@@ -80,7 +80,7 @@ def open_test_set(path: str | Path) -> TestSet:
 
 def write_trn(path: Path, mapping: Mapping[str, str]) -> None:
     """``utt-id text`` per line, sorted by id, written atomically."""
-    from kospeech.data.datadir import write_atomic
+    from kospeech.files import write_atomic
 
     write_atomic(path, "".join(f"{u} {mapping[u]}".rstrip() + "\n" for u in sorted(mapping)))
 
@@ -199,7 +199,7 @@ def decode_test_set(
         },
         "failed": failed,
     }
-    from kospeech.data.datadir import write_atomic
+    from kospeech.files import write_atomic
 
     write_atomic(out_dir / "decode.yaml", yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
     return info

@@ -159,7 +159,7 @@ def test_cli_validate_exit_codes(data_dir: Path, capsys: pytest.CaptureFixture[s
 def test_write_atomic_text_bytes_mode_and_no_leftovers(tmp_path: Path) -> None:
     """Text is UTF-8, bytes pass through, the mode follows the umask, and a failed write
     leaves the old file and no temporary behind."""
-    from kospeech.data.datadir import write_atomic
+    from kospeech.files import write_atomic
 
     target = tmp_path / "sub" / "f.txt"
     assert write_atomic(target, "안녕\n") == target

@@ -341,8 +341,9 @@ def test_compare_across_corpora_names_runs_by_path_and_training_corpus(
 
 def test_nan_bytes_in_a_dump_fail_their_utterance_only(setup: dict, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """A dump whose shard bytes turned to NaN (same size, so the size check passes) fails that
-    utterance by name; the others decode as from the sound dump."""
+    """A dump whose shard bytes turned to NaN (same size, so the size check passes) is refused by
+    its checksum, naming the shard; where there is no checksum to catch it (a dump made before
+    checksums), the NaN utterance fails by name and the others decode as from the sound dump."""
     import shutil
 
     dump = tmp_path / "dump"
@@ -355,6 +356,10 @@ def test_nan_bytes_in_a_dump_fail_their_utterance_only(setup: dict, tmp_path: Pa
     del values
     sound, damaged = tmp_path / "sound", tmp_path / "damaged"
     assert main(["decode", str(setup["ckpt"]), "--data", str(setup["dump"]), "--out", str(sound)]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(setup["ckpt"]), "--data", str(dump), "--out", str(damaged)]) == 1
+    assert f"{shard} does not match its sha256" in capsys.readouterr().err
+    (dump / "checksums.tsv").unlink()
     assert main(["decode", str(setup["ckpt"]), "--data", str(dump), "--out", str(damaged)]) == 1
     assert "utt03" in capsys.readouterr().err
     info = yaml.safe_load((damaged / "decode.yaml").read_text(encoding="utf-8"))

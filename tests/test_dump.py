@@ -172,3 +172,46 @@ def test_cli_dump_with_config_and_cmvn(data_dir: Path, tmp_path: Path, capsys) -
     bad.write_text("model: {name: x}\n", encoding="utf-8")
     rc = cli_main(["features", "dump", "--data", str(data_dir), "--out", str(out), "--config", str(bad)])
     assert rc == 1 and "no 'frontend:' section" in capsys.readouterr().err
+
+
+def _flip_byte_keeping_stamp(path: Path, at: int) -> None:
+    """Damage one byte but keep size and modification time, as bit rot or a careless restore would."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_shard_checksums_are_checked_when_changed_and_on_verify(data_dir: Path, tmp_path: Path, capsys) -> None:
+    import hashlib
+
+    out = tmp_path / "dump"
+    dump_features(data_dir, out, FBANK, nj=2, shard_size=3)
+    shards = sorted((out / "shards").glob("feats.*.f16"))
+    listed = dict(line.split("\t") for line in (out / "checksums.tsv").read_text().splitlines())
+    # every shard, with the sha256 of its bytes as they lie on disk (computed while writing)
+    assert sorted(listed) == [f"shards/{p.name}" for p in shards] and len(shards) >= 2
+    assert all(listed[f"shards/{p.name}"] == hashlib.sha256(p.read_bytes()).hexdigest() for p in shards)
+    FeatureDump(out)
+    assert cli_main(["features", "verify", str(out)]) == 0
+
+    # a changed shard (new mtime: a rewrite, a copy) is hashed when the dump is opened, and refused
+    victim = shards[1]
+    data = bytearray(victim.read_bytes())
+    data[10] ^= 0x40
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"{victim.name} does not match its sha256.*features dump --out"):
+        FeatureDump(out)
+    # a rerun of the dump finds the damaged shard and extracts it again
+    stats = dump_features(data_dir, out, FBANK, nj=1, shard_size=3)
+    assert stats.shards_reused == stats.shards - 1
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == listed[f"shards/{victim.name}"]
+    FeatureDump(out)
+
+    # damage that keeps size and time is not seen at open (no hashing there), but verify finds it
+    _flip_byte_keeping_stamp(shards[0], 20)
+    FeatureDump(out)
+    capsys.readouterr()
+    assert cli_main(["features", "verify", str(out)]) == 1
+    assert f"{shards[0]} does not match its sha256" in capsys.readouterr().out

@@ -75,7 +75,7 @@ def torch_greedy_texts(checkpoint: Path, waves: list[np.ndarray]) -> list[str]:
 def test_export_directory_is_self_contained(exported: Path, ctc_checkpoint: dict) -> None:
     import onnx
 
-    from kospeech.export.manifest import sha256_files
+    from kospeech.files import sha256_files
     from kospeech.metadata import FORMAT_VERSION, check_metadata
 
     names = {p.name for p in exported.iterdir()}
@@ -275,7 +275,7 @@ def test_attention_decoder_export_matches_pytorch_greedy(name: str, ctc_checkpoi
     utterances; a CTC+attention export keeps CTC as its default search."""
     import kospeech
     from kospeech import runtime
-    from kospeech.export.manifest import sha256_files
+    from kospeech.files import sha256_files
 
     ckpt = _variant(ctc_checkpoint, ATTENTION_MODELS[name], tmp_path / f"{name}.pt")
     out = tmp_path / name

@@ -367,3 +367,66 @@ def test_validate_reports_a_wav_of_random_bytes(tmp_path: Path) -> None:
     assert report.removed == {"unreadable audio": 1} and sorted(read_data_dir(data).wav) == [
         "spk0-utt0", "spk0-utt1", "spk0-utt3"]
     assert validate_data_dir(data).ok
+
+
+# ---------------------------------------------------------------------------------------------
+# standard input: streamed through a temporary file, checked as a path is, nothing left behind
+
+
+class _RateOnly:
+    """The part of an engine that opening inputs uses."""
+
+    kind = "test"
+    sample_rate = 16000
+
+    def default_search(self) -> dict:
+        return {"name": "ctc_greedy"}
+
+
+def _stdin_with(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_stdin_streams_in_blocks_and_refuses_a_cut_wav_by_the_path_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glob
+    import io
+    import tempfile
+    import tracemalloc
+
+    from kospeech.inference.driver import BLOCK_SECONDS, Driver
+
+    driver = Driver(_RateOnly())
+    seconds = 4 * BLOCK_SECONDS  # four blocks
+    wave = (0.1 * np.sin(np.arange(int(seconds * 16000)) * 0.05)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, 16000, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    leftovers = lambda: glob.glob(os.path.join(tempfile.gettempdir(), "kospeech-stdin-*"))  # noqa: E731
+    before = set(leftovers())
+
+    _stdin_with(monkeypatch, data)
+    tracemalloc.start()
+    name, got_seconds, blocks = driver.open("-")
+    first = next(blocks())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # memory: one block of float32 samples (and its int16 read), not the whole input (bytes + samples)
+    assert name == "<stdin>" and got_seconds == pytest.approx(seconds)
+    assert peak < 0.5 * (len(data) + wave.nbytes), f"peak {peak} bytes for a {len(data)}-byte input"
+    np.testing.assert_allclose(first, wave[: len(first)], atol=1 / 32768 + 1e-6)
+
+    _stdin_with(monkeypatch, data)
+    _, _, blocks = driver.open("-")
+    np.testing.assert_allclose(np.concatenate(list(blocks())), wave, atol=1 / 32768 + 1e-6)
+
+    _stdin_with(monkeypatch, data[: len(data) // 2])  # a copy cut short: the path's check, named <stdin>
+    with pytest.raises(DataError, match=r"^<stdin> is cut short"):
+        driver.open("-")
+    _stdin_with(monkeypatch, b"")
+    with pytest.raises(DataError, match=r"<stdin>: no audio bytes"):
+        driver.open("-")
+    assert set(leftovers()) == before  # read, dropped half-way or refused: the temporary file is gone

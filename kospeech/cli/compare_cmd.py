@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from kospeech.cli import positive_int
-from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
+from kospeech.files import write_atomic
 
 
 def find_scores(paths: list[str]) -> list[Path]:

@@ -1,4 +1,4 @@
-"""``kospeech features dump|cmvn``: stage 2, a data dir's audio into a feature dump (+ CMVN stats)."""
+"""``kospeech features dump|cmvn|verify``: stage 2, a data dir's audio into a feature dump (+ CMVN stats, checksums)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,31 @@ def cmvn(args: argparse.Namespace) -> int:
     return 0
 
 
+def verify(args: argparse.Namespace) -> int:
+    """Hash every shard of a dump against ``checksums.tsv``; exit 1 naming the damaged ones."""
+    from kospeech.data.dump import CHECKSUM_FILE, FeatureDump, read_checksums, verify_dump
+    from kospeech.progress import progress_bar
+
+    dump_dir = Path(args.dump)
+    FeatureDump(dump_dir, verify=False)  # a clear error when it is not a finished dump
+    checksums = read_checksums(dump_dir)
+    if not checksums:
+        print(f"{dump_dir}: no {CHECKSUM_FILE} (a dump made before checksums); rerun `kospeech features dump "
+              f"--out {dump_dir}` to add them")
+        return 1
+    total = sum((dump_dir / name).stat().st_size for name in checksums if (dump_dir / name).exists())
+    with progress_bar(total=total, unit="B", unit_scale=True, desc=f"verify {dump_dir.name}") as bar:
+        bad = verify_dump(dump_dir, everything=True, progress=bar.update)
+    for problem in bad:
+        print(problem)
+    if bad:
+        print(f"{dump_dir}: {len(bad)} of {len(checksums)} shards damaged; rerun `kospeech features dump "
+              f"--out {dump_dir}` (it redoes them)")
+        return 1
+    print(f"{dump_dir}: {len(checksums)} shards match their sha256 ({total / 1e6:.0f} MB)")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("features", help="extract features into dumps; CMVN statistics")
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -94,3 +119,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     cp.add_argument("--dump", required=True)
     cp.add_argument("--out", help="output file (default DUMP/cmvn.npz)")
     cp.set_defaults(func=cmvn)
+    vp = fsub.add_parser("verify", parents=[parent],
+                         help="hash every shard against its sha256 (opening a dump hashes only changed shards)")
+    vp.add_argument("dump", help="a finished dump dir")
+    vp.set_defaults(func=verify)

@@ -55,8 +55,8 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bo
     ``cer_spaces``: CER scores the space between words as a character, as ESPnet's published
     CERs do (see :mod:`kospeech.metrics`); ``scores.json`` records it.
     """
-    from kospeech.data.datadir import write_atomic
     from kospeech.decode import read_trn
+    from kospeech.files import write_atomic
     from kospeech.metrics import format_alignment, score_corpus
 
     refs, hyps = read_trn(ref_path), read_trn(hyp_path)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kospeech.data.datadir import write_atomic
+from kospeech.files import write_atomic
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from kospeech.errors import DataError
+from kospeech.files import decode_line, mixed_encoding_error, raw_lines, read_lines, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -47,95 +48,6 @@ REQUIRED_FILES: tuple[str, ...] = ("wav.scp", "text", "utt2spk")
 
 # ---------------------------------------------------------------------------------------------
 # plain readers and writers
-
-
-def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:
-    """Write ``content`` (text as UTF-8, or bytes) to ``path`` through a temporary file, an
-    fsync and a rename, so a crash leaves the old file or the new one, never half of one.
-
-    The temporary file is created like any other (its mode follows the umask), in the same
-    folder so the rename stays on one file system. Every text or in-memory file the toolkit
-    writes goes through here; ``torch.save`` streams use ``train.checkpoint.atomic_save``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-TEXT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp949")
-"""Encodings of text files tried in order, per line: KsponSpeech is released in CP949 (EUC-KR),
-re-packed copies and everything this toolkit writes are UTF-8."""
-
-_BOM = b"\xef\xbb\xbf"
-
-
-def _decode_line(raw: bytes) -> tuple[str, str] | None:
-    """``(text, encoding)`` of one line, UTF-8 (strictly) first, then CP949; None when neither."""
-    for encoding in TEXT_ENCODINGS:
-        try:
-            return raw.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    return None
-
-
-def _raw_lines(data: bytes) -> list[bytes]:
-    return (data[len(_BOM) :] if data.startswith(_BOM) else data).splitlines()
-
-
-def _mixed_error(first: Mapping[str, int], counts: Counter[str], path: str | os.PathLike[str]) -> DataError:
-    minority = min(counts, key=lambda e: (counts[e], e))
-    majority = max(counts, key=lambda e: (counts[e], e))
-    return DataError(
-        f"{path}:{first[minority]}: this line is {minority.upper()} but the file is otherwise "
-        f"{majority.upper()} (line {first[majority]}); a file must use one encoding: convert the line"
-    )
-
-
-def decode_lines(data: bytes, path: str | os.PathLike[str]) -> tuple[list[str], str]:
-    """The lines of a text file and its encoding (``utf-8`` or ``cp949``), as corpus readers read them.
-
-    Each line is tried as UTF-8 (strictly), then CP949; a leading UTF-8 byte-order mark is
-    dropped. Per line, because a CP949 line is never valid UTF-8 while a whole-file CP949 decode
-    of UTF-8 text can succeed as mojibake. A file whose non-ASCII lines disagree, or a line that
-    is neither, is a DataError naming the line.
-    """
-    lines: list[str] = []
-    first: dict[str, int] = {}
-    counts = Counter[str]()
-    for n, raw in enumerate(_raw_lines(data), start=1):
-        decoded = _decode_line(raw)
-        if decoded is None:
-            raise DataError(
-                f"{path}:{n}: neither UTF-8 nor CP949 (EUC-KR); convert the file, e.g. "
-                f"`iconv -f <encoding> -t utf-8 {path}`"
-            )
-        lines.append(decoded[0])
-        if not raw.isascii():
-            counts[decoded[1]] += 1
-            first.setdefault(decoded[1], n)
-    if len(counts) > 1:
-        raise _mixed_error(first, counts, path)
-    return lines, next(iter(counts), "utf-8")
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    return decode_lines(data, path)[0]
 
 
 def _split_line(line: str) -> tuple[str, str]:
@@ -153,7 +65,7 @@ def read_scp(path: str | os.PathLike[str], *, allow_empty: bool = False) -> dict
     """
     path = Path(path)
     out: dict[str, str] = {}
-    for n, line in enumerate(_read_lines(path), start=1):
+    for n, line in enumerate(read_lines(path), start=1):
         key, value = _split_line(line)
         if not key:
             raise DataError(f"{path}:{n}: blank line; remove it (or run `kospeech data validate --fix`)")
@@ -381,8 +293,8 @@ def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5
     except OSError as err:
         report.add(f"{path}: cannot be read ({err.strerror or err})")
         return _Parsed({}, 0, 0)
-    for n, raw in enumerate(_raw_lines(data), start=1):
-        decoded = _decode_line(raw)
+    for n, raw in enumerate(raw_lines(data), start=1):
+        decoded = decode_line(raw)
         if decoded is None:
             note(f"{path}:{n}: neither UTF-8 nor CP949 (EUC-KR)")
             undecodable += 1
@@ -410,7 +322,7 @@ def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5
         report.add(f"{path}: ... and {listed - max_listed} more line problem(s)")
     encoding = "mixed" if len(counts) > 1 else next(iter(counts), "utf-8")
     if encoding == "mixed":
-        report.add(f"{_mixed_error(first, counts, path)}; --fix rewrites the file as UTF-8")
+        report.add(f"{mixed_encoding_error(first, counts, path)}; --fix rewrites the file as UTF-8")
     elif encoding != "utf-8":
         report.add(f"{path}: {encoding.upper()} text (data dir files are UTF-8); --fix rewrites it as UTF-8")
     return _Parsed(entries, duplicates, bad, undecodable, encoding)

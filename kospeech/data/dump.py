@@ -5,8 +5,11 @@ Layout of a dump dir (``kospeech features dump --data DATA --out DUMP``)::
     shards/feats.0000.f16     float16 rows of every utterance of shard 0, back to back (no header)
     shards/index.0000.tsv     utt <TAB> offset (in float16 values) <TAB> frames <TAB> dim
     shards/skipped.0000.tsv   utt <TAB> reason, for audio that could not be read
+    shards/sha256.0000.txt    sha256 of feats.0000.f16, computed while writing it
+    shards/verified.json      size and mtime of each shard when its checksum last matched
     shards/plan.json          what the shards hold (item list hash, shard count, frontend config)
     index.tsv                 utt <TAB> shard <TAB> offset <TAB> frames <TAB> dim (all shards)
+    checksums.tsv             shards/feats.NNNN.f16 <TAB> sha256, for every shard
     utt2num_frames, text, utt2spk, frontend.yaml, skipped.txt, dump.yaml, [meta.yaml], [cmvn.npz]
 
 Why this shape: float16 halves the disk and page-cache footprint of float32 (80-dim log-mel
@@ -17,6 +20,15 @@ resumption: its rows and skip list are written under temporary names and its ind
 renamed into place last. A shard counts as done only when its feats file holds exactly the
 values its index names (:func:`shard_problem`): one cut short later (a full disk, a partial
 copy) is extracted again on a rerun, and readers refuse it instead of reading it short.
+
+Checksums: each shard's sha256 is computed as its rows are written (no second read) and kept
+in ``checksums.tsv``. Opening a dump (training, decoding, CMVN) checks the sha256 of every
+shard whose size or modification time differs from what ``verified.json`` recorded when its
+checksum last matched: a shard just written, or opened before, costs nothing; one copied to
+another machine, rewritten or restored is hashed once (about 1.7 GB/s here, so a
+KsponSpeech-sized dump of ~60 GB costs a minute or two of disk reading, once). Damage that
+keeps size and time (bit rot) is what ``kospeech features verify DUMP`` finds: it hashes
+every shard, whatever the record says.
 """
 
 from __future__ import annotations
@@ -38,13 +50,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kospeech.data.datadir import write_atomic
 from kospeech.errors import DataError
+from kospeech.files import sha256_files, write_atomic
 
 logger = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 INDEX_FILE = "index.tsv"
+CHECKSUM_FILE = "checksums.tsv"
+VERIFIED_FILE = "verified.json"
 DTYPE = np.float16
 
 
@@ -87,6 +101,78 @@ def shard_problem(shard_dir: Path, shard: int) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# checksums
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def read_checksums(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """``shards/feats.NNNN.f16`` -> sha256 from a dump's ``checksums.tsv`` ({} for a dump made before checksums)."""
+    path = Path(directory) / CHECKSUM_FILE
+    if not path.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if len(parts) != 2 or len(parts[1]) != 64:
+            raise DataError(f"{path}:{n}: expected 'shards/feats.NNNN.f16 <TAB> sha256', got {line!r}")
+        out[parts[0]] = parts[1]
+    return out
+
+
+def _read_verified(directory: Path) -> dict[str, list[int]]:
+    try:
+        record = json.loads((directory / SHARD_DIR / VERIFIED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_verified(directory: Path, record: Mapping[str, list[int]]) -> None:
+    try:
+        write_atomic(directory / SHARD_DIR / VERIFIED_FILE, json.dumps(dict(sorted(record.items())), indent=0))
+    except OSError as err:  # a read-only dump (shared storage) is still usable; it is hashed again next time
+        logger.debug("cannot record verified shards in %s: %s", directory, err)
+
+
+def verify_dump(
+    directory: str | os.PathLike[str], *, everything: bool = False, progress: Callable[[int], Any] | None = None
+) -> list[str]:
+    """The shards of a dump whose bytes do not match their sha256 (empty when all match).
+
+    Only shards whose size or modification time changed since their checksum last matched are
+    hashed, unless ``everything``; matches are recorded in ``shards/verified.json``.
+    ``progress(n)`` gets the bytes hashed.
+    """
+    directory = Path(directory)
+    checksums = read_checksums(directory)
+    record = _read_verified(directory)
+    bad: list[str] = []
+    changed = False
+    for name, expected in checksums.items():
+        path = directory / name
+        try:
+            stamp = _stamp(path)
+        except FileNotFoundError:
+            bad.append(f"{path} is missing")
+            continue
+        if not everything and record.get(name) == stamp:
+            continue
+        if sha256_files(path, progress=progress) != expected:
+            bad.append(f"{path} does not match its sha256 in {directory / CHECKSUM_FILE}")
+            record.pop(name, None)
+        else:
+            record[name] = stamp
+        changed = True
+    if changed:
+        _write_verified(directory, record)
+    return bad
+
+
+# ---------------------------------------------------------------------------------------------
 # reading
 
 
@@ -95,9 +181,11 @@ class FeatureDump:
 
     ``dump[utt]`` is a float32 copy (T, D); :meth:`raw` is the float16 memory-mapped view.
     Picklable (for DataLoader workers): the memory maps are reopened lazily in each process.
+    Opening checks the shards' checksums where they changed since last checked (:func:`verify_dump`);
+    ``verify=False`` skips that (``kospeech features verify`` checks them itself, with a progress bar).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, verify: bool = True) -> None:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_FILE
         if not index_path.exists():
@@ -118,24 +206,36 @@ class FeatureDump:
             self._index[parts[0]] = (shard, offset, frames, dim)
             self._extent[shard] = max(self._extent.get(shard, 0), offset + frames * dim)
         self._maps: dict[int, np.ndarray] = {}
+        if verify:
+            for shard in self._extent:  # sizes first: a shard cut short is named as such, not as a checksum
+                self._checked_shard(shard)
+            bad = verify_dump(self.directory)
+            if bad:
+                raise DataError(f"{bad[0]}: the dump is damaged (changed since it was written); rerun "
+                                f"`kospeech features dump --out {self.directory}` (it redoes the shard)")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_maps"] = {}
         return state
 
+    def _checked_shard(self, shard: int) -> tuple[Path, int]:
+        """Path and size of a shard's feats file, refused when missing or not the size its index needs."""
+        path = self.directory / SHARD_DIR / _shard_name("feats", shard, "f16")
+        rerun = f"the dump is damaged: rerun `kospeech features dump --out {self.directory}` (it redoes the shard)"
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise DataError(f"feature shard {path} is missing; {rerun}") from None
+        expected = self._extent.get(shard, 0) * DTYPE().itemsize
+        if size != expected:  # a truncated shard is refused, never read short (CMVN, training)
+            raise DataError(f"feature shard {path} has {size} bytes but the index needs {expected}; {rerun}")
+        return path, size
+
     def _shard(self, shard: int) -> np.ndarray:
         mm = self._maps.get(shard)
         if mm is None:
-            path = self.directory / SHARD_DIR / _shard_name("feats", shard, "f16")
-            rerun = f"the dump is damaged: rerun `kospeech features dump --out {self.directory}` (it redoes the shard)"
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise DataError(f"feature shard {path} is missing; {rerun}") from None
-            expected = self._extent.get(shard, 0) * DTYPE().itemsize
-            if size != expected:  # a truncated shard is refused, never read short (CMVN, training)
-                raise DataError(f"feature shard {path} has {size} bytes but the index needs {expected}; {rerun}")
+            path, size = self._checked_shard(shard)
             mm = np.memmap(path, dtype=DTYPE, mode="r") if size else np.zeros(0, DTYPE)
             self._maps[shard] = mm
         return mm
@@ -221,6 +321,7 @@ class _ShardResult:
     frames: int = 0
     audio_seconds: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    stamp: list[int] = field(default_factory=list)  # size and mtime of the feats file just written
 
 
 _PROGRESS: Any = None  # a multiprocessing queue in workers, a callable in-process
@@ -267,6 +368,7 @@ def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], st
     tmp_feats = feats_path.with_name(feats_path.name + ".tmp")
     index_lines: list[str] = []
     offset = 0
+    digest = hashlib.sha256()
     with open(tmp_feats, "wb") as fh:
         for out_id, path, factor in items:
             try:
@@ -280,7 +382,9 @@ def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], st
                 result.skipped.append((out_id, " ".join(str(err).split())))
                 _report(1)
                 continue
-            fh.write(feats.tobytes())
+            row_bytes = feats.tobytes()
+            fh.write(row_bytes)
+            digest.update(row_bytes)
             index_lines.append(f"{out_id}\t{offset}\t{feats.shape[0]}\t{feats.shape[1]}\n")
             offset += feats.size
             result.utterances += 1
@@ -288,6 +392,8 @@ def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], st
             result.audio_seconds += wave.size / sample_rate
             _report(1)
     os.replace(tmp_feats, feats_path)
+    result.stamp = _stamp(feats_path)
+    write_atomic(shard_dir / _shard_name("sha256", shard, "txt"), digest.hexdigest() + "\n")
     write_atomic(shard_dir / _shard_name("skipped", shard, "tsv"), "".join(f"{u}\t{r}\n" for u, r in result.skipped))
     write_atomic(shard_dir / _shard_name("index", shard, "tsv"), "".join(index_lines))
     return result
@@ -365,7 +471,7 @@ def dump_features(
     shards = _split(items, num_shards)
     todo = []
     for k in range(num_shards):
-        problem = shard_problem(shard_dir, k)
+        problem = shard_problem(shard_dir, k) or _shard_checksum_problem(shard_dir, k)
         if problem is None:
             continue
         if problem != "not finished":  # counted as done before; its feats do not match its index
@@ -385,7 +491,7 @@ def dump_features(
 
     stats = DumpStats(wall_seconds=wall, shards=num_shards, shards_reused=num_shards - len(todo))
     stats.audio_seconds = sum(r.audio_seconds for r in results)
-    _assemble(data_dir, out_dir, num_shards, cfg, factors, stats)
+    _assemble(data_dir, out_dir, num_shards, cfg, factors, stats, {r.shard: r.stamp for r in results})
     if cmvn:
         from kospeech.data.cmvn import CMVNStats
 
@@ -443,11 +549,49 @@ def _run_jobs(jobs: list[Any], *, nj: int, progress: Callable[[int], None] | Non
     return results
 
 
+def _shard_checksum_problem(shard_dir: Path, shard: int) -> str | None:
+    """Why a shard that looks complete must be extracted again: its bytes changed since they were written."""
+    sha_file = shard_dir / _shard_name("sha256", shard, "txt")
+    if not sha_file.is_file():
+        return None  # written before checksums existed: _assemble hashes it as it stands
+    name = f"{SHARD_DIR}/{_shard_name('feats', shard, 'f16')}"
+    stamp = _read_verified(shard_dir.parent).get(name)
+    feats = shard_dir / _shard_name("feats", shard, "f16")
+    if stamp == _stamp(feats):
+        return None
+    if sha256_files(feats) != sha_file.read_text(encoding="utf-8").strip():
+        return f"{feats.name} does not match its sha256"
+    return None
+
+
 def _assemble(
-    data_dir: Path, out_dir: Path, num_shards: int, cfg: Mapping[str, Any], factors: Sequence[float], stats: DumpStats
+    data_dir: Path,
+    out_dir: Path,
+    num_shards: int,
+    cfg: Mapping[str, Any],
+    factors: Sequence[float],
+    stats: DumpStats,
+    written: Mapping[int, list[int]],
 ) -> None:
-    """Merge the shard indexes and write the side files; index.tsv is written last."""
+    """Merge the shard indexes and write the side files; checksums, then index.tsv last.
+
+    ``written`` holds the stamps of the shards extracted in this run: their checksums were taken
+    from the bytes as written, so they count as verified without a second read.
+    """
     shard_dir = out_dir / SHARD_DIR
+    checksums: dict[str, str] = {}
+    verified = _read_verified(out_dir)
+    for k in range(num_shards):
+        name = f"{SHARD_DIR}/{_shard_name('feats', k, 'f16')}"
+        sha_file = shard_dir / _shard_name("sha256", k, "txt")
+        if not sha_file.is_file():  # a shard from before checksums: hash it as it stands
+            write_atomic(sha_file, sha256_files(out_dir / name) + "\n")
+            verified[name] = _stamp(out_dir / name)
+        checksums[name] = sha_file.read_text(encoding="utf-8").strip()
+        if k in written:
+            verified[name] = written[k]
+    write_atomic(out_dir / CHECKSUM_FILE, "".join(f"{n}\t{h}\n" for n, h in checksums.items()))
+    _write_verified(out_dir, verified)
     index_lines: list[str] = []
     frames: dict[str, int] = {}
     skipped: list[str] = []

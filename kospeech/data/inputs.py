@@ -87,7 +87,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     meta_path = Path(directory) / "meta.yaml"
     if not meta_path.is_file():
         return {}
-    from kospeech.config import read_yaml
+    from kospeech.files import read_yaml
 
     meta = read_yaml(meta_path)
     return dict(meta) if isinstance(meta, Mapping) else {}
@@ -100,7 +100,7 @@ def dump_frontend_config(dump_dir: str | Path, given: Mapping[str, Any] | None) 
     given = dict(given or {})
     if not fe_file.is_file():
         return given
-    from kospeech.config import read_yaml
+    from kospeech.files import read_yaml
 
     dumped = read_yaml(fe_file)
     if isinstance(dumped.get("frontend"), Mapping):

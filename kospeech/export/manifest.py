@@ -27,9 +27,6 @@ This module imports neither torch nor the registry.
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 MANIFEST = "model.yaml"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -44,13 +41,3 @@ INPUTS = ("features", "feature_lengths")
 RUNTIME_SEARCHES = {"ctc": ("ctc_greedy", "ctc_prefix_beam"), "transducer": ("transducer_greedy",),
                     "attention": ("greedy",)}
 OUTPUTS = ("log_probs", "lengths")
-
-
-def sha256_files(*paths: str | os.PathLike[str]) -> str:
-    """The ``checksum`` of the metadata block: sha256 of the network files' bytes in order, checked on load."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()

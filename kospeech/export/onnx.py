@@ -29,6 +29,7 @@ from torch import nn
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
+from kospeech.files import sha256_files
 from kospeech.metadata import make_metadata
 from kospeech.models.base import min_input_frames
 
@@ -435,7 +436,7 @@ def export_onnx(
             files["cmvn"] = mf.CMVN_FILE
         bundle.tokenizer.save(tmp / mf.TOKENIZER_DIR)
         inherited = {k: bundle.metadata[k] for k in ("plugins", "training_corpus") if k in bundle.metadata}
-        checksum = mf.sha256_files(*(tmp / f for f in graphs.values()))
+        checksum = sha256_files(*(tmp / f for f in graphs.values()))
         int8_files = [f for k, f in files.items() if k == "int8" or k.endswith("_int8")]
         decode = {"search": _default_search(bundle.config, head, "decoder" in graphs)}
         if pkg is not None:
@@ -456,7 +457,7 @@ def export_onnx(
                 "opset": opset,
                 **({"decoder_state": init_shapes(model, input_dim)} if "decoder" in graphs else {}),
                 # the int8 graphs are loaded by default: their bytes are checked too
-                **({"int8_graphs": int8_files, "int8_checksum": mf.sha256_files(*(tmp / f for f in int8_files))}
+                **({"int8_graphs": int8_files, "int8_checksum": sha256_files(*(tmp / f for f in int8_files))}
                    if int8_files else {}),
             },
             "frontend": _plain(frontend.config),

@@ -21,7 +21,10 @@ checkpoint, PyTorch) and :class:`kospeech.runtime.model.OnnxEngine` (an export, 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +129,7 @@ def encode_hotwords(cfg: Mapping[str, Any], encode: Callable[[str], list[int]]) 
 
 def read_hotwords(path: str | Path) -> list[str]:
     """A hotword file: one word or phrase per line (UTF-8 or CP949), blank lines and ``#`` comments skipped."""
-    from kospeech.data.datadir import decode_lines
+    from kospeech.files import decode_lines
 
     p = Path(path)
     try:
@@ -235,7 +238,7 @@ class Driver:
         rate = self.sample_rate
         name = item_name(item)
         if name == "<stdin>":
-            item = sys.stdin.buffer.read()
+            return _open_stdin(rate)
         if isinstance(item, (str, Path)):
             seconds, blocks = stream_audio(item, sample_rate=rate, block_seconds=BLOCK_SECONDS)
             return name, seconds, lambda: blocks
@@ -380,6 +383,36 @@ class Driver:
         """Texts, words and syllables of the pieces of one item, in the item's time."""
         return assemble([(start, end, d.tokens, d.spans) for start, end, d in pieces], self.engine.detokenize,
                         space_symbol=self.engine.space_symbol, seconds=seconds, source=name)
+
+
+def _open_stdin(rate: int) -> tuple[str, float, Callable[[], Iterator[np.ndarray]]]:
+    """Standard input copied to a temporary file in 1 MiB blocks, then streamed as a path is:
+    a 2-hour recording costs one block of memory instead of the whole file twice (bytes and
+    samples), and a cut-short WAV is refused by the same check. The file goes when read."""
+    from kospeech.audio import stream_audio
+
+    fd, tmp_name = tempfile.mkstemp(prefix="kospeech-stdin-")
+    spooled = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        if spooled.stat().st_size == 0:
+            raise DataError("<stdin>: no audio bytes (empty input)")
+        seconds, blocks = stream_audio(spooled, sample_rate=rate, block_seconds=BLOCK_SECONDS)
+    except DataError as err:
+        spooled.unlink(missing_ok=True)
+        raise DataError(str(err).replace(f"audio file {spooled}", "<stdin>").replace(str(spooled), "<stdin>")) from None
+    except BaseException:
+        spooled.unlink(missing_ok=True)
+        raise
+
+    def read_then_remove() -> Iterator[np.ndarray]:
+        try:
+            yield from blocks
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    return "<stdin>", seconds, read_then_remove
 
 
 def _named(name: str, error: str) -> str:

@@ -137,7 +137,7 @@ def estimate_kneser_ney(sentences: Iterable[Sequence[str]], order: int, vocab: I
 
 def write_arpa(tables: Sequence[NgramTable], path: str | Path) -> Path:
     """The ARPA text format (log10 values; backoff weights only where one follows)."""
-    from kospeech.data.datadir import write_atomic
+    from kospeech.files import write_atomic
 
     parts = ["\n\\data\\\n", *(f"ngram {k}={len(t)}\n" for k, t in enumerate(tables, 1))]
     for k, table in enumerate(tables, 1):
@@ -249,7 +249,7 @@ def train_ngram(
     """
     import time
 
-    from kospeech.data.datadir import write_atomic
+    from kospeech.files import write_atomic
     from kospeech.lm.train import encode_sentences
 
     if unit not in ("token", "word"):

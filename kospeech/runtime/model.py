@@ -20,6 +20,7 @@ import yaml
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
+from kospeech.files import sha256_files
 from kospeech.inference.driver import Decoded, Driver, encode_hotwords, samples_for_frames
 from kospeech.inference.package import package_name, resolve_lm
 from kospeech.inference.timing import TokenSpan
@@ -74,13 +75,13 @@ class OnnxEngine:
             if not path.is_file():
                 raise DataError(f"{path}: missing; export the checkpoint again")
         checksum = self.metadata.get("checksum")
-        if checksum and mf.sha256_files(*graphs) != checksum:
+        if checksum and sha256_files(*graphs) != checksum:
             names = ", ".join(p.name for p in graphs)
             raise DataError(f"{d}: sha256 of {names} differs from {mf.MANIFEST}'s checksum; the files are damaged, "
                             "export again")
         if use_int8 and net.get("int8_checksum"):
             int8_paths = [d / f for f in net.get("int8_graphs", [])]
-            if not all(p.is_file() for p in int8_paths) or mf.sha256_files(*int8_paths) != net["int8_checksum"]:
+            if not all(p.is_file() for p in int8_paths) or sha256_files(*int8_paths) != net["int8_checksum"]:
                 raise DataError(f"{d}: the int8 graphs are missing or their sha256 differs from {mf.MANIFEST}'s; "
                                 "the files are damaged: export again (or load with int8=False)")
         self.int8 = bool(use_int8)

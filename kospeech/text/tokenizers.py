@@ -91,7 +91,7 @@ class Tokenizer:
         out.mkdir(parents=True, exist_ok=True)
         import yaml  # here, so building a model needs no YAML library (bench/train_gpu.py)
 
-        from kospeech.data.datadir import write_atomic  # idem: datadir needs YAML
+        from kospeech.files import write_atomic
 
         config = yaml.safe_dump({"name": self.name, **self.options()}, allow_unicode=True, sort_keys=False)
         for fname, data in [*self.files().items(), (CONFIG_FILE, config)]:
@@ -437,7 +437,7 @@ def read_kaldi_text(path: str | os.PathLike[str]) -> dict[str, str]:
     Read as corpus transcripts are (UTF-8, else CP949; :func:`kospeech.data.datadir.decode_lines`).
     An empty transcript or a repeated utterance id is an error naming the file and line.
     """
-    from kospeech.data.datadir import decode_lines
+    from kospeech.files import decode_lines
 
     p = Path(path)
     out: dict[str, str] = {}

@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import re
-import secrets
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from kospeech.errors import DataError
+from kospeech.files import write_stream_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -49,30 +49,19 @@ REQUIRED_KEYS = ("model", "config", "model_args")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` into a temporary name in the same folder, fsync, then rename.
+    """``torch.save`` atomically (:func:`kospeech.files.write_stream_atomic`): a kill at any
+    moment leaves the old file or the new one, never a truncated checkpoint under the final name.
 
-    A rename within one file system is atomic, so a kill at any moment leaves either the old
-    file or the new one, never a truncated checkpoint under the final name. The temporary is
-    created like any other output (mode 0666 less the umask; ``mkstemp`` would make it 0600),
-    and a write that fails for want of space says so as an ``OSError(ENOSPC)``.
+    A write that fails for want of space says so as an ``OSError(ENOSPC)``: torch's zip writer
+    reports a full disk as a RuntimeError without an errno.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as err:
-        tmp_name.unlink(missing_ok=True)
-        if isinstance(err, RuntimeError) and "write" in str(err) and _nearly_full(path.parent):
-            # torch's zip writer reports a full disk as a RuntimeError without an errno
+        return write_stream_atomic(path, lambda f: torch.save(obj, f))
+    except RuntimeError as err:
+        if "write" in str(err) and _nearly_full(path.parent):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
-    return path
 
 
 def _nearly_full(folder: Path, margin: int = 64 << 20) -> bool:

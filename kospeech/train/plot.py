@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kospeech.data.datadir import write_atomic
+from kospeech.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

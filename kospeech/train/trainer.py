@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from kospeech.data.datadir import write_atomic
 from kospeech.data.inputs import (
     DUMP,
     InputPipeline,
@@ -42,6 +41,7 @@ from kospeech.data.inputs import (
     source_kind,
 )
 from kospeech.errors import ConfigError, DataError, TrainingError
+from kospeech.files import write_atomic
 from kospeech.train import distributed as D
 from kospeech.train.average import check_metric, checkpoint_metric, select_best
 from kospeech.train.checkpoint import (

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kospeech.data.datadir import TEXT_ENCODINGS, decode_lines, write_atomic, write_data_dir
+from kospeech.data.datadir import write_data_dir
+from kospeech.files import TEXT_ENCODINGS, decode_lines, write_atomic
 from kospeech.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)

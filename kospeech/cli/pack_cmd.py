@@ -17,7 +17,7 @@ from kospeech.cli import add_search_arguments
 
 def pack(args: argparse.Namespace) -> int:
     from kospeech.cli import search_choice
-    from kospeech.inference.package import write_package
+    from kospeech.inference.pack import write_package
 
     search, options = search_choice(args)
     out = write_package(args.checkpoint, args.out, search=search, options=options, name=args.name,

@@ -30,14 +30,18 @@ length of one (instead of dividing by zero); corpus totals sum counts first, as 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -503,3 +507,47 @@ def bootstrap_ci(
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(rates, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------------
+# scores.json, read back
+
+
+def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """One table row from a scores.json, with bootstrap intervals when per-utterance data is there."""
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if "cer" not in s:
+        raise DataError(f"{path}: has no 'cer'; is it a scores.json written by `kospeech score`?")
+    decode_dir = path.parent
+    row = {
+        "run": decode_dir.parent.name,
+        "run_path": str(decode_dir.parent.resolve()),
+        "trained_on": _trained_on(s.get("training_corpus")),
+        "model": s.get("model") or "?",
+        "corpus": s.get("corpus") or "?",
+        "test_set": s.get("test_set") or decode_dir.name,
+        # a CER that scores spaces (ESPnet's) is not comparable with one that does not: say so
+        "transcript": (s.get("transcript") or "?") + ("; CER scores spaces" if s.get("cer_spaces") else ""),
+        "search": s.get("search") or "?",
+        "utts": s.get("n_utts"),
+        "cer": float(s["cer"]),
+        "crr": max(0.0, float(s.get("crr", 100.0 - float(s["cer"])))),
+        "cer_lo": None,
+        "cer_hi": None,
+        "path": str(path),
+    }
+    per = s.get("per_utt") or {}
+    if per.get("char_errors") and sum(per.get("char_lengths", [])) > 0:
+        lo, hi = bootstrap_ci(per["char_errors"], per["char_lengths"], n=n_boot, seed=seed)
+        row["cer_lo"], row["cer_hi"] = lo, hi
+    return row
+
+
+def _trained_on(record: Any) -> str:
+    """``ksponspeech`` from a training_corpus record (``a+b`` for an ensemble's several)."""
+    records = record if isinstance(record, list) else [record]
+    names = [r.get("corpus") or "?" for r in records if isinstance(r, dict)]
+    return "+".join(dict.fromkeys(names)) or "?"

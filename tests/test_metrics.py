@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kospeech.cli import main
-from kospeech.cli.compare_cmd import summarise
 from kospeech.metrics import (
     align,
     align_batch,
@@ -22,6 +21,7 @@ from kospeech.metrics import (
     format_alignment,
     score_corpus,
     space_normalize,
+    summarise,
     swer,
     wer,
 )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from kospeech.cli import positive_int
 from kospeech.errors import DataError
 from kospeech.files import write_atomic
+from kospeech.metrics import summarise
 
 
 def find_scores(paths: list[str]) -> list[Path]:
@@ -41,48 +41,6 @@ def find_scores(paths: list[str]) -> list[Path]:
     if not found:
         raise DataError(f"no scores.json under {', '.join(paths)}; run `kospeech score --dir DECODE_DIR` first")
     return list(dict.fromkeys(found))
-
-
-def summarise(path: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """One table row from a scores.json, with bootstrap intervals when per-utterance data is there."""
-    from kospeech.metrics import bootstrap_ci
-
-    try:
-        s = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if "cer" not in s:
-        raise DataError(f"{path}: has no 'cer'; is it a scores.json written by `kospeech score`?")
-    decode_dir = path.parent
-    row = {
-        "run": decode_dir.parent.name,
-        "run_path": str(decode_dir.parent.resolve()),
-        "trained_on": _trained_on(s.get("training_corpus")),
-        "model": s.get("model") or "?",
-        "corpus": s.get("corpus") or "?",
-        "test_set": s.get("test_set") or decode_dir.name,
-        # a CER that scores spaces (ESPnet's) is not comparable with one that does not: say so
-        "transcript": (s.get("transcript") or "?") + ("; CER scores spaces" if s.get("cer_spaces") else ""),
-        "search": s.get("search") or "?",
-        "utts": s.get("n_utts"),
-        "cer": float(s["cer"]),
-        "crr": max(0.0, float(s.get("crr", 100.0 - float(s["cer"])))),
-        "cer_lo": None,
-        "cer_hi": None,
-        "path": str(path),
-    }
-    per = s.get("per_utt") or {}
-    if per.get("char_errors") and sum(per.get("char_lengths", [])) > 0:
-        lo, hi = bootstrap_ci(per["char_errors"], per["char_lengths"], n=n_boot, seed=seed)
-        row["cer_lo"], row["cer_hi"] = lo, hi
-    return row
-
-
-def _trained_on(record: Any) -> str:
-    """``ksponspeech`` from a training_corpus record (``a+b`` for an ensemble's several)."""
-    records = record if isinstance(record, list) else [record]
-    names = [r.get("corpus") or "?" for r in records if isinstance(r, dict)]
-    return "+".join(dict.fromkeys(names)) or "?"
 
 
 def name_runs(rows: list[dict[str, Any]]) -> None:

@@ -93,7 +93,7 @@ def write_package(
 
 def score_row(path: Path) -> dict[str, Any]:
     """One row of the card's table from a decode dir or its ``scores.json`` (CER with its 95% interval)."""
-    from kospeech.cli.compare_cmd import summarise
+    from kospeech.metrics import summarise
 
     file = path / "scores.json" if path.is_dir() else path
     if not file.is_file():

@@ -40,10 +40,8 @@ class RNNEncoder(nn.Module):
         norm: ``none``, ``batch`` or ``layer``: normalise each recurrent layer's input and the
             output, then dropout. ``batch`` is Deep Speech 2's sequence-wise batch norm (statistics
             over every real frame of the batch, never padding). Without it a CTC model can sit on
-            the all-blank plateau for most of a short training. Mini corpus, 3 x 256 BiGRU, one
-            CPU thread, lr 2e-3: CTC loss 0.88 after 400 updates with ``batch``, 3.06 with
-            ``layer`` (0.96 after 800) and 2.87 with ``none``. ``none`` keeps KoSpeech's LAS and
-            DS2 architectures and parameter counts exact.
+            the all-blank plateau for most of a short training (``recipes/mini/RESULTS.md``).
+            ``none`` keeps KoSpeech's LAS and DS2 architectures and parameter counts exact.
     """
 
     def __init__(

@@ -80,6 +80,23 @@ class TorchEngine:
                                                    self.sample_rate, self.inputs.frame_shift)
         return self._min_samples
 
+    @torch.no_grad()
+    def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """CTC log-probabilities (T', V) per wave, as numpy (what a stream decodes)."""
+        if not self.model.has_ctc:
+            raise ConfigError(f"a {type(self.model).__name__} without a CTC head cannot stream; streaming "
+                              f"decodes CTC models and the CTC branch of joint models")
+        feats, lengths = self.inputs.from_waves(waves)
+        enc, enc_lens = self.model.encode(feats, lengths)
+        logp = self.model.ctc_log_probs(enc).float().cpu().numpy()
+        return [logp[b, : int(n)] for b, n in enumerate(enc_lens)]
+
+    def ctc_fusion(self, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The n-gram and hotword graph of a CTC search config, for the numpy beam of a stream."""
+        from kospeech.runtime.ctc import ctc_fusion
+
+        return ctc_fusion(cfg, self.tokenizer.vocab_size, self.tokenizer.encode)
+
     def decode(self, waves: Sequence[np.ndarray], search: Any, *, timestamps: bool) -> list[Decoded]:
         feats, lengths = self.inputs.from_waves(waves, pad_seconds=PAD_SECONDS)
         return self.decode_model_input(feats, lengths, search, timestamps=timestamps)

@@ -201,6 +201,7 @@ class Driver:
         self.search_cfg = resolve_search(base, search, options)
         self._search: Any = None  # built at first use: a caller may only ever pass its own
         self._warned_rate = False
+        self._reach: Any = None  # the network's reach, for streams (measured once)
 
     @property
     def sample_rate(self) -> int:
@@ -229,6 +230,26 @@ class Driver:
         if search is not None and not isinstance(search, (str, Mapping)):
             return search  # an already built search (decode_test_set)
         return self.search_for(self.search_config(search, **options))
+
+    # ---- streaming -------------------------------------------------------------------------
+    def stream(self, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
+               endpoint: Any = "default", **options: Any) -> Any:
+        """A :class:`~kospeech.inference.stream.Stream`: ``feed(samples)`` returns the text so far,
+        ``finish()`` the final Result. ``endpoint=None`` keeps one segment until ``finish``."""
+        from kospeech.inference.stream import Endpoint, Stream
+
+        return Stream(self, search=search, step_seconds=step_seconds,
+                      endpoint=Endpoint() if endpoint == "default" else endpoint, **options)
+
+    def stream_reach(self) -> Any:
+        """The model's :class:`~kospeech.inference.stream.Reach`, measured at the first stream."""
+        if self._reach is None:
+            from kospeech.inference.stream import probe_reach
+
+            self._reach = probe_reach(self.engine.log_probs, self.sample_rate)
+            logger.info("streaming: %d samples per frame; each frame hears %s samples back, %s ahead",
+                        self._reach.stride, self._reach.left, self._reach.right)
+        return self._reach
 
     # ---- inputs ----------------------------------------------------------------------------
     def open(self, item: Any, sample_rate: int | None = None) -> tuple[str, float, Callable[[], Iterator[np.ndarray]]]:

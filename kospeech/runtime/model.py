@@ -21,7 +21,7 @@ import yaml
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
 from kospeech.files import sha256_files
-from kospeech.inference.driver import Decoded, Driver, encode_hotwords, samples_for_frames
+from kospeech.inference.driver import Decoded, Driver, samples_for_frames
 from kospeech.inference.package import package_name, resolve_lm
 from kospeech.inference.timing import TokenSpan
 from kospeech.metadata import check_metadata
@@ -132,22 +132,11 @@ class OnnxEngine:
 
     def build_search(self, cfg: Mapping[str, Any]) -> RuntimeSearch:
         checked = self._check_search(cfg)
-        lm = None
-        if checked.get("lm") and checked.get("lm_weight"):
-            from kospeech.lm.arpa import load_ngram
+        return RuntimeSearch(checked, *self.ctc_fusion(checked))
 
-            lm = load_ngram(checked["lm"])
-            if lm.vocab_size != self.tokenizer.vocab_size:
-                raise ConfigError(f"the LM {checked['lm']} has {lm.vocab_size} tokens but the model outputs "
-                                  f"{self.tokenizer.vocab_size}; train the LM with the model's lang dir")
-        context = None
-        if checked.get("hotwords"):
-            from kospeech.lm.context import DEFAULT_HOTWORD_WEIGHT, ContextGraph
-
-            ids = encode_hotwords(checked, self.tokenizer.encode)["hotwords"]
-            weight = float(checked.get("hotword_weight", DEFAULT_HOTWORD_WEIGHT))
-            context = ContextGraph(ids, self.tokenizer.vocab_size, weight)
-        return RuntimeSearch(checked, lm, context)
+    def ctc_fusion(self, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The n-gram and hotword graph of a CTC search config (:func:`kospeech.runtime.ctc.ctc_fusion`)."""
+        return ctc.ctc_fusion(cfg, self.tokenizer.vocab_size, self.tokenizer.encode)
 
     def decode(self, waves: Sequence[np.ndarray], search: Any, *, timestamps: bool) -> list[Decoded]:
         if not isinstance(search, RuntimeSearch):

@@ -1,0 +1,332 @@
+"""Streaming recognition: text while the audio arrives, over either engine (torch or ONNX).
+
+    s = asr.stream()            # kospeech.load(...) or kospeech.runtime.load(...)
+    s.feed(samples)             # float or int16 samples at the model's rate -> the text so far
+    s.finish()                  # the final Result: words with times on the whole stream
+
+How it works. A CTC network with a finite receptive field (convolutions, no global attention)
+makes each output frame from a bounded stretch of audio: ``left`` samples before it and
+``right`` after it (:class:`Reach`, measured once per model by :func:`probe_reach`, since no
+model declares it). Every ``step_seconds`` the engine runs on a window that starts ``left``
+samples before the first frame not yet decided and ends at the newest sample; the frames whose
+whole reach lies inside the window are *stable*: they are what decoding the whole recording
+would give, and they go into an incremental CTC prefix beam (:class:`kospeech.runtime.ctc.PrefixBeam`,
+with the n-gram LM and hotwords) that never looks at them again. The newer frames, computed as
+if the audio ended there, are *tentative*: a copy of the beam takes them to make the partial
+text, which may still change. A model whose reach is unbounded (global self-attention) is
+re-decoded on a growing window from the start of its segment, which endpointing keeps short.
+Both engines stream through the same code; only the window's log-probabilities are theirs.
+
+Endpointing (the rules of Kaldi's online decoders and sherpa-onnx) closes a segment on the
+stable frames' best path: trailing non-speech (blank) after text, a long stretch with no text
+(dropped), or a segment grown too long. A closed segment is a final :class:`Result` with times
+on the whole stream; a new segment starts with a fresh beam, so an hour of audio costs the
+memory of one segment.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kospeech.errors import ConfigError
+from kospeech.inference.driver import Decoded, wave_from_array
+from kospeech.inference.result import Result
+from kospeech.inference.timing import TokenSpan
+from kospeech.runtime import ctc
+
+if TYPE_CHECKING:
+    from kospeech.inference.driver import Driver
+
+logger = logging.getLogger(__name__)
+
+#: searches a stream runs (the numpy CTC searches; a joint model streams with its CTC branch)
+STREAM_SEARCHES = ("ctc_greedy", "ctc_prefix_beam")
+PROBE_SECONDS = 12.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """When a segment closes (seconds of stable frames; sherpa-onnx's rules 1-3).
+
+    Args:
+        silence_after_speech: trailing non-speech after some text closes the segment (rule 2).
+        silence_without_speech: a segment with no text yet is dropped after this much (rule 1).
+        max_segment: a segment is closed at this length whatever it holds (rule 3).
+    """
+
+    silence_after_speech: float = 1.0
+    silence_without_speech: float = 2.4
+    max_segment: float = 20.0
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How the network's output frames depend on the audio, in samples.
+
+    Frame ``j`` sits at sample ``j * stride`` of its window and depends on samples
+    ``[j * stride - left, j * stride + right]``; None: on all of them (global attention).
+    """
+
+    stride: int
+    left: int | None
+    right: int | None
+
+    @property
+    def bounded(self) -> bool:
+        return self.left is not None and self.right is not None
+
+
+def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sample_rate: int,
+                seconds: float = PROBE_SECONDS) -> Reach:
+    """Measure a network's :class:`Reach`: run it on noise, change one sample in the middle, and
+    see which output frames change (exactly: outside the reach the arithmetic is the same).
+
+    One stride of margin is added on each side for the sample's phase within a frame.
+    """
+    rng = np.random.default_rng(0)
+    n = int(seconds * sample_rate)
+    wave = (0.05 * rng.standard_normal(n + sample_rate)).astype(np.float32)
+    base, longer = log_probs([wave[:n], wave])
+    frames_per_second = longer.shape[0] - base.shape[0]
+    if frames_per_second <= 0 or sample_rate % frames_per_second:
+        raise ConfigError(f"cannot stream this model: one second of audio adds {frames_per_second} output "
+                          f"frames, not a whole number of samples per frame")
+    stride = sample_rate // frames_per_second
+    at = n // 2
+    changed_wave = wave[:n].copy()
+    changed_wave[at] += 0.5
+    changed = np.nonzero((log_probs([changed_wave])[0] != base).any(axis=1))[0]
+    if changed.size == 0:
+        raise ConfigError("cannot stream this model: its output does not depend on its input")
+    first, last = int(changed[0]), int(changed[-1])
+    left = None if last >= base.shape[0] - 1 else last * stride - at + stride
+    right = None if first <= 0 else at - first * stride + stride
+    return Reach(stride, None if left is None else max(left, 0), None if right is None else max(right, 0))
+
+
+class _Greedy:
+    """``ctc_greedy`` with :class:`~kospeech.runtime.ctc.PrefixBeam`'s interface: the best path of
+    the frames so far (the argmax of each frame, repeats merged, blanks dropped)."""
+
+    def __init__(self) -> None:
+        self.best_ids: list[int] = []
+        self.last = -1
+
+    def advance(self, log_probs: np.ndarray) -> None:
+        best = ctc.mask_non_units(log_probs).argmax(-1).tolist()
+        ids = list(self.best_ids)
+        last = self.last
+        for tok in best:
+            if tok != ctc.BLANK_ID and tok != last:
+                ids.append(tok)
+            last = tok
+        self.best_ids, self.last = ids, last
+
+    def best(self) -> list[int]:
+        return list(self.best_ids)
+
+    def hypotheses(self) -> list[tuple[list[int], float]]:
+        return [(self.best(), 0.0)]
+
+
+class Stream:
+    """One audio stream being recognised (made by :meth:`kospeech.inference.driver.Driver.stream`).
+
+    Args:
+        driver: the model (either engine).
+        search: ``ctc_prefix_beam`` (with the model's LM and hotwords when its default search has
+            them) or ``ctc_greedy``; None takes the model's default when it is one of those, else
+            the prefix beam.
+        step_seconds: how much new audio runs the network again (the partial text's rhythm; a
+            shorter step costs more compute for the same audio).
+        endpoint: when a segment closes (:class:`Endpoint`); None never closes one before
+            :meth:`finish`.
+        name: how the results name the stream.
+        **options: search options (``beam_size``, ``lm``, ``lm_weight``, ``hotwords``...).
+    """
+
+    def __init__(self, driver: Driver, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
+                 endpoint: Endpoint | None = Endpoint(), name: str = "<stream>", **options: Any) -> None:
+        engine = driver.engine
+        if not hasattr(engine, "log_probs"):
+            raise ConfigError(f"the {engine.kind} engine cannot stream")
+        if search is None and driver.search_cfg.get("name") not in STREAM_SEARCHES:
+            search = {**{k: v for k, v in driver.search_cfg.items() if k in ("lm", "lm_weight", "hotwords",
+                                                                                 "hotword_weight")},
+                      "name": "ctc_prefix_beam"}
+        self.search_cfg = driver.search_config(search, **options)
+        if self.search_cfg.get("name") not in STREAM_SEARCHES:
+            raise ConfigError(f"a stream decodes with {' or '.join(STREAM_SEARCHES)} (the CTC head), not "
+                              f"{self.search_cfg.get('name')!r}")
+        if step_seconds <= 0:
+            raise ConfigError(f"step_seconds must be positive, got {step_seconds}")
+        self.driver, self.engine, self.name, self.endpoint = driver, engine, name, endpoint
+        self.sample_rate = int(engine.sample_rate)
+        self.reach: Reach = driver.stream_reach()
+        self._lm, self._context = (engine.ctc_fusion(self.search_cfg)
+                                   if self.search_cfg["name"] == "ctc_prefix_beam" else (None, None))
+        self._step = max(self.reach.stride, int(round(step_seconds * self.sample_rate / self.reach.stride))
+                         * self.reach.stride)
+        self._buffer = np.zeros(0, dtype=np.float32)  # samples from _buffer_start on
+        self._buffer_start = 0
+        self._received = 0
+        self._run_at = 0  # samples received when the network last ran
+        self._pieces: list[tuple[float, float, Decoded]] = []
+        self._finals: list[Result] = []
+        self._partial: list[int] = []
+        self._finished = False
+        self._finals_unread: list[Result] = []
+        self._start_segment(0)
+
+    # ---- the API ---------------------------------------------------------------------------
+    def feed(self, samples: Any) -> str:
+        """Take more audio (a 1-D float or integer PCM array at the model's rate); the text so far."""
+        if self._finished:
+            raise ConfigError("this stream is finished; start another with .stream()")
+        wave = wave_from_array(samples, self.name) if np.size(samples) else np.zeros(0, np.float32)
+        self._buffer = np.concatenate((self._buffer, wave))
+        self._received += wave.size
+        while self._received - self._run_at >= self._step:
+            self._run(final=False)
+        return self.text
+
+    def finish(self) -> Result:
+        """Decode what is left and return the whole stream's Result (text, words with times)."""
+        if not self._finished:
+            self._run(final=True)
+            self._finished = True
+        return self.driver._result(self.name, self._received / self.sample_rate, self._pieces)
+
+    @property
+    def text(self) -> str:
+        """The closed segments' text and the open segment's partial text."""
+        words = [r.text for r in self._finals if r.text]
+        partial = self.engine.detokenize(self._partial) if self._partial else ""
+        return " ".join([*words, partial] if partial else words)
+
+    def finals(self) -> list[Result]:
+        """The segments closed since the last call, each a final Result with times on the whole stream."""
+        out, self._finals_unread = self._finals_unread, []
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return self._received / self.sample_rate
+
+    # ---- segments --------------------------------------------------------------------------
+    def _start_segment(self, at: int) -> None:
+        self._segment_start = at  # absolute sample
+        self._done = 0  # stable frames of the segment already in the beam
+        self._beam: Any = (_Greedy() if self.search_cfg["name"] == "ctc_greedy" else
+                           ctc.PrefixBeam(self._vocab_size(), int(self.search_cfg.get("beam_size", 10)), lm=self._lm,
+                                          lm_weight=float(self.search_cfg.get("lm_weight") or 0.0),
+                                          length_bonus=float(self.search_cfg.get("length_bonus", 0.0)),
+                                          context=self._context))
+        self._stable: list[np.ndarray] = []
+        self._trailing_blank = 0
+        self._emitted = False
+        self._partial = []
+
+    def _vocab_size(self) -> int:
+        tokenizer = self.engine.tokenizer
+        return int(tokenizer.vocab_size)
+
+    def _run(self, *, final: bool) -> None:
+        """Run the network on the current window; commit the stable frames; update the partial text."""
+        self._run_at = self._received
+        stride, reach = self.reach.stride, self.reach
+        seg_len = self._received - self._segment_start
+        if reach.left is None:
+            start = 0
+        else:
+            start = max(0, (self._done * stride - reach.left) // stride * stride)
+        window = self._samples(self._segment_start + start, self._received)
+        frames_before = start // stride
+        if window.size == 0:
+            if final:
+                self._close(self._done)
+            return
+        window = self.driver._pad_short(window) if window.size < self.engine.min_samples() else window
+        log_probs = self.engine.log_probs([window])[0]
+        end = frames_before + log_probs.shape[0]
+        if final:
+            stable_end = end
+        elif reach.right is None:
+            stable_end = self._done
+        else:
+            stable_end = min(end, max(self._done, (seg_len - reach.right) // stride + 1))
+        self._commit(log_probs[self._done - frames_before : stable_end - frames_before])
+        if final:
+            self._close(self._done)
+            return
+        look_ahead = copy.copy(self._beam)
+        look_ahead.advance(log_probs[stable_end - frames_before :])
+        self._partial = look_ahead.best()
+        self._drop_old_samples()
+        self._check_endpoint()
+
+    def _commit(self, frames: np.ndarray) -> None:
+        if frames.shape[0] == 0:
+            return
+        self._beam.advance(frames)
+        self._stable.append(np.asarray(frames, dtype=np.float32))
+        self._done += frames.shape[0]
+        best = ctc.mask_non_units(frames).argmax(-1)
+        speech = np.nonzero(best != ctc.BLANK_ID)[0]
+        if speech.size:
+            self._emitted = True
+            self._trailing_blank = frames.shape[0] - 1 - int(speech[-1])
+        else:
+            self._trailing_blank += frames.shape[0]
+
+    def _check_endpoint(self) -> None:
+        if self.endpoint is None:
+            return
+        seconds_per_frame = self.reach.stride / self.sample_rate
+        trailing = self._trailing_blank * seconds_per_frame
+        if self._emitted and trailing >= self.endpoint.silence_after_speech:
+            self._close(self._done)
+        elif not self._emitted and trailing >= self.endpoint.silence_without_speech:
+            self._start_segment(self._segment_start + self._done * self.reach.stride)  # nothing said: dropped
+        elif self._done * seconds_per_frame >= self.endpoint.max_segment:
+            self._close(self._done)
+
+    def _close(self, frames: int) -> None:
+        """End the segment after ``frames`` stable frames: a final Result when it said anything."""
+        stride = self.reach.stride
+        tokens = self._beam.best()
+        if tokens:
+            log_probs = np.concatenate(self._stable) if self._stable else np.zeros((0, self._vocab_size()), np.float32)
+            step = stride / self.sample_rate
+            spans = ctc.align(log_probs, tokens) or []
+            decoded = Decoded(tokens, None, [TokenSpan(self.engine.tokenizer.id_to_token(t), s * step, e * step,
+                                                       round(p, 4)) for t, s, e, p in spans])
+            start = self._segment_start / self.sample_rate
+            piece = (start, start + frames * step, decoded)
+            self._pieces.append(piece)
+            result = self.driver._result(self.name, self._received / self.sample_rate, [piece])
+            if result.text:  # units that spell nothing alone (an orphan jamo) make no final
+                self._finals.append(result)
+                self._finals_unread.append(result)
+        self._start_segment(self._segment_start + frames * stride)
+
+    # ---- audio -----------------------------------------------------------------------------
+    def _samples(self, start: int, end: int) -> np.ndarray:
+        return self._buffer[start - self._buffer_start : end - self._buffer_start]
+
+    def _drop_old_samples(self) -> None:
+        """Forget audio no later window will read (bounded memory whatever the stream's length)."""
+        if self.reach.left is None:
+            keep_from = self._segment_start
+        else:
+            keep_from = self._segment_start + max(0, (self._done * self.reach.stride - self.reach.left)
+                                                  // self.reach.stride * self.reach.stride)
+        if keep_from > self._buffer_start:
+            self._buffer = self._buffer[keep_from - self._buffer_start :].copy()
+            self._buffer_start = keep_from

@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kospeech.lm.base import load_lm  # noqa: E402
+from kospeech.lm.loading import load_lm  # noqa: E402
 from kospeech.lm.ngram import ngram_perplexity, train_ngram  # noqa: E402
-from kospeech.lm.train import encode_sentences, read_transcripts  # noqa: E402
+from kospeech.lm.text import encode_sentences, read_transcripts  # noqa: E402
 from kospeech.registry import build  # noqa: E402
 from kospeech.search.ctc import ctc_prefix_beam_search  # noqa: E402
 from kospeech.text import load_tokenizer  # noqa: E402

@@ -53,7 +53,7 @@ def make_checkpoint(out: Path) -> Path:
     from kospeech.data.inputs import InputPipeline
     from kospeech.registry import build
     from kospeech.text import read_lang_dir, train_tokenizer
-    from kospeech.train.checkpoint import atomic_save
+    from kospeech.torch_files import atomic_save
 
     cfg = load_config(ROOT / "recipes/mini/conf/conv_ctc.yaml")
     tok = train_tokenizer("jamo", SENTENCES, out / "lang")

@@ -48,7 +48,7 @@ def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:
     """Write ``content`` (text as UTF-8, or bytes) to ``path`` atomically (:func:`write_stream_atomic`).
 
     Every text or in-memory file the toolkit writes goes through here; ``torch.save`` streams
-    use ``train.checkpoint.atomic_save``, which adds the full-disk translation torch needs.
+    use :func:`kospeech.torch_files.atomic_save`, which adds the full-disk translation torch needs.
     """
     data = content.encode("utf-8") if isinstance(content, str) else content
     return write_stream_atomic(path, lambda fh: fh.write(data))

@@ -9,8 +9,9 @@ import torch
 
 from kospeech.cli import main as cli_main
 from kospeech.errors import ConfigError, DataError
+from kospeech.torch_files import atomic_save
 from kospeech.train.average import average_best, best_checkpoints, checkpoint_metric, select_best
-from kospeech.train.checkpoint import atomic_save, load_checkpoint, step_path
+from kospeech.train.checkpoint import load_checkpoint, step_path
 
 from .test_checkpoint import _fake_ckpt
 

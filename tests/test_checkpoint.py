@@ -12,12 +12,12 @@ import torch
 from kospeech.cli import main as cli_main
 from kospeech.errors import DataError
 from kospeech.inference.loading import load_for_inference
+from kospeech.torch_files import atomic_save
 from kospeech.train.average import average_checkpoints, average_last, last_checkpoints
 from kospeech.train.checkpoint import (
     BEST,
     LAST,
     atomic_link,
-    atomic_save,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,

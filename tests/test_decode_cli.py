@@ -32,7 +32,7 @@ FRONTEND = {"name": "fbank", "n_mels": 80}
 def _save_checkpoint(path: Path, model_cfg: dict, lang: Path, cmvn: tuple[np.ndarray, np.ndarray]) -> Path:
     from kospeech.registry import build
     from kospeech.text import load_tokenizer, read_lang_dir
-    from kospeech.train.checkpoint import atomic_save
+    from kospeech.torch_files import atomic_save
 
     tok = load_tokenizer(lang)
     torch.manual_seed(0)
@@ -232,7 +232,7 @@ def test_trained_ctc_model_decodes_its_training_set(setup: dict, tmp_path: Path,
     from kospeech.data.inputs import pad_arrays as pad_batch
     from kospeech.registry import build
     from kospeech.text import load_tokenizer, read_lang_dir
-    from kospeech.train.checkpoint import atomic_save
+    from kospeech.torch_files import atomic_save
 
     lang = setup["root"] / "lang"
     tok = load_tokenizer(lang)

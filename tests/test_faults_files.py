@@ -85,7 +85,8 @@ class _Payload:
 
 
 def test_a_crafted_lm_pickle_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from kospeech.lm.model import LSTMLM, load_lm, save_lm
+    from kospeech.lm.loading import load_lm
+    from kospeech.lm.model import LSTMLM, save_lm
     from kospeech.search import load_fusion_lm
 
     marker = tmp_path / "pwned"

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ngram_lm_on_a_kaldi_text_with_empty_transcripts_skips_them(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kospeech.lm.train import read_transcripts
+    from kospeech.lm.text import read_transcripts
     from kospeech.text import train_tokenizer
 
     lang = tmp_path / "lang"
@@ -45,7 +45,7 @@ def test_ngram_lm_on_a_kaldi_text_with_empty_transcripts_skips_them(
     text = tmp_path / "train_text.txt"  # not named `text`, not in a data dir: told apart by its lines
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    with caplog.at_level(logging.WARNING, logger="kospeech.lm.train"):
+    with caplog.at_level(logging.WARNING, logger="kospeech.lm.text"):
         sentences = read_transcripts(text)
     assert len(sentences) == 14 and not any("KsponSpeech" in s for s in sentences)
     assert sentences[0] == SHORT_SENTENCES[0]
@@ -161,10 +161,10 @@ def _trained_ckpt(step: int) -> dict:
 def test_damaged_optimizer_state_is_refused_and_resume_falls_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from kospeech.torch_files import atomic_save
     from kospeech.train.checkpoint import (
         LAST,
         atomic_link,
-        atomic_save,
         latest_readable_checkpoint,
         load_checkpoint,
         step_path,

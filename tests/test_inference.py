@@ -54,7 +54,7 @@ def make_checkpoint(path: Path, lang: Path, model_cfg: dict, waves: list[np.ndar
     blank and eos, so that it emits units (CMVN from ``waves``)."""
     from kospeech.registry import build
     from kospeech.text import load_tokenizer, read_lang_dir
-    from kospeech.train.checkpoint import atomic_save
+    from kospeech.torch_files import atomic_save
 
     tok = load_tokenizer(lang)
     feats, lens, mean, std = _features(waves)

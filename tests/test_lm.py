@@ -18,7 +18,8 @@ import torch
 from kospeech.cli import main
 from kospeech.errors import ConfigError
 from kospeech.lm.base import FusionLM
-from kospeech.lm.model import LSTMLM, load_lm, save_lm
+from kospeech.lm.loading import load_lm
+from kospeech.lm.model import LSTMLM, save_lm
 from kospeech.lm.ngram import estimate_kneser_ney, write_arpa
 from kospeech.lm.transformer import TransformerLM
 from kospeech.registry import build
@@ -264,7 +265,7 @@ def test_lm_train_cli_learns_the_sentences(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_read_transcripts_plain_and_kaldi(tmp_path: Path) -> None:
-    from kospeech.lm.train import read_transcripts
+    from kospeech.lm.text import read_transcripts
 
     (tmp_path / "a").write_text("u1 안녕 하세요\nu2 밥\n", encoding="utf-8")
     (tmp_path / "b").write_text("안녕 하세요\n밥 먹었어요\n", encoding="utf-8")

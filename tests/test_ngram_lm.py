@@ -14,7 +14,7 @@ import torch
 
 from kospeech.cli import main
 from kospeech.errors import DataError
-from kospeech.lm.base import load_lm
+from kospeech.lm.loading import load_lm
 from kospeech.lm.ngram import NgramLM, estimate_kneser_ney, read_arpa, train_ngram, write_arpa
 from kospeech.search.ctc import ctc_prefix_beam_search
 from kospeech.text import train_tokenizer

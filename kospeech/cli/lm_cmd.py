@@ -20,7 +20,7 @@ def _train_ngram(args: argparse.Namespace, tokenizer: object, texts: list[str], 
     import random
 
     from kospeech.lm.ngram import train_ngram
-    from kospeech.lm.train import hold_out
+    from kospeech.lm.text import hold_out
 
     if valid is None:
         valid, texts = hold_out(texts, 0.05, random.Random(args.seed))
@@ -51,7 +51,8 @@ def _lm_config(args: argparse.Namespace) -> dict[str, object]:
 
 
 def train(args: argparse.Namespace) -> int:
-    from kospeech.lm.train import read_transcripts, train_lm
+    from kospeech.lm.text import read_transcripts
+    from kospeech.lm.train import train_lm
     from kospeech.progress import progress_bar
     from kospeech.text import load_tokenizer
 
@@ -90,8 +91,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def ppl(args: argparse.Namespace) -> int:
-    from kospeech.lm.base import load_lm
-    from kospeech.lm.train import encode_sentences, perplexity, read_transcripts
+    from kospeech.lm.loading import load_lm, perplexity
+    from kospeech.lm.text import encode_sentences, read_transcripts
     from kospeech.text import load_tokenizer
 
     device = _device(args.device)

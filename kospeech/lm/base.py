@@ -1,4 +1,4 @@
-"""What a search needs from a language model, and loading any LM file by what it is.
+"""What a search needs from a language model (:class:`FusionLM`), and which file an ``lm:`` names.
 
 Every LM of kind ``lm`` (``lstm``, ``transformer``, ``ngram``) offers the same three calls, so
 the searches' shallow fusion (``ctc_prefix_beam``, ``beam``, ``joint_ctc_attention``,
@@ -17,7 +17,8 @@ inside a word and scores the word when a boundary (space, word-initial piece, ``
 
 Files: a neural LM is ``lm.pt`` (``kospeech lm train --type lstm|transformer``), loaded with
 ``torch.load(weights_only=True)``; an n-gram is ``lm.arpa`` plus ``lm.yaml`` beside it (plain
-text, ``--type ngram``). Neither runs code when opened.
+text, ``--type ngram``). Neither runs code when opened. Loading either by what it is:
+:func:`kospeech.lm.loading.load_lm`, above this base, which knows none of its subclasses.
 """
 
 from __future__ import annotations
@@ -57,15 +58,3 @@ def lm_file(path: str | Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"LM file not found: {path}; train one with `kospeech lm train --text ... --out DIR`")
     return path
-
-
-def load_lm(path: str | Path, device: torch.device | str = "cpu") -> Any:
-    """Any LM written by ``kospeech lm train`` (``lm.pt``, ``lm.arpa``, or their folder), ready for fusion."""
-    path = lm_file(path)
-    if path.suffix in (".arpa", ".yaml"):
-        from kospeech.lm.ngram import NgramLM
-
-        return NgramLM.load(path.with_suffix(".arpa"))
-    from kospeech.lm.model import load_neural_lm
-
-    return load_neural_lm(path, device)

@@ -20,6 +20,7 @@ from kospeech.lm.base import FusionLM
 from kospeech.metadata import check_metadata, make_metadata
 from kospeech.registry import build, register
 from kospeech.text.special import EOS_ID, PAD_ID, SOS_ID
+from kospeech.torch_files import atomic_save
 
 LMState = tuple[torch.Tensor, torch.Tensor]  # h, c: (N, layers, hidden) each
 
@@ -108,8 +109,6 @@ def save_lm(lm: TokenLM, path: str | Path, **extra: Any) -> Path:
     """Write ``lm.pt``: registry name and options, weights, vocabulary size, the metadata block
     (plus ``extra`` such as perplexity). Plain tensors and data only: it loads with
     ``weights_only=True``."""
-    from kospeech.train.checkpoint import atomic_save
-
     return atomic_save({"config": {"name": lm.name, **lm.hparams}, "model": lm.state_dict(),
                         "vocab_size": lm.vocab_size, "metadata": make_metadata("lm"), **extra}, path)
 
@@ -138,10 +137,3 @@ def load_neural_lm(path: str | Path, device: torch.device | str = "cpu") -> Toke
     except (KeyError, TypeError, RuntimeError) as err:
         raise ConfigError(f"{path} is not an LM written by `kospeech lm train`: {err}") from None
     return lm.to(device).eval()
-
-
-def load_lm(path: str | Path, device: torch.device | str = "cpu") -> Any:
-    """Any LM file (see :func:`kospeech.lm.base.load_lm`)."""
-    from kospeech.lm.base import load_lm as _load
-
-    return _load(path, device)

@@ -39,6 +39,7 @@ import yaml
 from kospeech.errors import ConfigError, DataError
 from kospeech.lm.arpa import BOS, EOS, LOG10, UNK, NgramScorer, NgramState, NgramTable, check_unit, read_arpa
 from kospeech.lm.base import FusionLM
+from kospeech.lm.text import encode_sentences
 from kospeech.metadata import make_metadata
 from kospeech.registry import register
 from kospeech.text.special import NUM_SPECIAL
@@ -250,7 +251,6 @@ def train_ngram(
     import time
 
     from kospeech.files import write_atomic
-    from kospeech.lm.train import encode_sentences
 
     if unit not in ("token", "word"):
         raise DataError(f"--unit must be 'token' or 'word', got {unit!r}")

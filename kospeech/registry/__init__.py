@@ -22,9 +22,8 @@ from kospeech.registry.plugins import (
     load_builtins,
     load_plugins,
     load_user_dir,
-    plugin_records,
-    require_plugins,
 )
+from kospeech.registry.provenance import plugin_records, require_plugins
 
 __all__ = [
     "KINDS",

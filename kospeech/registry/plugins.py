@@ -4,10 +4,10 @@ A plugin that fails to import is logged by name with its traceback and recorded 
 ``PLUGIN_ERRORS``; the built-ins and the other plugins stay usable.
 
 Each loaded plugin module's origin (its ``--user-dir`` folder, or its package) is kept in
-``PLUGIN_ORIGINS``, so that a checkpoint can record which plugin modules built its components
-(:func:`plugin_records`, the metadata block's ``plugins``) and decoding can say exactly what to
-load when one is missing (:func:`require_plugins`). A recorded folder is imported only on an
-explicit opt-in (``trust_plugins``): a shared checkpoint must never run code by itself.
+``PLUGIN_ORIGINS``; what a checkpoint records of them and checks at load lives in
+:mod:`kospeech.registry.provenance`. This module only finds and imports: it needs nothing of
+the registry itself, so :mod:`kospeech.registry.core` can call :func:`load_builtins` on the
+first look-up without an import loop.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import os
 import pkgutil
 import sys
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ _builtins_loaded = False
 _entry_points_loaded = False
 
 
-def _record_failure(label: str) -> None:
+def record_failure(label: str) -> None:
+    """Log a plugin that failed to import, with its traceback, and keep it in ``PLUGIN_ERRORS``."""
     tb = traceback.format_exc()
     PLUGIN_ERRORS[label] = tb
     logger.error("plugin %s failed to import and was skipped:\n%s", label, tb)
@@ -91,7 +91,7 @@ def load_entry_points(*, force: bool = False) -> None:
             dist = getattr(getattr(ep, "dist", None), "name", None) or top.split(".")[0]
             PLUGIN_ORIGINS[top] = {"package": dist, "entry_point": ep.name}
         except Exception:
-            _record_failure(f"entry point '{ep.name}' ({ep.value})")
+            record_failure(f"entry point '{ep.name}' ({ep.value})")
 
 
 def load_user_dir(path: str | os.PathLike[str]) -> None:
@@ -110,7 +110,7 @@ def load_user_dir(path: str | os.PathLike[str]) -> None:
             PLUGIN_ORIGINS[folder.name] = {"user_dir": str(folder)}
             importlib.import_module(folder.name)
         except Exception:
-            _record_failure(f"user dir package {folder}")
+            record_failure(f"user dir package {folder}")
         return
     for py in sorted(folder.glob("*.py")):
         mod_name = f"kospeech_user_{abs(hash(str(folder)))}_{py.stem}"
@@ -123,7 +123,7 @@ def load_user_dir(path: str | os.PathLike[str]) -> None:
             spec.loader.exec_module(module)
         except Exception:
             sys.modules.pop(mod_name, None)
-            _record_failure(f"user dir file {py}")
+            record_failure(f"user dir file {py}")
 
 
 def load_plugins(user_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
@@ -133,110 +133,3 @@ def load_plugins(user_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
     env_dirs = [d for d in os.environ.get(USER_DIR_ENV, "").split(os.pathsep) if d]
     for d in [*env_dirs, *user_dirs]:
         load_user_dir(d)
-
-
-# ---- what built a checkpoint, and what decoding it needs -----------------------------------
-
-#: config keys whose component kind is not the key itself
-_KEY_KINDS = {"predictor": "decoder"}
-
-
-def _is_builtin(module: str) -> bool:
-    return module == "kospeech" or module.startswith("kospeech.")
-
-
-def plugin_origin(module: str) -> dict[str, str]:
-    """Where a plugin module came from: its --user-dir folder, or the package to install."""
-    for name, origin in PLUGIN_ORIGINS.items():
-        if module == name or module.startswith(name + "."):
-            return dict(origin)
-    return {"package": module.split(".")[0]}  # imported by the user's own code: its top package
-
-
-def plugin_records(config: Any, extra: Iterable[tuple[str, str]] = ()) -> list[dict[str, str]]:
-    """One ``{kind, name, module, user_dir | package}`` per plugin component that ``config``
-    (a resolved training config) or ``extra`` ``(kind, name)`` pairs name; built-ins are left out.
-
-    A component is a mapping with a ``name`` under a key that is its kind (``attention``,
-    ``encoder``, ``model``, ...; list items under ``augment``); a name under another key is
-    looked up in every kind.
-    """
-    from kospeech.registry.core import KINDS, REGISTRIES
-
-    found: dict[tuple[str, str], dict[str, str]] = {}
-
-    def note(kind: str, name: str) -> None:
-        reg = REGISTRIES.get(kind)
-        if reg is None or name not in reg:
-            return
-        entry = reg.get(name)
-        if not _is_builtin(entry.module):
-            found[(kind, name)] = {"kind": kind, "name": name, "module": entry.module, **plugin_origin(entry.module)}
-
-    def walk(node: Any, key: str | None) -> None:
-        if isinstance(node, Mapping):
-            name = node.get("name")
-            if isinstance(name, str) and key is not None:
-                kind = _KEY_KINDS.get(key, key)
-                for k in [kind] if kind in KINDS else KINDS:
-                    note(k, name)
-            for k, v in node.items():
-                walk(v, str(k))
-        elif isinstance(node, (list, tuple)):
-            for item in node:
-                walk(item, key)
-
-    walk(config, None)
-    for kind, name in extra:
-        note(kind, name)
-    return sorted(found.values(), key=lambda r: (r["kind"], r["name"]))
-
-
-def require_plugins(records: Any, source: str, *, trust_plugins: bool = False) -> None:
-    """Make sure every plugin component a checkpoint recorded is registered, else say what to load.
-
-    Entry points and ``KOSPEECH_USER_DIR`` are loaded first (as the CLI does). With
-    ``trust_plugins`` a recorded ``--user-dir`` folder (or package) is imported; without it
-    nothing is, and a missing component is a ConfigError naming the component, its module and
-    the exact ``--user-dir PATH`` (or package) to pass.
-    """
-    from kospeech.errors import ConfigError
-    from kospeech.registry.core import REGISTRIES
-
-    load_plugins()
-    if not isinstance(records, list):
-        return
-    records = [r for r in records if isinstance(r, Mapping) and r.get("kind") in REGISTRIES and r.get("name")]
-
-    def missing() -> list[Mapping[str, Any]]:
-        return [r for r in records if r["name"] not in REGISTRIES[r["kind"]]]
-
-    if missing() and trust_plugins:
-        for r in missing():
-            folder = r.get("user_dir")
-            if folder and Path(folder).is_dir():
-                logger.warning("%s: --trust-plugins: importing the recorded plugin folder %s", source, folder)
-                load_user_dir(folder)
-            elif not folder and r.get("package"):
-                logger.warning("%s: --trust-plugins: importing the recorded plugin package %s", source, r["package"])
-                try:
-                    importlib.import_module(str(r["package"]))
-                except Exception:
-                    _record_failure(f"package {r['package']}")
-    lacking = missing()
-    if not lacking:
-        return
-    r = lacking[0]
-    what = f"{source}: the model's {r['kind']} '{r['name']}' comes from the plugin module {r.get('module', '?')}"
-    folder = r.get("user_dir")
-    if folder:
-        if trust_plugins:
-            raise ConfigError(f"{what}, recorded in the folder {folder}, which does not exist here (or failed to "
-                              "import, see above): pass --user-dir PATH with where that plugin lives now")
-        raise ConfigError(f"{what}, which is not loaded: pass --user-dir {folder} (Python: "
-                          f"kospeech.load(..., user_dirs=['{folder}'])), or --trust-plugins (trust_plugins=True) "
-                          "to import the recorded folder, only if you trust this checkpoint's origin")
-    package = r.get("package", "?")
-    raise ConfigError(f"{what}, which is not loaded: install the package that provides it (pip install {package}) "
-                      f"or pass --user-dir PATH with its source folder; --trust-plugins (trust_plugins=True) "
-                      f"imports the package '{package}' if it is installed but not registered as a kospeech plugin")

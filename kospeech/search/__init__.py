@@ -141,7 +141,7 @@ def load_fusion_lm(path: str | None, weight: float, device: Any) -> FusionLM | N
     """The external LM for shallow fusion, or None when no LM (or a zero weight) is asked for."""
     if not path or weight == 0.0:
         return None
-    from kospeech.lm.base import load_lm
+    from kospeech.lm.loading import load_lm
 
     return load_lm(path, device=device)
 

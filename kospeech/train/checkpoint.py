@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, rotation, RNG capture, and rebuilding a model from one file.
+"""Checkpoints: sealed atomic writes (over :func:`kospeech.torch_files.atomic_save`), rotation, RNG
+capture, and rebuilding a model from one file.
 
 A checkpoint is self-contained on purpose (see docs/contracts.md): next to the weights it holds
 the resolved config, the CMVN statistics and the tokenizer's files inline, so ``decode`` and
@@ -17,7 +18,6 @@ whose bytes changed after it was written is refused by name, not trained or deco
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from kospeech.errors import DataError
-from kospeech.files import write_stream_atomic
+from kospeech.torch_files import atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -46,29 +46,6 @@ REQUIRED_KEYS = ("model", "config", "model_args")
 
 # ---------------------------------------------------------------------------------------------
 # files
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` atomically (:func:`kospeech.files.write_stream_atomic`): a kill at any
-    moment leaves the old file or the new one, never a truncated checkpoint under the final name.
-
-    A write that fails for want of space says so as an ``OSError(ENOSPC)``: torch's zip writer
-    reports a full disk as a RuntimeError without an errno.
-    """
-    path = Path(path)
-    try:
-        return write_stream_atomic(path, lambda f: torch.save(obj, f))
-    except RuntimeError as err:
-        if "write" in str(err) and _nearly_full(path.parent):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
-        raise
-
-
-def _nearly_full(folder: Path, margin: int = 64 << 20) -> bool:
-    try:
-        return shutil.disk_usage(folder).free < margin
-    except OSError:
-        return False
 
 
 def write_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:

@@ -1,13 +1,18 @@
-"""The ``train:`` section of a config (:class:`TrainOptions`) and the mixed-precision choice.
+"""The options of training: the ``data:`` section (:class:`DataOptions`), the ``train:`` section
+(:class:`TrainOptions`), how a section is checked against them, and the mixed-precision choice.
 
 Kept apart from the training loop so that the schema check (:mod:`kospeech.train.schema`), the
-recipes' tests and the loop itself read one definition of every option and its default.
+recipes' tests and the loop itself read one definition of every option and its default. Both
+sections live here, below the schema: the schema imports them and they import nothing of it,
+so the two are not an import loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,8 +84,7 @@ class TrainOptions:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> TrainOptions:
-        from kospeech.train.schema import check_section
-
+        """The ``train:`` section, checked: option names, types and ranges."""
         opts = cls(**check_section(section, cls, "train"))
         if opts.accum_grad < 1:
             raise ConfigError(f"'train.accum_grad' must be >= 1, got {opts.accum_grad}")
@@ -94,6 +98,80 @@ class TrainOptions:
         if opts.max_nonfinite < 0:
             raise ConfigError(f"'train.max_nonfinite' must be >= 0, got {opts.max_nonfinite}")
         return opts
+
+
+@dataclasses.dataclass
+class DataOptions:
+    """The ``data:`` section of a training config.
+
+    Args:
+        train: feature dump (``kospeech features dump``) or Kaldi data dir of the training set.
+        valid: the same for the validation set (optional: no validation CER, no best.pt).
+        lang: tokenizer dir (``kospeech tokenizer train``).
+        cmvn: ``cmvn.npz`` (default: ``<train>/cmvn.npz`` for a dump, computed for a data dir).
+        batch_frames: padded feature frames per batch.
+        max_frames: longer utterances are left out of training (counted).
+        min_frames: shorter utterances are left out of training (counted); default: the fewest
+            frames the model's front end accepts (7 for x4 convolution subsampling).
+        num_buckets: length buckets of the batch sampler.
+        sample_rate: audio sample rate when the frontend does not say.
+    """
+
+    train: str = ""
+    valid: str | None = None
+    lang: str = ""
+    cmvn: str | None = None
+    batch_frames: int = 20000
+    max_frames: int | None = None
+    min_frames: int | None = None
+    num_buckets: int = 10
+    sample_rate: int = 16000
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> DataOptions:
+        """The ``data:`` section, checked: types, ranges and the required keys."""
+        if section is None:
+            raise ConfigError("the config has no 'data' section (data.train, data.valid, data.lang, ...)")
+        opts = cls(**check_section(section, cls, "data"))
+        for key in ("train", "lang"):
+            if not getattr(opts, key):
+                raise ConfigError(f"'data.{key}' is required")
+        for key, low in (("batch_frames", 1), ("num_buckets", 1), ("max_frames", 1), ("min_frames", 0),
+                         ("sample_rate", 1)):
+            value = getattr(opts, key)
+            if value is not None and value < low:
+                raise ConfigError(f"'data.{key}' must be >= {low}, got {value}")
+        if opts.max_frames is not None and opts.min_frames is not None and opts.min_frames > opts.max_frames:
+            raise ConfigError(
+                f"'data.min_frames' ({opts.min_frames}) is larger than 'data.max_frames' ({opts.max_frames})"
+            )
+        return opts
+
+
+def did_you_mean(key: str, choices: list[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices`` to a misspelt ``key``, or nothing."""
+    close = difflib.get_close_matches(key, choices, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def check_section(section: Any, cls: type, prefix: str) -> dict[str, Any]:
+    """Check a mapping against a dataclass's fields and their types; unknown keys get a did-you-mean."""
+    from kospeech.registry.core import _check_type, _type_name
+
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"'{prefix}' must be a mapping of options, got {type(section).__name__}: {section!r}")
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key, value in section.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown option '{prefix}.{key}'.{did_you_mean(str(key), fields)} Accepted: {', '.join(fields)}"
+            )
+        if not _check_type(value, hints[key]):
+            raise ConfigError(f"'{prefix}.{key}' = {value!r} must be a {_type_name(hints[key])}")
+    return dict(section)
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:

@@ -65,7 +65,7 @@ from kospeech.train.checkpoint import (
     unwrap,
     write_checkpoint,
 )
-from kospeech.train.options import TrainOptions, resolve_amp
+from kospeech.train.options import DataOptions, TrainOptions, resolve_amp
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,9 @@ class Trainer:
                 f"or choose a new --exp-dir"
             )
         self.opts = TrainOptions.from_config(self.cfg.get("train"))
+        # the data: section as checked options, read once: the set-up reads fields with their one
+        # set of defaults (options.py), not the raw dict with defaults of its own
+        self.data_opts = DataOptions.from_config(self.cfg.get("data"))
         if device is not None:
             self.opts.device = device
             self.cfg.setdefault("train", {})["device"] = device
@@ -239,13 +242,8 @@ class Trainer:
         torch.manual_seed(seed)
 
     def _setup_data(self) -> None:
-        data = self.cfg.get("data")
-        if not isinstance(data, Mapping):
-            raise ConfigError("the config has no 'data' section (data.train, data.valid, data.lang, ...)")
-        for key in ("train", "lang"):
-            if not data.get(key):
-                raise ConfigError(f"'data.{key}' is required")
-        self.lang_dir = Path(data["lang"])
+        data = self.data_opts
+        self.lang_dir = Path(data.lang)
         self.lang_files = read_lang_dir(self.lang_dir)
         self.tokenizer = load_tokenizer_dir(self.lang_dir)
         self.vocab_size = int(self.tokenizer.vocab_size)
@@ -253,14 +251,14 @@ class Trainer:
         from kospeech.data.dataset import FeatureDataset, RawAudioDataset, collate
 
         self.collate = collate
-        train_dir = Path(data["train"])
+        train_dir = Path(data.train)
         self.mode = source_kind(train_dir, "data.train")
-        valid_dir = Path(data["valid"]) if data.get("valid") else None
+        valid_dir = Path(data.valid) if data.valid else None
         if valid_dir is not None and source_kind(valid_dir, "data.valid") != self.mode:
             raise DataError(f"data.valid: {valid_dir} must be the same kind as data.train ({self.mode})")
         self.train_meta = read_meta(train_dir)
-        max_frames = data.get("max_frames")
-        cmvn_file = Path(data["cmvn"]) if data.get("cmvn") else None
+        max_frames = data.max_frames
+        cmvn_file = Path(data.cmvn) if data.cmvn else None
         if self.mode == DUMP:
             self.cfg["frontend"] = dump_frontend_config(train_dir, self.cfg.get("frontend"))
             if cmvn_file is None and (train_dir / "cmvn.npz").is_file():
@@ -305,8 +303,8 @@ class Trainer:
         from kospeech.data.sampler import BucketBatchSampler
         from kospeech.models.base import min_input_frames
 
-        data = self.cfg["data"]
-        min_frames = data.get("min_frames")
+        data = self.data_opts
+        min_frames = data.min_frames
         if min_frames is None:
             min_frames = min_input_frames(self.raw_model, self.input_dim, self.device)
         reason = f"shorter than data.min_frames={min_frames}"
@@ -319,9 +317,9 @@ class Trainer:
                 need = min_frames
             keep_at_least(dataset, need, reason)
         if len(self.train_set) == 0:
-            raise DataError(f"data.train: {data['train']} has no utterance of at least {min_frames} frames")
-        self.batch_frames = int(data.get("batch_frames", 20000))
-        num_buckets = int(data.get("num_buckets", 10))
+            raise DataError(f"data.train: {data.train} has no utterance of at least {min_frames} frames")
+        self.batch_frames = int(data.batch_frames)
+        num_buckets = int(data.num_buckets)
 
         def sampler(dataset: Any, shuffle: bool) -> BucketBatchSampler:
             return BucketBatchSampler(
@@ -432,7 +430,7 @@ class Trainer:
         from kospeech.metadata import make_metadata
 
         corpus = {"corpus": self.train_meta.get("corpus"), "transcript": self.train_meta.get("transcript"),
-                  "path": str(self.cfg["data"]["train"])}
+                  "path": str(self.data_opts.train)}
         if self.train_meta.get("normalization"):
             corpus["normalization"] = self.train_meta["normalization"]
         return {

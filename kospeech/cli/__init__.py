@@ -87,7 +87,7 @@ def search_choice(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[
     if args.lm:
         options["lm"] = args.lm
     if getattr(args, "hotwords", None):
-        from kospeech.inference.driver import read_hotwords
+        from kospeech.inference.engine import read_hotwords
 
         options["hotwords"] = read_hotwords(args.hotwords)
     return search, options

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from kospeech.errors import ConfigError, DataError
-from kospeech.inference.driver import Decoded, Driver, encode_hotwords, samples_for_frames
+from kospeech.inference.driver import Driver
+from kospeech.inference.engine import Decoded, encode_hotwords, samples_for_frames
 from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.timing import TokenSpan
 from kospeech.text.special import NUM_SPECIAL

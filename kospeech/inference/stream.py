@@ -30,18 +30,15 @@ import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from kospeech.errors import ConfigError
-from kospeech.inference.driver import Decoded, wave_from_array
+from kospeech.inference.engine import Decoded, wave_from_array
 from kospeech.inference.result import Result
 from kospeech.inference.timing import TokenSpan
 from kospeech.runtime import ctc
-
-if TYPE_CHECKING:
-    from kospeech.inference.driver import Driver
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +136,7 @@ class Stream:
     """One audio stream being recognised (made by :meth:`kospeech.inference.driver.Driver.stream`).
 
     Args:
-        driver: the model (either engine).
+        driver: the model, a :class:`~kospeech.inference.driver.Driver` (either engine).
         search: ``ctc_prefix_beam`` (with the model's LM and hotwords when its default search has
             them) or ``ctc_greedy``; None takes the model's default when it is one of those, else
             the prefix beam.
@@ -151,7 +148,7 @@ class Stream:
         **options: search options (``beam_size``, ``lm``, ``lm_weight``, ``hotwords``...).
     """
 
-    def __init__(self, driver: Driver, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
+    def __init__(self, driver: Any, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
                  endpoint: Endpoint | None = Endpoint(), name: str = "<stream>", **options: Any) -> None:
         engine = driver.engine
         if not hasattr(engine, "log_probs"):

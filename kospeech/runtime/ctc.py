@@ -210,7 +210,7 @@ def ctc_fusion(cfg: Mapping[str, Any], vocab_size: int,
                               f"{vocab_size}; train the LM with the model's lang dir")
     context = None
     if cfg.get("hotwords"):
-        from kospeech.inference.driver import encode_hotwords
+        from kospeech.inference.engine import encode_hotwords
         from kospeech.lm.context import DEFAULT_HOTWORD_WEIGHT, ContextGraph
 
         ids = encode_hotwords(cfg, encode)["hotwords"]

@@ -21,7 +21,8 @@ import yaml
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
 from kospeech.files import sha256_files
-from kospeech.inference.driver import Decoded, Driver, samples_for_frames
+from kospeech.inference.driver import Driver
+from kospeech.inference.engine import Decoded, samples_for_frames
 from kospeech.inference.package import package_name, resolve_lm
 from kospeech.inference.timing import TokenSpan
 from kospeech.metadata import check_metadata

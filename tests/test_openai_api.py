@@ -159,6 +159,9 @@ def test_bad_requests_get_400_in_openais_shape(server: str, ctc_checkpoint: dict
     with pytest.raises(openai.APIStatusError) as info:  # 7 s, 224 kB: over the length limit, not the size limit
         api.audio.transcriptions.create(model="whisper-1", file=upload(np.zeros(7 * 16000, np.float32)))
     assert info.value.status_code == 413 and "longer than the limit of 6 s" in error_body(info.value)["message"]
+    with pytest.raises(openai.APIStatusError) as info:  # 16 s, 512 kB: over the size limit, refused unread
+        api.audio.transcriptions.create(model="whisper-1", file=upload(np.zeros(16 * 16000, np.float32)))
+    assert info.value.status_code == 413 and error_body(info.value)["code"] == "file_too_large"
     models = api.models.list()
     assert [m.id for m in models.data] == ["test"]
 

@@ -486,7 +486,7 @@ class FilterBank(_MelFrontend):
     Close to ``torchaudio.compliance.kaldi.fbank`` (what ESPnet/WeNet recipes train on) but
     batched, centred (``1 + S // hop`` frames) and identical in both backends; Kaldi's
     per-frame DC removal and pre-emphasis are left out, as the librosa backend cannot
-    reproduce them through ``librosa.stft``.
+    reproduce them through ``librosa.stft``. ``kaldi_fbank`` is Kaldi's own (what sherpa-onnx computes).
 
     Args: as ``mel``; defaults ``f_min`` 20 Hz, ``window`` povey, ``scale`` 32768.
     """

@@ -156,6 +156,9 @@ def test_bad_requests_get_400_in_openais_shape(server: str, ctc_checkpoint: dict
     with pytest.raises(openai.BadRequestError) as info:  # OpenAI too: granularities need verbose_json
         api.audio.transcriptions.create(model="whisper-1", file=upload(wave), timestamp_granularities=["word"])
     assert error_body(info.value)["param"] == "timestamp_granularities"
+    with pytest.raises(openai.BadRequestError) as info:
+        api.audio.transcriptions.create(model="whisper-1", file=upload(wave), stream=True)
+    assert error_body(info.value)["param"] == "stream"
     with pytest.raises(openai.APIStatusError) as info:  # 7 s, 224 kB: over the length limit, not the size limit
         api.audio.transcriptions.create(model="whisper-1", file=upload(np.zeros(7 * 16000, np.float32)))
     assert info.value.status_code == 413 and "longer than the limit of 6 s" in error_body(info.value)["message"]

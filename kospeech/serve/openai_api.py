@@ -7,7 +7,7 @@ so clients that hard-code ``whisper-1`` work), ``response_format`` = ``json`` | 
 ``srt`` | ``vtt`` | ``verbose_json``, ``timestamp_granularities[]`` = ``word`` | ``segment``
 (verbose_json only, as OpenAI has it), ``language`` (``ko`` or empty: the models are Korean),
 ``prompt`` (its words become hotwords: names the model should favour) and ``temperature``
-(accepted and ignored: the searches are deterministic).
+(accepted and ignored: the searches are deterministic); ``stream=true`` is refused (400).
 
 Nothing of the audio handling is repeated here: the app's ``transcribe_upload`` reads the
 upload, applies the size and length limits, resamples and transcribes on a worker slot, so
@@ -131,6 +131,9 @@ def blueprint(transcribe_upload: Callable[..., Result], *, name: str = "", api_k
         if granularities and fmt != "verbose_json":
             return openai_error(400, "timestamp_granularities needs response_format 'verbose_json'",
                                 param="timestamp_granularities")
+        if (form.get("stream") or "").lower() in ("true", "1"):
+            return openai_error(400, "stream: streamed transcription is not supported; send stream=false",
+                                param="stream")
         language = (form.get("language") or "").strip().lower()
         if language and language not in KOREAN:
             return openai_error(400, f"language {language!r}: this model transcribes Korean ('ko') only",

@@ -9,7 +9,7 @@ empty); a folder that holds anything else is refused, never deleted.
 ``kospeech serve DIR``. Needs the ``export`` extra: pip install 'kospeech[export]'.
 
 ``--format sherpa-onnx`` writes a directory for sherpa-onnx instead (model.onnx with CMVN inside and
-its metadata, tokens.txt, README.md), loaded with ``sherpa_onnx.OfflineRecognizer.from_wenet_ctc``:
+its metadata, tokens.txt, README.md; [model.int8.onnx]), loaded with ``sherpa_onnx.OfflineRecognizer.from_wenet_ctc``:
 CTC models whose frontend is ``kaldi_fbank`` (what sherpa-onnx computes), see kospeech.export.sherpa.
 """
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-
-from kospeech.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +27,7 @@ def export(args: argparse.Namespace) -> int:
     if args.format == "sherpa-onnx":
         from kospeech.export.sherpa import export_sherpa
 
-        if args.quantize:
-            raise ConfigError("--quantize applies to --format onnx only")
-        out = export_sherpa(args.checkpoint, args.out)
+        out = export_sherpa(args.checkpoint, args.out, quantize=args.quantize)
         logger.info("wrote %s; run it with sherpa_onnx.OfflineRecognizer.from_wenet_ctc (see %s/README.md)", out, out)
         return 0
 

@@ -114,9 +114,10 @@ def _add_metadata(path: Path, entries: Mapping[str, Any]) -> None:
 
 
 def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                  opset: int = ox.OPSET) -> Path:
+                  quantize: str | None = None, opset: int = ox.OPSET) -> Path:
     """Write ``out_dir`` (model.onnx with CMVN folded in and sherpa-onnx's metadata, tokens.txt,
-    sherpa.yaml, README.md) from a CTC ``checkpoint`` or package trained on ``kaldi_fbank`` features.
+    sherpa.yaml, README.md; with ``quantize="int8"`` also model.int8.onnx, the same metadata) from a
+    CTC ``checkpoint`` or package trained on ``kaldi_fbank`` features.
 
     A package's LM and beam search do not come along: sherpa-onnx decodes CTC greedily (or with its
     own prefix beam, without our n-gram). ``out_dir`` is replaced only when it is an earlier one.
@@ -125,6 +126,8 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
     from kospeech.inference import package as pk
     from kospeech.metadata import make_metadata
 
+    if quantize not in (None, *ox.QUANTIZE):
+        raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(ox.QUANTIZE)}")
     src = ox.load_source(checkpoint)
     if src.head != "ctc":
         raise ConfigError(f"{src.path}: model '{src.name}' has no CTC head ({src.head}); sherpa-onnx export covers "
@@ -147,13 +150,19 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
         subsampling = ox.subsampling_factor(src.model, input_dim)
         sample_rate = int(src.frontend.sample_rate)
         nfc = tokenizer.name == "jamo"
-        _add_metadata(tmp / graphs["onnx"], {
+        metadata = {
             "model_type": "wenet_ctc", "vocab_size": len(units), "subsampling_factor": subsampling,
             "feature_dim": input_dim, "sample_rate": sample_rate, "frontend": "kaldi_fbank", "language": "Korean",
             "tokenizer": tokenizer.name, "nfc": int(nfc), "model_author": "kospeech", "kospeech_version": __version__,
             "comment": f"exported by kospeech {__version__} from {src.path.name} ({src.name}); "
                        "load with sherpa_onnx.OfflineRecognizer.from_wenet_ctc",
-        })
+        }
+        _add_metadata(tmp / graphs["onnx"], metadata)
+        files = {"model": graphs["onnx"], "tokens": TOKENS_FILE}
+        if quantize == "int8":
+            files["int8"] = graphs["onnx"].replace(".onnx", ".int8.onnx")
+            ox._quantize(tmp / graphs["onnx"], tmp / files["int8"])
+            _add_metadata(tmp / files["int8"], metadata)
         (tmp / TOKENS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
         inherited = {k: src.bundle.metadata[k] for k in ("plugins", "training_corpus") if k in src.bundle.metadata}
         manifest = {
@@ -161,7 +170,7 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
             "format": "sherpa-onnx",
             "loader": "sherpa_onnx.OfflineRecognizer.from_wenet_ctc",
             "source": {"checkpoint": src.path.name, "model": src.name},
-            "files": {"model": graphs["onnx"], "tokens": TOKENS_FILE},
+            "files": files,
             "feature_dim": input_dim, "sample_rate": sample_rate, "subsampling_factor": subsampling,
             "nfc": nfc, "frontend": ox._plain(src.frontend.config), "check": {"max_abs_diff": float(diff)},
         }

@@ -7,6 +7,10 @@ dynamic batch and time axes), the tokenizer, the frontend config and arrays, CMV
 empty); a folder that holds anything else is refused, never deleted.
 ``kospeech.runtime.load(DIR)`` decodes it with onnxruntime and numpy; so does
 ``kospeech serve DIR``. Needs the ``export`` extra: pip install 'kospeech[export]'.
+
+``--format sherpa-onnx`` writes a directory for sherpa-onnx instead (model.onnx with CMVN inside and
+its metadata, tokens.txt, README.md; [model.int8.onnx]), loaded with ``sherpa_onnx.OfflineRecognizer.from_wenet_ctc``:
+CTC models whose frontend is ``kaldi_fbank`` (what sherpa-onnx computes), see kospeech.export.sherpa.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ logger = logging.getLogger(__name__)
 
 def export(args: argparse.Namespace) -> int:
     from kospeech.export.onnx import export_onnx
+
+    if args.format == "sherpa-onnx":
+        from kospeech.export.sherpa import export_sherpa
+
+        out = export_sherpa(args.checkpoint, args.out, quantize=args.quantize)
+        logger.info("wrote %s; run it with sherpa_onnx.OfflineRecognizer.from_wenet_ctc (see %s/README.md)", out, out)
+        return 0
 
     out = export_onnx(args.checkpoint, args.out, quantize=args.quantize)
     logger.info("wrote %s; run it with kospeech.runtime.load(%r) or `kospeech serve %s`", out, str(out), out)
@@ -35,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     )
     p.add_argument("checkpoint", metavar="MODEL",
                    help="a package, a checkpoint .pt (or an exp dir with checkpoints/last.pt)")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    p.add_argument("--format", choices=["onnx", "sherpa-onnx"], default="onnx",
+                   help="onnx (our runtime) or sherpa-onnx (CTC models trained on kaldi_fbank: model.onnx, tokens.txt)")
     p.add_argument("--out", required=True, help="output directory (an earlier export there is replaced)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="also write model.int8.onnx (dynamic int8)")
     p.set_defaults(func=export)

@@ -1,6 +1,7 @@
 """Feature frontends (registry kind ``frontend``): waves in, ``(T, D)`` features out.
 
-Four frontends, each with two interchangeable backends (KoSpeech's ``feature_extract_by``):
+Four frontends, each with two interchangeable backends (KoSpeech's ``feature_extract_by``), and
+``kaldi_fbank`` (torch only), Kaldi's own fbank as sherpa-onnx computes it (see its class):
 
 ``spectrogram``  log power spectrum, ``D = n_fft // 2 + 1``
 ``mel``          log mel power spectrum, librosa's conventions (Slaney mel scale, area-normalised filters)
@@ -46,6 +47,13 @@ from torch import Tensor, nn
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import build, register
+from kospeech.runtime.features import (
+    KALDI_ENERGY_FLOOR,
+    KALDI_PREEMPH,
+    kaldi_dither_noise,
+    kaldi_frame_starts,
+    kaldi_num_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -478,7 +486,7 @@ class FilterBank(_MelFrontend):
     Close to ``torchaudio.compliance.kaldi.fbank`` (what ESPnet/WeNet recipes train on) but
     batched, centred (``1 + S // hop`` frames) and identical in both backends; Kaldi's
     per-frame DC removal and pre-emphasis are left out, as the librosa backend cannot
-    reproduce them through ``librosa.stft``.
+    reproduce them through ``librosa.stft``. ``kaldi_fbank`` is Kaldi's own (what sherpa-onnx computes).
 
     Args: as ``mel``; defaults ``f_min`` 20 Hz, ``window`` povey, ``scale`` 32768.
     """
@@ -565,6 +573,124 @@ class MFCC(_MelFrontend):
 
         log_mel = self._log_mel_librosa(power)
         return librosa.feature.mfcc(S=log_mel.T, n_mfcc=self.n_mfcc, dct_type=2, norm="ortho", lifter=0).T
+
+
+@register("frontend", "kaldi_fbank")
+class KaldiFilterBank(Frontend):
+    """Kaldi's log mel filterbank, as ``kaldi-native-fbank`` computes it in sherpa-onnx (and
+    ``torchaudio.compliance.kaldi.fbank``, WeNet's and ESPnet's training feature): the frontend of a
+    model meant to run outside KoSpeech (``kospeech export --format sherpa-onnx``).
+
+    Per frame, in Kaldi's order: samples on the int16 scale (x 32768), Kaldi framing (``snip_edges``
+    false: frames centred on ``hop * t + hop / 2``, reflected at both ends, ``(S + hop / 2) // hop``
+    frames), DC offset removed, pre-emphasis 0.97 (the first sample against itself), Povey window,
+    zero padding to 512, power spectrum, Kaldi's mel banks (triangles in the mel domain, from
+    ``torchaudio.compliance.kaldi.get_mel_banks``, between ``low_freq`` and ``high_freq``; a
+    ``high_freq`` <= 0 is an offset from Nyquist: the default -400 is 7600 Hz at 16 kHz), then
+    ``log(max(energy, float32 eps))``. The defaults are what sherpa-onnx computes;
+    why ``fbank`` stays separate: it is centred and batched through ``torch.stft``, with a librosa
+    twin, and the recipes' models were trained on it.
+
+    Args:
+        sample_rate: Hz of the input waves.
+        n_mels: mel bands (sherpa-onnx's ``feature_dim``).
+        frame_length_ms, frame_shift_ms: window and hop (sherpa-onnx: 25 and 10).
+        low_freq, high_freq: band edges in Hz (Kaldi's convention for ``high_freq`` <= 0).
+        snip_edges: Kaldi's framing option (sherpa-onnx: false).
+        dither: std of Gaussian noise added on the int16 scale: random in training mode, a fixed
+            draw at inference (``kospeech.runtime.features.kaldi_dither_noise``, the runtime's too).
+            1.0 because sherpa-onnx dithers so (measured on 2.0.1: its ``dither`` option has no
+            effect), and a model must hear digital silence as the noise it gets there, not as the
+            log floor: trained with 0, a model misread a quarter of clean synthetic utterances in
+            sherpa-onnx that it read right in our runtime.
+    """
+
+    name = "kaldi_fbank"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        low_freq: float = 20.0,
+        high_freq: float = -400.0,
+        snip_edges: bool = False,
+        dither: float = 1.0,
+    ) -> None:
+        args = _arguments(locals())
+        super().__init__(backend="torchaudio", sample_rate=sample_rate, frame_length_ms=frame_length_ms,
+                         frame_shift_ms=frame_shift_ms, window="povey", scale=32768.0, log_offset=0.0,
+                         normalize=False, del_silence=False, top_db=30.0, input_reverse=False, dither=0.0)
+        self.config = {"name": self.name, **args}
+        nyquist = self.sample_rate / 2
+        top = float(high_freq) if high_freq > 0 else nyquist + float(high_freq)
+        if not 0 <= low_freq < top <= nyquist:
+            raise ConfigError(f"kaldi_fbank needs 0 <= low_freq < high_freq <= sample_rate/2 (high_freq <= 0: "
+                              f"Nyquist minus it), got low_freq={low_freq}, high_freq={high_freq}")
+        self.n_mels, self.low_freq, self.high_freq = int(n_mels), float(low_freq), float(high_freq)
+        self.snip_edges, self.kaldi_dither = bool(snip_edges), float(dither)
+        from torchaudio.compliance.kaldi import get_mel_banks
+
+        banks = get_mel_banks(self.n_mels, self.n_fft, float(self.sample_rate), self.low_freq, self.high_freq,
+                              100.0, -500.0, 1.0)
+        banks = banks[0] if isinstance(banks, tuple) else banks  # (n_mels, n_fft / 2): no Nyquist bin
+        fb = F.pad(banks.double(), (0, 1)).T.float().contiguous()  # (n_freqs, n_mels), Nyquist weight 0
+        self.register_buffer("mel_fb", fb, persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_mels
+
+    def extra_repr(self) -> str:
+        return f"n_mels={self.n_mels}, win={self.win_length}, hop={self.hop_length}, snip_edges={self.snip_edges}"
+
+    def feature_lengths(self, wave_lengths: Tensor) -> Tensor:
+        return kaldi_num_frames(wave_lengths.long(), self.hop_length, self.win_length, self.snip_edges)
+
+    def forward(self, waves: Tensor, wave_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S) waves, (B,) lengths -> (B, T, n_mels) features (zero beyond each length), (B,) lengths.
+
+        Batched by gathering every frame's samples at once; the reflection at an utterance's end
+        uses that utterance's own length, so a padded batch gives what each utterance gives alone."""
+        if waves.dim() != 2:
+            raise DataError(f"frontend expects waves of shape (batch, samples), got {tuple(waves.shape)}")
+        wave_lengths = wave_lengths.to(waves.device).long()
+        if bool((wave_lengths <= 0).any()):
+            raise DataError("frontend got an empty wave (length 0); drop it from the data dir")
+        lengths = self.feature_lengths(wave_lengths)
+        max_t = max(1, int(lengths.max()))
+        x = waves.float() * self.scale
+        if self.kaldi_dither > 0 and self.training:
+            x = x + torch.randn_like(x) * self.kaldi_dither
+        elif self.kaldi_dither > 0:  # the runtime's fixed noise, per utterance: batched as alone, repeatable
+            noise = torch.zeros_like(x)
+            for b, n in enumerate(wave_lengths.tolist()):
+                noise[b, :n] = torch.from_numpy(kaldi_dither_noise(n, self.kaldi_dither)).to(x.device)
+            x = x + noise
+        first = int(kaldi_frame_starts(1, self.hop_length, self.win_length, self.snip_edges)[0])
+        span = (max_t - 1) * self.hop_length + self.win_length  # samples from the first frame's start to the last's end
+        n = wave_lengths[:, None]
+        idx = torch.remainder(torch.arange(first, first + span, device=x.device)[None, :], 2 * n)
+        idx = torch.where(idx >= n, 2 * n - 1 - idx, idx)  # Kaldi reflects about both ends (repeatedly if need be)
+        frames = x.gather(1, idx).unfold(1, self.win_length, self.hop_length)  # (B, T, W)
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        frames = torch.cat([frames[..., :1] * (1 - KALDI_PREEMPH), frames[..., 1:] - KALDI_PREEMPH * frames[..., :-1]],
+                           dim=-1)
+        spec = torch.fft.rfft(frames * self.window.to(frames.dtype), n=self.n_fft)
+        power = spec.real.square() + spec.imag.square()
+        feats = (power @ self.mel_fb.to(power.dtype)).clamp_min(KALDI_ENERGY_FLOOR).log()
+        mask = length_mask(lengths, max_t)[..., None]
+        return feats.masked_fill(~mask, 0.0), lengths
+
+    @torch.no_grad()
+    def extract(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise DataError(f"frontend.extract expects a non-empty mono wave, got shape {wave.shape}")
+        feats, lengths = self.forward(torch.from_numpy(wave)[None].to(self.window.device), torch.tensor([wave.size]))
+        return feats[0, : int(lengths[0])].cpu().numpy()
 
 
 def build_frontend(cfg: Mapping[str, Any] | None = None, *, path: str = "frontend") -> Frontend:

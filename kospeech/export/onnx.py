@@ -19,6 +19,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -358,26 +359,34 @@ def _session(path: Path) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def export_onnx(
-    checkpoint: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    quantize: str | None = None,
-    opset: int = OPSET,
-) -> Path:
-    """Write ``out_dir`` (model.onnx, frontend, CMVN, tokenizer, model.yaml) from ``checkpoint``.
+@dataclass
+class Source:
+    """A checkpoint or package opened for export: the loaded bundle, its model and frontend, the head kind."""
 
-    ``checkpoint`` may be a model package (:mod:`kospeech.inference.package`): its LM, decoding
-    and model card come along, so the runtime decodes the export as the package decodes. ``out_dir``
-    is replaced only when it is an earlier export (or empty).
-    """
+    path: Path
+    package: Any  # kospeech.inference.package.Package | None
+    bundle: Any  # kospeech.inference.loading's bundle
+    name: str
+    head: str
+    has_decoder: bool
+
+    @property
+    def model(self) -> nn.Module:
+        return self.bundle.model
+
+    @property
+    def frontend(self) -> Any:
+        return self.bundle.frontend
+
+
+def load_source(checkpoint: str | os.PathLike[str]) -> Source:
+    """Open ``checkpoint`` (or a package's) for export, with the checks every export format needs:
+    onnx and onnxruntime importable, a head that can be exported, a frontend the runtime can run."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as err:
         raise ConfigError(f"export needs onnx and onnxruntime: pip install 'kospeech[export]' ({err})") from None
-    if quantize not in (None, *QUANTIZE):
-        raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(QUANTIZE)}")
     from kospeech.inference import package as pk
     from kospeech.inference.loading import load_for_inference
 
@@ -398,6 +407,13 @@ def export_onnx(
         raise ConfigError(f"{source}: the checkpoint config names no frontend; the runtime needs one to read audio")
     if frontend.del_silence:
         raise ConfigError(f"{source}: frontend.del_silence is not supported by the runtime; export a model without it")
+    return Source(source, pkg, bundle, name, head, has_decoder)
+
+
+def staging_dirs(out_dir: str | os.PathLike[str], source: Path) -> tuple[Path, Path]:
+    """(the output folder, an empty sibling to write into; :func:`kospeech.inference.package.replace_dir`
+    moves it into place when complete, so a failed export leaves no half-written folder)."""
+    from kospeech.inference import package as pk
 
     out = pk.out_dir(out_dir)
     if out == source.resolve() or source.resolve() in out.parents:
@@ -405,6 +421,37 @@ def export_onnx(
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return out, tmp
+
+
+def subsampling_factor(model: nn.Module, input_dim: int) -> int:
+    """Feature frames per encoder frame, measured on a long input (the model's own arithmetic, not its config)."""
+    with torch.no_grad():
+        _, enc_len = model.encode(*_example_batch(input_dim, 4000, [4000], seed=2))
+    return max(1, round(4000 / int(enc_len[0])))
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    quantize: str | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Write ``out_dir`` (model.onnx, frontend, CMVN, tokenizer, model.yaml) from ``checkpoint``.
+
+    ``checkpoint`` may be a model package (:mod:`kospeech.inference.package`): its LM, decoding
+    and model card come along, so the runtime decodes the export as the package decodes. ``out_dir``
+    is replaced only when it is an earlier export (or empty).
+    """
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(QUANTIZE)}")
+    from kospeech.inference import package as pk
+
+    src = load_source(checkpoint)
+    source, pkg, bundle, name, head = src.path, src.package, src.bundle, src.name, src.head
+    model, frontend, has_decoder = src.model, src.frontend, src.has_decoder
+    out, tmp = staging_dirs(out_dir, source)
     try:
         input_dim = int(frontend.output_dim)
         sr, hop = frontend.sample_rate, frontend.hop_length
@@ -419,9 +466,7 @@ def export_onnx(
                 f"{source}: the exported graph of model '{name}' disagrees with PyTorch on another batch shape "
                 f"(max difference {diff:.3g}); its code fixes a shape while tracing, so it cannot be exported yet"
             )
-        with torch.no_grad():  # encoder frames per feature frame, from a long input
-            _, enc_len = model.encode(*_example_batch(input_dim, 4000, [4000], seed=2))
-        subsampling = max(1, round(4000 / int(enc_len[0])))
+        subsampling = subsampling_factor(model, input_dim)
         files = dict(graphs)
         if quantize == "int8":
             for key, fname in graphs.items():

@@ -77,8 +77,13 @@ class TorchEngine:
             from kospeech.models.base import min_input_frames
 
             dim = int(self.inputs.output_dim or self.inputs.cmvn.mean.numel())
-            self._min_samples = samples_for_frames(min_input_frames(self.model, dim, self.device),
-                                                   self.sample_rate, self.inputs.frame_shift)
+            frames, fe = min_input_frames(self.model, dim, self.device), self.inputs.frontend
+            if getattr(fe, "name", "") == "kaldi_fbank":  # Kaldi framing: one frame fewer than centred frames
+                from kospeech.runtime.features import kaldi_min_samples
+
+                self._min_samples = kaldi_min_samples(frames, fe.hop_length, fe.win_length, fe.snip_edges)
+            else:
+                self._min_samples = samples_for_frames(frames, self.sample_rate, self.inputs.frame_shift)
         return self._min_samples
 
     @torch.no_grad()

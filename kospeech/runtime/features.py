@@ -1,10 +1,15 @@
 """The checkpoint's frontend in numpy: STFT, power, mel filters, log, DCT, per-utterance normalisation.
 
+``kaldi_fbank`` frames as Kaldi does instead (:meth:`NumpyFrontend.kaldi_frames`); its framing
+rules and constants live here, torch-free, and :class:`kospeech.data.frontends.KaldiFilterBank`
+imports them, so the training frontend and the runtime share one definition.
+
 It follows :class:`kospeech.data.frontends.Frontend` step for step (centred frames with zero
 padding, the window centred inside ``n_fft``, ``scale`` before the transform,
 ``log(x + log_offset)``), and takes its arrays from the export's ``frontend.npz``, which holds
 the very window and filters the PyTorch module used. Dither is a training-time randomisation
-and is not applied; silence removal is refused at export.
+and is not applied (except ``kaldi_fbank``'s, see :func:`kaldi_dither_noise`); silence removal is refused
+at export.
 """
 
 from __future__ import annotations
@@ -15,6 +20,42 @@ from typing import Any
 import numpy as np
 
 from kospeech.errors import DataError
+
+#: Kaldi's pre-emphasis coefficient and its floor under mel energies (float32 epsilon), as kaldi-native-fbank
+KALDI_PREEMPH = 0.97
+KALDI_ENERGY_FLOOR = float(np.finfo(np.float32).eps)
+
+
+def kaldi_frame_starts(num_frames: int, hop_length: int, win_length: int, snip_edges: bool) -> np.ndarray:
+    """First sample of each frame, as Kaldi frames: from 0 every hop with ``snip_edges``; else centred on
+    ``hop * t + hop // 2`` (samples outside the wave are reflected about its ends)."""
+    t = np.arange(num_frames, dtype=np.int64) * hop_length
+    return t if snip_edges else t + hop_length // 2 - win_length // 2
+
+
+def kaldi_num_frames(num_samples: Any, hop_length: int, win_length: int, snip_edges: bool) -> Any:
+    """Kaldi's frame count (ints or tensors alike): ``(S - win) // hop + 1`` (0 when shorter) with
+    ``snip_edges``, else ``(S + hop // 2) // hop``."""
+    if snip_edges:
+        return ((num_samples - win_length) // hop_length + 1) * (num_samples >= win_length)
+    return (num_samples + hop_length // 2) // hop_length
+
+
+def kaldi_dither_noise(num_samples: int, dither: float) -> np.ndarray:
+    """The dither of an utterance at inference: Gaussian, std ``dither`` on the int16 scale, from a fixed seed
+    so that the torch frontend and this runtime add the very same noise (and a transcript is repeatable).
+
+    Why dither at inference at all: sherpa-onnx does (std 1 on the int16 scale, measured on 2.0.1, whatever
+    its ``FeatureExtractorConfig.dither`` says), so digital silence (exact zeros) reaches its model as
+    noise, not as the log floor; a ``kaldi_fbank`` model has to hear silence the same way everywhere."""
+    return (np.random.default_rng(0).standard_normal(int(num_samples)) * dither).astype(np.float32)
+
+
+def kaldi_min_samples(frames: int, hop_length: int, win_length: int, snip_edges: bool) -> int:
+    """The fewest samples Kaldi framing turns into ``frames`` frames (the engines pad short audio up to
+    it; the centred frontends' rule, ``driver.samples_for_frames``, would give one frame less)."""
+    frames = max(1, int(frames))
+    return (frames - 1) * hop_length + win_length if snip_edges else frames * hop_length - hop_length // 2
 
 
 class NumpyFrontend:
@@ -34,7 +75,10 @@ class NumpyFrontend:
         self.window[left : left + win_length] = window
         self.mel_fb = np.asarray(arrays["mel_fb"], np.float64) if "mel_fb" in arrays else None
         self.dct = np.asarray(arrays["dct"], np.float64) if "dct" in arrays else None
-        self.scale = float(config.get("scale", 1.0))
+        self.kaldi = self.name == "kaldi_fbank"
+        self.dither = float(config.get("dither", 0.0)) if self.kaldi else 0.0
+        self.win_length, self.snip_edges = win_length, bool(config.get("snip_edges", False))
+        self.scale = 32768.0 if self.kaldi else float(config.get("scale", 1.0))
         self.log_offset = float(config.get("log_offset", 1e-6))
         self.normalize = bool(config.get("normalize", False))
         self.input_reverse = bool(config.get("input_reverse", False))
@@ -49,13 +93,21 @@ class NumpyFrontend:
         x = np.asarray(wave, dtype=np.float64).reshape(-1) * self.scale
         if x.size == 0:
             raise DataError("the frontend got an empty wave")
-        pad = self.n_fft // 2
-        x = np.pad(x, (pad, pad))
-        frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft)[:: self.hop_length]
-        frames = frames[: 1 + (x.size - 2 * pad) // self.hop_length]
-        spec = np.fft.rfft(frames * self.window, axis=1)
+        if self.kaldi:
+            if self.dither > 0:
+                x = x + kaldi_dither_noise(x.size, self.dither)
+            spec = np.fft.rfft(self.kaldi_frames(x), n=self.n_fft, axis=1)
+        else:
+            pad = self.n_fft // 2
+            x = np.pad(x, (pad, pad))
+            frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft)[:: self.hop_length]
+            frames = frames[: 1 + (x.size - 2 * pad) // self.hop_length]
+            spec = np.fft.rfft(frames * self.window, axis=1)
         power = spec.real**2 + spec.imag**2
-        feats = np.log((power @ self.mel_fb if self.mel_fb is not None else power) + self.log_offset)
+        if self.kaldi:
+            feats = np.log(np.maximum(power @ self.mel_fb, KALDI_ENERGY_FLOOR))
+        else:
+            feats = np.log((power @ self.mel_fb if self.mel_fb is not None else power) + self.log_offset)
         if self.dct is not None:
             feats = feats @ self.dct
         if self.normalize:
@@ -63,3 +115,16 @@ class NumpyFrontend:
         if self.input_reverse:
             feats = feats[::-1]
         return np.ascontiguousarray(feats, dtype=np.float32)
+
+    def kaldi_frames(self, x: np.ndarray) -> np.ndarray:
+        """Kaldi's windowed frames (T, win) of a scaled wave: reflected framing, DC removal,
+        pre-emphasis, Povey window (the window array of frontend.npz, uncentred)."""
+        count = int(kaldi_num_frames(x.size, self.hop_length, self.win_length, self.snip_edges))
+        starts = kaldi_frame_starts(count, self.hop_length, self.win_length, self.snip_edges)
+        idx = np.remainder(starts[:, None] + np.arange(self.win_length)[None, :], 2 * x.size)
+        frames = x[np.where(idx >= x.size, 2 * x.size - 1 - idx, idx)]
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        frames = np.concatenate([frames[:, :1] * (1 - KALDI_PREEMPH), frames[:, 1:] - KALDI_PREEMPH * frames[:, :-1]],
+                                axis=1)
+        left = (self.n_fft - self.win_length) // 2
+        return frames * self.window[left : left + self.win_length]

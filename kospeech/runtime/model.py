@@ -27,7 +27,7 @@ from kospeech.inference.package import package_name, resolve_lm
 from kospeech.inference.timing import TokenSpan
 from kospeech.metadata import check_metadata
 from kospeech.runtime import attention, ctc, transducer
-from kospeech.runtime.features import NumpyFrontend
+from kospeech.runtime.features import NumpyFrontend, kaldi_min_samples
 from kospeech.runtime.tokens import Detokenizer
 
 OPTIONS = {"ctc_greedy": (), "ctc_prefix_beam": ("beam_size", "lm", "lm_weight", "length_bonus", "hotwords",
@@ -126,7 +126,10 @@ class OnnxEngine:
         return resolve_lm(search or {"name": self.searches[0]}, self.directory)
 
     def min_samples(self) -> int:
-        return samples_for_frames(self.min_frames, self.sample_rate, self.frontend.hop_length / self.sample_rate)
+        fe = self.frontend
+        if fe.kaldi:
+            return kaldi_min_samples(self.min_frames, fe.hop_length, fe.win_length, fe.snip_edges)
+        return samples_for_frames(self.min_frames, self.sample_rate, fe.hop_length / self.sample_rate)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))

@@ -44,8 +44,10 @@ def create_app(
     workers: int = 2,
     queue_timeout: float = 30.0,
     name: str = "",
+    api_key: str | None = None,
 ) -> Any:
-    """A Flask app serving ``model`` (anything with ``transcribe(item) -> Result`` and ``sample_rate``)."""
+    """A Flask app serving ``model`` (anything with ``transcribe(item) -> Result`` and ``sample_rate``);
+    ``api_key``: the key OpenAI clients must send to ``/v1`` (None: any key, as a local server needs none)."""
     try:
         from flask import Flask, Response, jsonify, request
     except ImportError:
@@ -81,42 +83,61 @@ def create_app(
     def health() -> Any:
         return jsonify({"ok": True, "model": name, "max_seconds": max_seconds, "max_bytes": max_bytes})
 
-    @app.post("/transcribe")
-    def transcribe() -> Any:
+    def transcribe_upload(field: str, **options: Any) -> Any:
+        """The request's audio (multipart ``field``, else the raw body) within the limits, transcribed on a
+        worker slot with ``options``; a :class:`Refused` names the status. Shared by every API of the app."""
         # a chunked body has no Content-Length for MAX_CONTENT_LENGTH to check: read one byte past the limit
-        upload = request.files.get("audio") if request.mimetype == "multipart/form-data" else None
+        upload = request.files.get(field) if request.mimetype == "multipart/form-data" else None
         data = upload.read(max_bytes + 1) if upload is not None else request.stream.read(max_bytes + 1)
         if len(data) > max_bytes:
-            return too_large(None)
+            raise Refused(413, f"the request is larger than the limit of {max_bytes / 1e6:.1f} MB")
         if not data:
-            return error(400, "no audio: send a file in the multipart form field 'audio' or as the request body")
+            raise Refused(400, f"no audio: send a file in the multipart form field '{field}' or as the request body")
         source = (upload.filename if upload is not None else "") or "<upload>"
         declared = declared_seconds(data)
         if declared is not None and declared > max_seconds:  # a compressed file: refused before it is decoded
-            return error(413, f"{source}: {declared:.1f} s of audio is longer than the limit of {max_seconds:g} s")
+            raise Refused(413, f"{source}: {declared:.1f} s of audio is longer than the limit of {max_seconds:g} s")
         try:
             wave, rate = read_audio_bytes(data, source)
             check_finite(wave, source)
         except DataError as err:
-            return error(415, str(err))
+            raise Refused(415, str(err)) from None
         duration = wave.size / rate
         if duration > max_seconds:
-            return error(413, f"{source}: {duration:.1f} s of audio is longer than the limit of {max_seconds:g} s")
+            raise Refused(413, f"{source}: {duration:.1f} s of audio is longer than the limit of {max_seconds:g} s")
         wave = resample_wave(wave, rate, sample_rate)
         if not slots.acquire(timeout=queue_timeout):
-            return error(503, f"all {workers} workers stayed busy for {queue_timeout:g} s; try again later")
+            raise Refused(503, f"all {workers} workers stayed busy for {queue_timeout:g} s; try again later")
         try:
             start = time.perf_counter()
-            result = model.transcribe(wave, sample_rate=sample_rate)
+            result = model.transcribe(wave, sample_rate=sample_rate, **options)
         finally:
             slots.release()
         if not result.ok:
-            return error(422, result.error or "transcription failed")
+            raise Refused(422, result.error or "transcription failed")
         logger.info("%s: %.2f s of audio in %.2f s", source, duration, time.perf_counter() - start)
-        body = result.to_dict()
+        return result
+
+    @app.post("/transcribe")
+    def transcribe() -> Any:
+        try:
+            body = transcribe_upload("audio").to_dict()
+        except Refused as err:
+            return error(err.status, str(err))
         return jsonify({"text": body["text"], "words": body["words"], "duration": body["duration"]})
 
+    from kospeech.serve.openai_api import blueprint  # POST /v1/audio/transcriptions, OpenAI's API
+
+    app.register_blueprint(blueprint(transcribe_upload, name=name, api_key=api_key))
     return app
+
+
+class Refused(Exception):
+    """A request the server turns down: an HTTP ``status`` and a one-line reason (each API words its own body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def declared_seconds(data: bytes) -> float | None:

@@ -157,12 +157,17 @@ def test_transcribe_json_timestamps(setup: dict, capsys: pytest.CaptureFixture[s
             assert all(a["end"] <= b["start"] for a, b in zip(spans, spans[1:]))
 
 
-def test_transcribe_without_ctc_head_gives_text_without_times(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["transcribe", str(setup["rnnt"]), setup["audio"]["utt01"], "--json", "--search", "transducer_greedy",
-               "--device", "cpu"])
+def test_transcribe_without_ctc_head_gives_text_without_times(setup: dict, transducer_checkpoint: dict,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A trained transducer (tests/fixtures/deploy.py: greedy gives its eight texts in memory)
+    through the CLI, on the files of three formats: the reference texts, and no word times."""
+    utts = ("utt00", "utt01", "utt02")  # wav, flac, pcm
+    rc = main(["transcribe", str(transducer_checkpoint["path"]), *[setup["audio"][u] for u in utts], "--json",
+               "--search", "transducer_greedy", "--device", "cpu"])
     assert rc == 0
-    row = json.loads(capsys.readouterr().out)
-    assert row["error"] is None and row["words"] == [] and isinstance(row["text"], str)
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.strip().splitlines()]
+    assert [r["text"] for r in rows] == [setup["texts"][u] for u in utts]
+    assert all(r["error"] is None and r["words"] == [] for r in rows)
 
 
 def test_score_and_compare(setup: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -120,3 +120,29 @@ def test_ctc_members_of_different_frame_rates_are_refused(setup: dict, tmp_path:
     full_rate = _save_checkpoint(tmp_path / "ctc.pt", ctc, setup["root"] / "lang", cmvn)
     with pytest.raises(ConfigError, match="CTC members must encode at one frame rate.*400 input frames"):
         kospeech.load([setup["ckpt"], full_rate], device="cpu")
+
+
+
+def test_weighted_ensemble_with_a_trained_member_transcribes_the_reference_texts(ctc_checkpoint: dict,
+                                                                                  tmp_path: Path) -> None:
+    """The weighted ensemble's transcribe with a trained member (tests/fixtures/deploy.py, which
+    gives its eight texts back) and an untrained one of the same architecture, tokenizer and CMVN
+    (alone it transcribes nothing right): weighted 3:1, the ensemble gives the reference texts."""
+    import kospeech
+    from kospeech.audio import write_audio
+    from kospeech.registry import build
+    from kospeech.train.checkpoint import write_checkpoint
+
+    ckpt = torch.load(ctc_checkpoint["path"], map_location="cpu", weights_only=False)
+    torch.manual_seed(1)
+    ckpt["model"] = build("model", ckpt["config"]["model"], path="model", **ckpt["model_args"]).state_dict()
+    untrained = write_checkpoint(ckpt, tmp_path / "untrained.pt")  # sealed again: new weights, new checksum
+    audio = []
+    for i, wave in enumerate(ctc_checkpoint["waves"]):
+        audio.append(str(tmp_path / f"u{i}.wav"))
+        write_audio(audio[-1], wave, 16000)
+    texts = ctc_checkpoint["texts"]
+    alone = [r.text for r in kospeech.load(untrained, device="cpu").transcribe(audio, timestamps=False)]
+    assert not any(a == t for a, t in zip(alone, texts))
+    asr = kospeech.load([ctc_checkpoint["path"], untrained], device="cpu", weights=[3, 1])
+    assert [r.text for r in asr.transcribe(audio, timestamps=False)] == texts

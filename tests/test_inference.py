@@ -135,6 +135,22 @@ def test_every_input_kind_gives_the_same_text(env: dict) -> None:
     assert isinstance(both, list) and [r.text for r in both] == [by_path.text, asr.transcribe(env["audio"][1]).text]
 
 
+def test_every_input_kind_gives_the_reference_text_on_a_trained_model(env: dict, ctc_checkpoint: dict) -> None:
+    """The same doors on a trained model (tests/fixtures/deploy.py): each kind of input, and a
+    list of files, gives the reference texts, not merely the same text as the others."""
+    from kospeech.audio import read_audio
+
+    asr = kospeech.load(ctc_checkpoint["path"], device="cpu")
+    texts = env["texts"]
+    path = env["audio"][0]
+    wave = read_audio(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    kinds = [path, data, wave, torch.from_numpy(wave), np.round(wave * 32768).astype(np.int16)]
+    assert [asr.transcribe(x).text for x in kinds] == [texts[0]] * len(kinds)
+    assert [r.text for r in asr.transcribe(env["audio"])] == texts  # wav, flac and pcm files
+
+
 def test_exp_dir_loads_its_last_checkpoint(env: dict, tmp_path: Path) -> None:
     import shutil
 

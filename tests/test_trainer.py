@@ -115,6 +115,21 @@ def read_log(exp: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (exp / "log.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def cer_by_hand(checkpoint: Path, data: Path, texts: Path, out: Path) -> float:
+    """The CER of ``checkpoint`` on ``data`` (a dump or data dir), decoded greedily by
+    ``kospeech decode`` and scored here against the data dir's ``texts`` with the test's own edit
+    distance (characters without spaces): an expectation for the trainer's validation CER that
+    shares neither its decoding loop nor kospeech.metrics."""
+    from tests.test_recipes import _edit_distance, _read_utt_lines
+
+    args = ["decode", str(checkpoint), "--data", str(data), "--out", str(out), "--search", "ctc_greedy"]
+    assert cli_main([*args, "--device", "cpu"]) == 0
+    refs, hyps = _read_utt_lines(texts), _read_utt_lines(out / "hyp.trn")
+    assert sorted(hyps) == sorted(refs)
+    errors = sum(_edit_distance(refs[u].replace(" ", ""), hyps[u].replace(" ", "")) for u in refs)
+    return 100.0 * errors / sum(len(r.replace(" ", "")) for r in refs.values())
+
+
 def test_cli_training_writes_config_logs_plot_and_checkpoints(corpus: dict[str, Path], tmp_path: Path) -> None:
     import yaml
 
@@ -151,6 +166,10 @@ def test_cli_training_writes_config_logs_plot_and_checkpoints(corpus: dict[str, 
     assert set(last["rng"]) >= {"python", "numpy", "torch"}
     best = load_checkpoint(exp / "checkpoints/best.pt")
     assert best["metrics"]["valid_cer"] == min(r["cer"] for r in valid)
+    # the last validation's CER is the last checkpoint's, decoded and scored independently
+    dev_text = corpus["root"] / "data/dev/text"
+    assert valid[-1]["cer"] == pytest.approx(cer_by_hand(exp / "checkpoints/last.pt", corpus["dev"], dev_text,
+                                                         tmp_path / "dec"), abs=1e-6)
 
     bundle = load_for_inference(exp / "checkpoints/best.pt")
     assert bundle.frontend is not None and bundle.frontend.output_dim == 40
@@ -264,7 +283,10 @@ def test_raw_audio_mode_runs_frontend_cmvn_and_wave_augments(corpus: dict[str, P
     assert torch.allclose(trainer.inputs.cmvn.mean.cpu(), torch.from_numpy(mean), atol=0.02)
     assert torch.allclose(trainer.inputs.cmvn.std.cpu(), torch.from_numpy(std), rtol=0.02, atol=0.02)
     summary = trainer.train()
-    assert summary["step"] == 2 and summary["valid_cer"] is not None
+    assert summary["step"] == 2
+    dev = corpus["root"] / "data/dev"
+    by_hand = cer_by_hand(tmp_path / "exp/checkpoints/last.pt", dev, dev / "text", tmp_path / "dec")
+    assert summary["valid_cer"] == pytest.approx(by_hand, abs=1e-6)
     ckpt = load_checkpoint(tmp_path / "exp/checkpoints/last.pt")
     assert torch.equal(ckpt["cmvn"]["mean"], trainer.inputs.cmvn.mean.cpu())
 

@@ -29,6 +29,7 @@ from importlib import resources
 from typing import Any
 
 from kospeech.errors import ConfigError, DataError
+from kospeech.serve import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -130,14 +131,6 @@ def create_app(
 
     app.register_blueprint(blueprint(transcribe_upload, name=name, api_key=api_key))
     return app
-
-
-class Refused(Exception):
-    """A request the server turns down: an HTTP ``status`` and a one-line reason (each API words its own body)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def declared_seconds(data: bytes) -> float | None:

@@ -83,10 +83,10 @@ def verbose_body(result: Result, granularities: Sequence[str]) -> dict[str, Any]
 
 def blueprint(transcribe_upload: Callable[..., Result], *, name: str = "", api_key: str | None = None) -> Any:
     """The ``/v1`` routes over the app's ``transcribe_upload(field, **options) -> Result`` (which raises
-    ``kospeech.serve.app.Refused``); its error handlers answer in OpenAI's shape for these routes only."""
+    ``kospeech.serve.Refused``); its error handlers answer in OpenAI's shape for these routes only."""
     from flask import Blueprint, Response, jsonify, request
 
-    from kospeech.serve.app import Refused
+    from kospeech.serve import Refused
 
     bp = Blueprint("openai", __name__, url_prefix="/v1")
 

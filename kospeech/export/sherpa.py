@@ -45,6 +45,7 @@ from torch import nn
 
 from kospeech.errors import ConfigError, DataError
 from kospeech.export import onnx as ox
+from kospeech.files import sha256_files
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
         (tmp / TOKENS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
         inherited = {k: src.bundle.metadata[k] for k in ("plugins", "training_corpus") if k in src.bundle.metadata}
         manifest = {
-            "metadata": make_metadata("export", checksum=ox.mf.sha256_files(tmp / graphs["onnx"]), **inherited),
+            "metadata": make_metadata("export", checksum=sha256_files(tmp / graphs["onnx"]), **inherited),
             "format": "sherpa-onnx",
             "loader": "sherpa_onnx.OfflineRecognizer.from_wenet_ctc",
             "source": {"checkpoint": src.path.name, "model": src.name},

@@ -28,6 +28,10 @@ def prep(args: argparse.Namespace) -> int:
         if args.corpus != "ksponspeech":
             raise ConfigError(f"--normalization applies to the ksponspeech corpus only, not '{args.corpus}'")
         options["normalization"] = args.normalization
+    if args.wav_scp is not None:
+        if args.corpus != "ksponspeech":
+            raise ConfigError(f"--wav-scp applies to the ksponspeech corpus only, not '{args.corpus}'")
+        options["wav_scp"] = args.wav_scp
     corpus = entry.obj(**options)
     reports = corpus.prepare(args.root, args.out)
     for report in reports.values():
@@ -100,6 +104,13 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         default=None,
         help="KsponSpeech transcript rules: standard (default) or kospeech, the original KoSpeech's "
         "preprocessing, to compare a CRR with its published numbers",
+    )
+    pp.add_argument(
+        "--wav-scp",
+        choices=("pipe", "pcm"),
+        default=None,
+        help="KsponSpeech's wav.scp: pipe (default: 'cat pcm_header.wav x.pcm |', which Kaldi, ESPnet and lhotse "
+        "read; nothing is copied) or pcm (the bare .pcm paths, readable by this toolkit only)",
     )
     pp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
     pp.set_defaults(func=prep)

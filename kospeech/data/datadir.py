@@ -254,15 +254,18 @@ def write_data_dir(
     transcript: str,
     sample_rate: int = 16000,
     normalization: str | None = None,
+    reco2dur: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a complete data dir (every file sorted, each written atomically); returns its path.
 
     The id sets must agree; an id missing from one mapping is a bug in the caller, reported
-    with the first few ids so it can be found.
+    with the first few ids so it can be found. ``reco2dur`` (recordings are the utterances
+    here) is for wav.scp pipes, whose durations a reader could only learn by running them.
+    Values hold no whitespace, except wav.scp's pipes (``cmd args |``).
     """
     directory = Path(directory)
     ids = set(wav)
-    for name, mapping in (("text", text), ("utt2spk", utt2spk), ("utt2dur", utt2dur)):
+    for name, mapping in (("text", text), ("utt2spk", utt2spk), ("utt2dur", utt2dur), ("reco2dur", reco2dur)):
         if mapping is None:
             continue
         if set(mapping) != ids:
@@ -271,9 +274,12 @@ def write_data_dir(
     for utt, line in text.items():
         if not line.strip():
             raise DataError(f"write_data_dir({directory}): utterance '{utt}' has an empty transcript")
+    from kospeech.data.kaldi_io import is_pipe
+
     for name, mapping in (("wav.scp", wav), ("utt2spk", utt2spk)):
         for key, value in mapping.items():
-            if not value or any(c.isspace() for c in key + str(value)):
+            spaced = any(c.isspace() for c in str(value)) and not (name == "wav.scp" and is_pipe(str(value)))
+            if not value or spaced or any(c.isspace() for c in key) or "\n" in str(value):
                 raise DataError(f"write_data_dir({directory}): {name} entry '{key}' -> '{value}' has whitespace")
     directory.mkdir(parents=True, exist_ok=True)
     write_scp(directory / "wav.scp", wav)
@@ -283,6 +289,8 @@ def write_data_dir(
     write_scp(directory / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
     if utt2dur is not None:
         write_scp(directory / "utt2dur", {k: _format_dur(v) for k, v in utt2dur.items()})
+    if reco2dur is not None:
+        write_scp(directory / "reco2dur", {k: _format_dur(v) for k, v in reco2dur.items()})
     write_meta(directory / "meta.yaml", corpus=corpus, transcript=transcript, sample_rate=sample_rate,
                normalization=normalization)
     return directory

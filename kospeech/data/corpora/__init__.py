@@ -113,12 +113,16 @@ def write_split(
             f"{corpus} {name}: no usable utterances ({report.num_skipped} skipped: {dict(report.skipped)}); "
             "check --root"
         )
+    from kospeech.data.kaldi_io import is_pipe
+
+    durations = {u.utt_id: u.duration for u in by_id.values()}
     write_data_dir(
         directory,
         wav={u.utt_id: u.path for u in by_id.values()},
         text={u.utt_id: u.text for u in by_id.values()},
         utt2spk={u.utt_id: u.speaker for u in by_id.values()},
-        utt2dur={u.utt_id: u.duration for u in by_id.values()},
+        utt2dur=durations,
+        reco2dur=durations if any(is_pipe(u.path) for u in by_id.values()) else None,
         corpus=corpus,
         transcript=transcript,
         normalization=normalization,

@@ -218,7 +218,7 @@ def pcm_pipe(header: str | os.PathLike[str], pcm: str | os.PathLike[str]) -> str
 
 
 @functools.lru_cache(maxsize=2)
-def _pipe_wave(value: str, where: str) -> tuple[np.ndarray, int]:
+def pipe_wave(value: str, where: str) -> tuple[np.ndarray, int]:
     """A pipe's decoded output at its own rate; the last two are kept, because a recording's
     segments come one after another and a pipe must be run whole for each."""
     from kospeech.audio import read_audio_bytes
@@ -273,7 +273,7 @@ def read_item(item: AudioItem, *, sample_rate: int = 16000) -> np.ndarray:
     ref = item if isinstance(item, AudioRef) else AudioRef(item)
     where = ref.where or ref.source
     if is_pipe(ref.source):
-        wave, rate = _pipe_wave(ref.source, ref.where)
+        wave, rate = pipe_wave(ref.source, ref.where)
         if ref.start > 0 or ref.end > 0:
             first, stop = _bounds(ref.start, ref.end, len(wave) / rate, where)
             wave = wave[int(round(first * rate)) : int(round(stop * rate))]
@@ -308,7 +308,7 @@ def item_duration(item: AudioItem) -> float:
         return ref.end - ref.start
     if not is_pipe(ref.source):
         return audio_duration(ref.source) - ref.start
-    wave, rate = _pipe_wave(ref.source, ref.where)
+    wave, rate = pipe_wave(ref.source, ref.where)
     return len(wave) / rate - ref.start
 
 

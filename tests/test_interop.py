@@ -230,6 +230,28 @@ def kspon(tmp_path: Path) -> dict:
     return {"data": tmp_path / "data", "pcm": pcm, "root": tmp_path}
 
 
+def test_the_pcm_header_is_what_kaldi_reads_as_a_stream(kspon: dict) -> None:
+    """Kaldi's wave reader (feat/wave-reader.cc) reads to the end of the stream only when the RIFF
+    and data sizes are both 0 or both 0xFFFFFFFF, and checks byte rate and block align; this
+    checks the header against those rules, since Kaldi itself is not installed here."""
+    import struct
+
+    from kospeech.data.kaldi_io import headed_pcm
+
+    header = (kspon["data"] / "train" / "pcm_header.wav").read_bytes()
+    riff, size, wave, fmt, fmt_size, codec, channels, rate, byte_rate, align, bits, data, data_size = struct.unpack(
+        "<4sI4s4sIHHIIHH4sI", header)
+    assert (riff, wave, fmt, data) == (b"RIFF", b"WAVE", b"fmt ", b"data") and len(header) == 44
+    assert size == data_size == 0xFFFFFFFF
+    assert (fmt_size, codec, channels, rate, bits) == (16, 1, 1, 16000, 16)
+    assert byte_rate == rate * bits // 8 * channels and align == channels * bits // 8
+    value = (kspon["data"] / "train" / "wav.scp").read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)[1]
+    assert headed_pcm(value) == (shlex.split(value)[2], 16000)  # read here as the .pcm it is, no process
+    utt = Path(shlex.split(value)[2]).stem
+    np.testing.assert_array_equal(read_item(value), _f32(kspon["pcm"][utt]))
+    np.testing.assert_array_equal(read_item(AudioRef(value, 0.1, 0.3)), _f32(kspon["pcm"][utt][1600:4800]))
+
+
 def test_ksponspeech_dirs_import_into_lhotse_with_every_cut_loading(kspon: dict) -> None:
     kaldi = pytest.importorskip("lhotse.kaldi")
     seen = 0

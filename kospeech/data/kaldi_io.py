@@ -217,6 +217,31 @@ def pcm_pipe(header: str | os.PathLike[str], pcm: str | os.PathLike[str]) -> str
 # reading one item
 
 
+@functools.lru_cache(maxsize=64)
+def _is_pcm_header(path: str) -> int:
+    """The rate of a file holding exactly a :func:`streamed_wav_header` of 16-bit mono, else 0."""
+    try:
+        data = Path(path).read_bytes() if Path(path).stat().st_size == 44 else b""
+    except OSError:
+        return 0
+    rate = int.from_bytes(data[24:28], "little") if len(data) == 44 else 0
+    return rate if rate > 0 and data == streamed_wav_header(rate) else 0
+
+
+def headed_pcm(value: str) -> tuple[str, int] | None:
+    """``(pcm path, rate)`` of ``cat HEADER x.pcm |`` with a streamed 16-bit mono header (what our
+    KsponSpeech prep writes), else None: such a pipe is read as the PCM file it is, memory-mapped
+    or sized like any ``.pcm``, at the cost of reading a bare path."""
+    if not is_pipe(value):
+        return None
+    stages = split_pipeline(pipe_command(value))
+    files = _cat_files(stages) if stages else None
+    if files is None or len(files) != 2 or not files[1].lower().endswith(".pcm"):
+        return None
+    rate = _is_pcm_header(files[0])
+    return (files[1], rate) if rate else None
+
+
 @functools.lru_cache(maxsize=2)
 def pipe_wave(value: str, where: str) -> tuple[np.ndarray, int]:
     """A pipe's decoded output at its own rate; the last two are kept, because a recording's
@@ -272,6 +297,11 @@ def read_item(item: AudioItem, *, sample_rate: int = 16000) -> np.ndarray:
         return read_audio(item, sample_rate=sample_rate)
     ref = item if isinstance(item, AudioRef) else AudioRef(item)
     where = ref.where or ref.source
+    pcm = headed_pcm(ref.source)
+    if pcm is not None:  # `cat header.wav x.pcm |`: the .pcm itself, at the header's rate
+        ref = ref._replace(source=pcm[0])
+        if pcm[1] != 16000:
+            raise DataError(f"{where}: a header of {pcm[1]} Hz before a .pcm (KsponSpeech PCM is 16 kHz)")
     if is_pipe(ref.source):
         wave, rate = pipe_wave(ref.source, ref.where)
         if ref.start > 0 or ref.end > 0:
@@ -306,6 +336,9 @@ def item_duration(item: AudioItem) -> float:
     ref = item if isinstance(item, AudioRef) else AudioRef(item)
     if ref.end > 0:
         return ref.end - ref.start
+    pcm = headed_pcm(ref.source)
+    if pcm is not None:
+        ref = ref._replace(source=pcm[0])
     if not is_pipe(ref.source):
         return audio_duration(ref.source) - ref.start
     wave, rate = pipe_wave(ref.source, ref.where)

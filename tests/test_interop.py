@@ -252,6 +252,21 @@ def test_the_pcm_header_is_what_kaldi_reads_as_a_stream(kspon: dict) -> None:
     np.testing.assert_array_equal(read_item(AudioRef(value, 0.1, 0.3)), _f32(kspon["pcm"][utt][1600:4800]))
 
 
+def test_validate_checks_the_pcm_behind_ksponspeech_pipes(kspon: dict) -> None:
+    from kospeech.data.datadir import validate_data_dir
+
+    d = kspon["data"] / "train"
+    assert validate_data_dir(d).ok
+    value = (d / "wav.scp").read_text(encoding="utf-8").splitlines()[1].split(maxsplit=1)[1]
+    pcm = Path(shlex.split(value)[2])
+    pcm.write_bytes(pcm.read_bytes()[:-1])
+    assert any("is truncated" in p and "odd" in p for p in validate_data_dir(d).problems)
+    report = validate_data_dir(d, fix=True, force=True)
+    assert report.removed == {"truncated pcm": 1} and validate_data_dir(d).ok
+    assert (report.backup / "reco2dur").is_file() and (report.backup / "wav.scp").read_text(encoding="utf-8").count(
+        "\n") == report.num_utts + 1
+
+
 def test_ksponspeech_dirs_import_into_lhotse_with_every_cut_loading(kspon: dict) -> None:
     kaldi = pytest.importorskip("lhotse.kaldi")
     seen = 0

@@ -498,12 +498,16 @@ def _wav_problem(value: str) -> tuple[str, str, str] | None:
 
     A pipe is not run (as Kaldi's validate_data_dir.sh does not): its programs must be installed,
     and the files of a ``cat FILE... |`` must exist; a pipe that fails later fails its utterance.
+    KsponSpeech's ``cat pcm_header.wav x.pcm |`` gets the checks of a bare ``.pcm``.
     """
-    from kospeech.data.kaldi_io import is_pipe, pipe_command, split_pipeline
+    from kospeech.data.kaldi_io import headed_pcm, is_pipe, pipe_command, split_pipeline
 
     if not value:
         return "nopath", "no audio path", " has no path"
-    if is_pipe(value):
+    pcm = headed_pcm(value)
+    if pcm is not None:  # KsponSpeech's `cat pcm_header.wav x.pcm |`: the .pcm is checked as if listed bare
+        value = pcm[0]
+    elif is_pipe(value):
         import shutil
 
         stages = split_pipeline(pipe_command(value))

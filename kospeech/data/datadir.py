@@ -29,6 +29,7 @@ counterpart of Kaldi's ``utils/validate_data_dir.sh``; with ``fix=True`` it play
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -492,6 +493,14 @@ def _audio_header_problem(path: Path) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _which(program: str) -> str | None:
+    """``shutil.which``, once per program (a 600k-line wav.scp runs a handful of programs)."""
+    import shutil
+
+    return shutil.which(program)
+
+
 def _wav_problem(value: str) -> tuple[str, str, str] | None:
     """``(kind, reason, message)`` for a wav.scp value that cannot be read, judged without decoding
     it (``message`` follows ``'id'``), or None.
@@ -508,13 +517,11 @@ def _wav_problem(value: str) -> tuple[str, str, str] | None:
     if pcm is not None:  # KsponSpeech's `cat pcm_header.wav x.pcm |`: the .pcm is checked as if listed bare
         value = pcm[0]
     elif is_pipe(value):
-        import shutil
-
         stages = split_pipeline(pipe_command(value))
         if stages is None:  # a shell pipeline: run as written when read
             return None
         for argv in stages:
-            if shutil.which(argv[0]) is None:
+            if _which(argv[0]) is None:
                 return "pipeprog", "pipe program not installed", (
                     f": the pipe '{value}' runs '{argv[0]}', which is not installed (not on PATH)")
         if stages[0][0] == "cat" and len(stages) == 1:

@@ -98,12 +98,15 @@ def split_pipeline(command: str) -> list[list[str]] | None:
     """
     if any(c in _SHELL_CHARS for c in command) or "||" in command:
         return None
-    lexer = shlex.shlex(command, posix=True, punctuation_chars="|")
-    lexer.whitespace_split = True
-    try:
-        tokens = list(lexer)
-    except ValueError:  # unbalanced quotes: let the shell say what is wrong
-        return None
+    if not any(c in command for c in "'\"\\"):  # nothing quoted: a plain split (shlex costs 100 us a line)
+        tokens = command.replace("|", " | ").split()
+    else:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars="|")
+        lexer.whitespace_split = True
+        try:
+            tokens = list(lexer)
+        except ValueError:  # unbalanced quotes: let the shell say what is wrong
+            return None
     stages: list[list[str]] = [[]]
     for token in tokens:
         if token == "|":

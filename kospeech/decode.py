@@ -73,7 +73,15 @@ def open_test_set(path: str | Path) -> TestSet:
         durs = known_durations(path)
         lengths = {u: durs.get(u, 0.0) for u in source}
     ids = sorted(lengths, key=lambda u: (-lengths[u], u))
-    return TestSet(path, kind, ids, refs, read_meta(path), source)
+    meta = read_meta(path)
+    if not meta and kind != DUMP:  # a plain Kaldi/ESPnet dir: say what it is taken as
+        from kospeech.data.datadir import PLAIN_KALDI_META
+
+        meta = dict(PLAIN_KALDI_META)
+        logger.info("%s: no meta.yaml: a plain Kaldi/ESPnet data dir, scored as corpus unknown, transcript %s "
+                    "(the text as written); audio resampled to the model's rate where it differs", path,
+                    meta["transcript"])
+    return TestSet(path, kind, ids, refs, meta, source)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,6 +203,7 @@ def test_decode_a_plain_kaldi_dir(kaldi: dict, capsys: pytest.CaptureFixture[str
     assert [h for h in hyp_kaldi if not h.startswith("u2")] == [h for h in hyp_files if not h.startswith("u2")]
     assert any(h.split()[1:] for h in hyp_files)  # the untrained model says something, so equality means something
     info = yaml.safe_load((root / "d_kaldi" / "decode.yaml").read_text(encoding="utf-8"))
+    assert info["test_set"]["transcript"] == "spelling" and info["test_set"]["corpus"] is None  # the stated defaults
     assert list(info["failed"]) == ["u2"] and "/no/such.wav" in info["failed"]["u2"]
     assert "segments:3 'u2'" in info["failed"]["u2"]
 

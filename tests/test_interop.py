@@ -149,6 +149,33 @@ def test_validate_fix_with_segments_drops_what_is_broken_and_keeps_backups(kaldi
     assert sorted(audio_items(kd)) == ["u1", "u2", "u3", "u4", "u5"]
 
 
+def test_prep_takes_in_a_kaldi_dir_with_durations_and_meta(kaldi: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from kospeech.data.datadir import read_meta, validate_data_dir
+
+    kd = kaldi["kaldi"]
+    reco2dur = [line for line in (kd / "reco2dur").read_text().splitlines() if line.split()[0] not in ("u1", "u3")]
+    (kd / "reco2dur").write_text("\n".join(reco2dur) + "\n")  # u1, u3 are measured; the others are stated
+    mark = kaldi["root"] / "u2-was-run"
+    lines = {line.split()[0]: line for line in (kd / "wav.scp").read_text(encoding="utf-8").splitlines()}
+    lines["u1"] = "u1 cat /no/such.wav |"
+    lines["u2"] = f"u2 sh -c 'touch {mark}; cat \"$0\"' {kaldi['audio'] / 'u2.wav'} |"
+    (kd / "wav.scp").write_text("".join(f"{v}\n" for _, v in sorted(lines.items())), encoding="utf-8")
+    out = kaldi["root"] / "prepared"
+    assert main(["data", "prep", "--corpus", "kaldi", "--root", str(kd), "--out", str(out)]) == 0
+    assert "kaldi: 5 utterances" in capsys.readouterr().out
+    d = out / "kaldi"
+    assert validate_data_dir(d).ok
+    assert read_meta(d / "meta.yaml") == {"corpus": "kaldi", "transcript": "spelling", "sample_rate": 16000}
+    assert (d / "skipped.txt").read_text(encoding="utf-8").startswith("u1\tunreadable audio\t")
+    dur = dict(line.split() for line in (d / "utt2dur").read_text(encoding="utf-8").splitlines())
+    assert float(dur["u0"]) == pytest.approx(len(kaldi["waves"]["u0"]) / RATE, abs=1e-3)
+    assert float(dur["u5"]) == pytest.approx(1.2)
+    assert "u1" not in (d / "segments").read_text(encoding="utf-8") and "u1" not in (d / "wav.scp").read_text()
+    assert not mark.exists()  # a duration the dir states is not measured (no pipe runs for it)
+    np.testing.assert_array_equal(read_item(audio_items(d)["u2"]), _f32(kaldi["waves"]["u2"]))
+    assert mark.exists()
+
+
 def test_dump_and_training_read_pipes_and_segments_and_one_failing_pipe_costs_one_utterance(kaldi: dict) -> None:
     from kospeech.data.dataset import RawAudioDataset
     from kospeech.data.dump import FeatureDump, dump_features

@@ -108,7 +108,8 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     pp = dsub.add_parser("prep", parents=[parent], help="a corpus as released -> Kaldi data dirs under --out")
-    pp.add_argument("--corpus", required=True, help="registered corpus name: ksponspeech, zeroth, synthetic")
+    pp.add_argument("--corpus", required=True,
+                    help="registered corpus name: ksponspeech, zeroth, synthetic, kaldi (an existing Kaldi/ESPnet dir)")
     pp.add_argument("--root", required=True, help="the folder the corpus was unpacked into")
     pp.add_argument("--out", required=True, help="parent of the data dirs to write (one per split)")
     pp.add_argument(

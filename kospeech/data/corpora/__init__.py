@@ -1,7 +1,7 @@
 """Corpus preparers: each turns a corpus as released into Kaldi data dirs (``kospeech data prep``).
 
-Registered under the ``corpus`` kind: ``ksponspeech``, ``zeroth``, ``synthetic``. Each is a plain
-class whose keyword-only constructor arguments are its options and whose ``prepare(root, out)``
+Registered under the ``corpus`` kind: ``ksponspeech``, ``zeroth``, ``synthetic``, ``kaldi`` (an
+existing Kaldi/ESPnet data dir). Each is a plain class whose keyword-only constructor arguments are its options and whose ``prepare(root, out)``
 writes one data dir per split under ``out`` and returns a :class:`SetReport` per split.
 
 What every preparer shares lives here: the record of skipped utterances (never a silent skip:

@@ -1,8 +1,9 @@
 """Corpus preparers: each turns a corpus as released into Kaldi data dirs (``kospeech data prep``).
 
 Registered under the ``corpus`` kind: ``ksponspeech``, ``zeroth``, ``synthetic``, ``kaldi`` (an
-existing Kaldi/ESPnet data dir). Each is a plain class whose keyword-only constructor arguments are its options and whose ``prepare(root, out)``
-writes one data dir per split under ``out`` and returns a :class:`SetReport` per split.
+existing Kaldi/ESPnet data dir). Each is a plain class whose keyword-only constructor arguments
+are its options and whose ``prepare(root, out)`` writes one data dir per split under ``out`` and
+returns a :class:`SetReport` per split.
 
 What every preparer shares lives here: the record of skipped utterances (never a silent skip:
 each is counted, logged and listed with its reason in ``<out>/<set>/skipped.txt``), transcript

@@ -92,6 +92,12 @@ def test_pipes_and_segments_read_the_same_samples_as_files(kaldi: dict) -> None:
     durations = known_durations(kaldi["kaldi"])
     assert durations["u4"] == pytest.approx(0.75) and durations["u5"] == pytest.approx(1.2)  # segments' bounds
     assert durations["u1"] == pytest.approx(len(kaldi["waves"]["u1"]) / RATE, abs=1e-3)  # reco2dur
+    # a recording's pipe runs once for its segments in a row
+    count = kaldi["root"] / "runs"
+    pipe = f"sh -c 'echo x >> {count}; cat \"$0\"' {kaldi['audio'] / 'long.wav'} |"
+    np.testing.assert_array_equal(read_item(AudioRef(pipe, 0.5, 1.25, "segments:5 'u4'")), _f32(kaldi["waves"]["u4"]))
+    np.testing.assert_array_equal(read_item(AudioRef(pipe, 2.0, 3.2, "segments:6 'u5'")), _f32(kaldi["waves"]["u5"]))
+    assert count.read_text() == "x\n"
     # a bare .pcm recording cut by a segment is read from a memory map
     pcm = kaldi["audio"] / "long.pcm"
     long = sf.read(kaldi["audio"] / "long.wav", dtype="int16")[0]

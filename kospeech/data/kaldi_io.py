@@ -246,14 +246,22 @@ def headed_pcm(value: str) -> tuple[str, int] | None:
 
 
 @functools.lru_cache(maxsize=2)
-def pipe_wave(value: str, where: str) -> tuple[np.ndarray, int]:
-    """A pipe's decoded output at its own rate; the last two are kept, because a recording's
-    segments come one after another and a pipe must be run whole for each."""
+def _pipe_decoded(value: str) -> tuple[np.ndarray, int]:
     from kospeech.audio import read_audio_bytes
 
-    data = run_pipe(value, where)
-    return read_audio_bytes(data, f"{where}: the output of `{pipe_command(value)}`" if where else
-                            f"the output of `{pipe_command(value)}`")
+    return read_audio_bytes(run_pipe(value), f"the output of `{pipe_command(value)}`")
+
+
+def pipe_wave(value: str, where: str = "") -> tuple[np.ndarray, int]:
+    """A pipe's decoded output at its own rate (do not change it in place: it is shared).
+
+    The last two outputs are kept, keyed by the wav.scp value alone, because a recording's
+    segments come one after another and a pipe must be run whole for each.
+    """
+    try:
+        return _pipe_decoded(value)
+    except DataError as err:
+        raise DataError(f"{where}: {err}" if where else str(err)) from None
 
 
 def _file_range(path: str, first: float, stop: float) -> tuple[np.ndarray, int]:

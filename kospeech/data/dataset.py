@@ -223,8 +223,9 @@ class RawAudioDataset(Dataset):
             return {"utt_id": utt, "error": "unreadable earlier in this run"}
         try:
             wave = read_item(self.paths[i], sample_rate=self.sample_rate)
-        except (DataError, OSError) as err:
-            return {"utt_id": utt, "error": f"{self.directory / 'wav.scp'}: {err}"}
+        except (DataError, OSError) as err:  # a pipe's or segment's error names its line already
+            where = f"{self.directory / 'wav.scp'}: " if isinstance(self.paths[i], str) else ""
+            return {"utt_id": utt, "error": f"{where}{err}"}
         return {
             "utt_id": utt,
             "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),

@@ -103,6 +103,12 @@ def test_pipes_and_segments_read_the_same_samples_as_files(kaldi: dict) -> None:
     long = sf.read(kaldi["audio"] / "long.wav", dtype="int16")[0]
     long.astype("<i2").tofile(pcm)
     np.testing.assert_array_equal(read_item(AudioRef(str(pcm), 0.5, 1.25)), _f32(kaldi["waves"]["u4"]))
+    # a writer that a later command stops (SIGPIPE) is no failure: `head` ends the stream here
+    from kospeech.data.kaldi_io import streamed_wav_header
+
+    (kaldi["audio"] / "h.wav").write_bytes(streamed_wav_header(RATE))
+    silence = read_item(f"cat {kaldi['audio'] / 'h.wav'} /dev/zero | head -c {44 + 2 * RATE} |")  # cat: SIGPIPE
+    np.testing.assert_array_equal(silence, np.zeros(RATE, np.float32))
 
 
 def test_a_failing_pipe_or_segment_names_its_line(kaldi: dict) -> None:
@@ -116,6 +122,10 @@ def test_a_failing_pipe_or_segment_names_its_line(kaldi: dict) -> None:
         read_item(items["u1"])
     with pytest.raises(DataError, match=r"wav.scp:7 'x': `cat /no/such.wav` failed: /no/such.wav: No such file"):
         read_item(AudioRef("cat /no/such.wav |", where="wav.scp:7 'x'"))
+    with pytest.raises(DataError, match=r"`yes \| false` failed: false exited with status 1"):  # the cause, not
+        read_item(AudioRef("yes | false |", where="wav.scp:9 'w'"))  # yes's SIGPIPE
+    with pytest.raises(DataError, match=r"failed: sh exited with status 3"):  # the rightmost failure, as pipefail
+        read_item(AudioRef("sh -c 'exit 2' | sh -c 'exit 3' |", where="wav.scp:10 'v'"))
     with pytest.raises(DataError, match=r"'no-such-program' is not installed"):
         read_item(AudioRef("no-such-program x | cat |", where="wav.scp:8 'y'"))
     with pytest.raises(DataError, match=r"segments:9 'z'.*ends at 4.000 s but its recording lasts 3.000 s"):

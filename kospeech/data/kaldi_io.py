@@ -11,7 +11,8 @@ everywhere, and a failure is one failed utterance whose message names the line a
     - |``, ``flac -c -d -s x.flac |``, ``cat header.wav x.pcm |``). Commands run without a shell
     when they are a plain pipeline (``a | b``, split with :mod:`shlex`); anything a shell must
     interpret (``$VAR``, redirections, ``;``, ``&&``, globs) goes through ``/bin/sh -c``, as
-    Kaldi would run it. A pipeline fails when any command in it fails (``pipefail``).
+    Kaldi would run it. A pipeline fails when any command in it fails (``pipefail``; the
+    rightmost failure is reported, and a writer stopped by SIGPIPE is not one).
     ``cat FILE... |`` is read in-process: it is what our own KsponSpeech dirs hold, and a
     process per utterance is the one cost a pipe adds.
 ``segments``
@@ -176,14 +177,17 @@ def _run_processes(command: str, stages: list[list[str]] | None, label: str) -> 
             data, _ = procs[-1].communicate(timeout=PIPE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise DataError(f"{label}`{command}` did not finish in {PIPE_TIMEOUT_S:.0f} s") from None
-        for proc, argv, err in zip(procs, argvs, errs):
-            code = proc.wait(timeout=PIPE_TIMEOUT_S)
-            if code != 0:
-                err.seek(0)
-                tail = _stderr_tail(err.read())
-                name = argv[0] if stages is not None else "the shell"
-                raise DataError(f"{label}`{command}` failed: {name} exited with status {code}"
-                                + (f": {tail}" if tail else ""))
+        codes = [proc.wait(timeout=PIPE_TIMEOUT_S) for proc in procs]
+        # the rightmost failure is the cause (bash's pipefail); a writer killed by SIGPIPE because a
+        # later command stopped reading (`cat x | head -c 44`) is no failure of its own
+        failed = [k for k, code in enumerate(codes) if code != 0 and not (code == -13 and k < len(codes) - 1)]
+        if failed:
+            k = failed[-1]
+            errs[k].seek(0)
+            tail = _stderr_tail(errs[k].read())
+            name = argvs[k][0] if stages is not None else "the shell"
+            raise DataError(f"{label}`{command}` failed: {name} exited with status {codes[k]}"
+                            + (f": {tail}" if tail else ""))
         return data
     finally:
         for proc in procs:

@@ -132,8 +132,8 @@ def main() -> None:
             offline = {u: r.text for u, r in zip(wav, model.transcribe(list(wav.values())))}
             for look_ahead in [None, *args.look_ahead]:
                 r = run(model, name, data_dir, look_ahead, offline)
-                print(f"| {data_dir.name} | {r['engine']} | {r['look_ahead']} | {r['cer']:.2f} | {r['offline_cer']:.2f} "
-                      f"| {r['same']}/{r['n']} | {r['early']} | {r['latency']} | {r['delay']} | {r['ms_chunk']:.1f} "
+                print(f"| {data_dir.name} | {r['engine']} | {r['look_ahead']} | {r['cer']:.2f} "
+                      f"| {r['offline_cer']:.2f} | {r['same']}/{r['n']} | {r['early']} | {r['latency']} | {r['delay']} | {r['ms_chunk']:.1f} "
                       f"| {r['rtf']:.4f} | {1 / r['rtf']:.0f} | {r['kb']:.0f} |", flush=True)
 
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from kospeech.audio import read_audio  # noqa: E402
 from kospeech.cli import main as cli  # noqa: E402
-from kospeech.data.datadir import read_scp  # noqa: E402
+from kospeech.files import read_scp  # noqa: E402
 from kospeech.metrics import align  # noqa: E402
 from kospeech.text.hangul import to_valid_text  # noqa: E402
 

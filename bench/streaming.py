@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kospeech.audio import read_audio  # noqa: E402
-from kospeech.data.datadir import read_scp  # noqa: E402
+from kospeech.files import read_scp  # noqa: E402
 from kospeech.metrics import score_corpus  # noqa: E402
 
 SR = 16000
@@ -133,7 +133,8 @@ def main() -> None:
             for look_ahead in [None, *args.look_ahead]:
                 r = run(model, name, data_dir, look_ahead, offline)
                 print(f"| {data_dir.name} | {r['engine']} | {r['look_ahead']} | {r['cer']:.2f} "
-                      f"| {r['offline_cer']:.2f} | {r['same']}/{r['n']} | {r['early']} | {r['latency']} | {r['delay']} | {r['ms_chunk']:.1f} "
+                      f"| {r['offline_cer']:.2f} | {r['same']}/{r['n']} | {r['early']} | {r['latency']} "
+                      f"| {r['delay']} | {r['ms_chunk']:.1f} "
                       f"| {r['rtf']:.4f} | {1 / r['rtf']:.0f} | {r['kb']:.0f} |", flush=True)
 
 

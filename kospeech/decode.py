@@ -55,7 +55,7 @@ class TestSet:
 
 def open_test_set(path: str | Path) -> TestSet:
     """A feature dump or a Kaldi data dir (:func:`kospeech.data.inputs.source_kind`)."""
-    from kospeech.data.datadir import read_scp
+    from kospeech.files import read_scp
 
     path = Path(path)
     kind = source_kind(path, "test set")

@@ -121,6 +121,40 @@ def read_lines(path: str | os.PathLike[str]) -> list[str]:
     return decode_lines(data, path)[0]
 
 
+def split_scp_line(line: str) -> tuple[str, str]:
+    """``(key, value)`` of a ``key value`` line (Kaldi's table format); ``("", "")`` for a blank line."""
+    parts = line.strip().split(maxsplit=1)
+    if not parts:
+        return "", ""
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
+
+
+def read_scp(path: str | os.PathLike[str], *, allow_empty: bool = False) -> dict[str, str]:
+    """``key value`` lines as a dict (insertion order = file order).
+
+    Raises a DataError naming the file and line for a blank line, a key without a value
+    (unless ``allow_empty``) or a duplicate key.
+    """
+    path = Path(path)
+    out: dict[str, str] = {}
+    for n, line in enumerate(read_lines(path), start=1):
+        key, value = split_scp_line(line)
+        if not key:
+            raise DataError(f"{path}:{n}: blank line; remove it (or run `kospeech data validate --fix`)")
+        if not value and not allow_empty:
+            raise DataError(f"{path}:{n}: '{key}' has no value; every line must be '<id> <value>'")
+        if key in out:
+            raise DataError(f"{path}:{n}: duplicate id '{key}'; run `kospeech data validate --fix` to keep the first")
+        out[key] = value
+    return out
+
+
+def write_scp(path: str | os.PathLike[str], entries: Mapping[str, Any]) -> None:
+    """Write ``key value`` lines sorted by key, atomically."""
+    lines = [f"{k} {entries[k]}\n" for k in sorted(entries)]
+    write_atomic(path, "".join(lines))
+
+
 def sha256_files(*paths: str | os.PathLike[str], progress: Callable[[int], Any] | None = None) -> str:
     """sha256 of the files' bytes in order, read in 1 MiB blocks; ``progress(n)`` gets bytes read."""
     h = hashlib.sha256()

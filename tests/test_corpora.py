@@ -23,8 +23,9 @@ from kospeech.data.corpora.synthetic import (
     synthesize,
 )
 from kospeech.data.corpora.zeroth import Zeroth
-from kospeech.data.datadir import read_data_dir, read_scp, validate_data_dir
+from kospeech.data.datadir import read_data_dir, validate_data_dir
 from kospeech.errors import DataError
+from kospeech.files import read_scp
 from kospeech.registry import registry
 
 KSPON_SPLITS = ("train", "dev", "eval_clean", "eval_other")

@@ -10,12 +10,13 @@ import torch
 
 from kospeech.audio import read_audio, write_audio
 from kospeech.data.cmvn import load_cmvn
-from kospeech.data.datadir import read_scp, write_data_dir, write_scp
+from kospeech.data.datadir import write_data_dir
 from kospeech.data.dataset import FeatureDataset, RawAudioDataset, collate, padding_fraction
 from kospeech.data.dump import dump_features
 from kospeech.data.frontends import build_frontend
 from kospeech.data.sampler import BucketBatchSampler
 from kospeech.errors import DataError
+from kospeech.files import read_scp, write_scp
 from kospeech.text.special import PAD_ID
 from kospeech.text.tokenizers import train_tokenizer
 

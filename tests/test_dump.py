@@ -14,10 +14,11 @@ import yaml
 from kospeech.audio import read_audio, write_audio
 from kospeech.cli import main as cli_main
 from kospeech.data.cmvn import CMVNStats, GlobalCMVN, load_cmvn
-from kospeech.data.datadir import read_scp, write_data_dir
+from kospeech.data.datadir import write_data_dir
 from kospeech.data.dump import FeatureDump, dump_features
 from kospeech.data.frontends import build_frontend
 from kospeech.errors import DataError
+from kospeech.files import read_scp
 
 FBANK = {"name": "fbank", "n_mels": 40}
 

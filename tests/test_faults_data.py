@@ -12,8 +12,9 @@ import pytest
 
 from kospeech.audio import write_pcm
 from kospeech.cli import main
-from kospeech.data.datadir import read_data_dir, read_scp, validate_data_dir, write_data_dir
+from kospeech.data.datadir import read_data_dir, validate_data_dir, write_data_dir
 from kospeech.errors import DataError
+from kospeech.files import read_scp
 
 SENTENCES = ["안녕하세요", "오늘 날씨가 좋네요", "밥 먹었어요", "지금 몇 시예요", "학교에 가요", "감사합니다"]
 BACKUP_DIR = ".backup"  # where --fix keeps the originals (kospeech.data.datadir.BACKUP_DIR)

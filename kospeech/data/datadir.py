@@ -41,7 +41,15 @@ from typing import Any
 import yaml
 
 from kospeech.errors import DataError
-from kospeech.files import decode_line, mixed_encoding_error, raw_lines, read_lines, write_atomic
+from kospeech.files import (
+    decode_line,
+    mixed_encoding_error,
+    raw_lines,
+    read_scp,
+    split_scp_line,
+    write_atomic,
+    write_scp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,39 +60,6 @@ REQUIRED_FILES: tuple[str, ...] = ("wav.scp", "text", "utt2spk")
 
 # ---------------------------------------------------------------------------------------------
 # plain readers and writers
-
-
-def _split_line(line: str) -> tuple[str, str]:
-    parts = line.strip().split(maxsplit=1)
-    if not parts:
-        return "", ""
-    return parts[0], parts[1].strip() if len(parts) > 1 else ""
-
-
-def read_scp(path: str | os.PathLike[str], *, allow_empty: bool = False) -> dict[str, str]:
-    """``key value`` lines as a dict (insertion order = file order).
-
-    Raises a DataError naming the file and line for a blank line, a key without a value
-    (unless ``allow_empty``) or a duplicate key.
-    """
-    path = Path(path)
-    out: dict[str, str] = {}
-    for n, line in enumerate(read_lines(path), start=1):
-        key, value = _split_line(line)
-        if not key:
-            raise DataError(f"{path}:{n}: blank line; remove it (or run `kospeech data validate --fix`)")
-        if not value and not allow_empty:
-            raise DataError(f"{path}:{n}: '{key}' has no value; every line must be '<id> <value>'")
-        if key in out:
-            raise DataError(f"{path}:{n}: duplicate id '{key}'; run `kospeech data validate --fix` to keep the first")
-        out[key] = value
-    return out
-
-
-def write_scp(path: str | os.PathLike[str], entries: Mapping[str, Any]) -> None:
-    """Write ``key value`` lines sorted by key, atomically."""
-    lines = [f"{k} {entries[k]}\n" for k in sorted(entries)]
-    write_atomic(path, "".join(lines))
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
@@ -315,7 +290,7 @@ def _parse_tolerant(path: Path, report: ValidationReport, *, max_listed: int = 5
         if not raw.isascii():
             counts[encoding] += 1
             first.setdefault(encoding, n)
-        key, value = _split_line(line)
+        key, value = split_scp_line(line)
         if not key:
             note(f"{path}:{n}: blank line")
             bad += 1

@@ -41,7 +41,7 @@ def _tokenizer(tokenizer: Any) -> Any:
 def _read_text(path: Path) -> dict[str, str]:
     if not path.exists():
         raise DataError(f"{path} does not exist; a training set needs transcripts (the dump copies the data dir's)")
-    from kospeech.data.datadir import read_scp
+    from kospeech.files import read_scp
 
     return read_scp(path, allow_empty=True)
 

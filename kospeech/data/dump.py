@@ -400,7 +400,7 @@ def _dump_shard(job: tuple[int, list[tuple[str, Any, float]], dict[str, Any], st
 
 
 def _read_kv(path: Path) -> dict[str, str]:
-    from kospeech.data.datadir import read_scp
+    from kospeech.files import read_scp
 
     return read_scp(path)
 

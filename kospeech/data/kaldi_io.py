@@ -375,7 +375,7 @@ class Segment(NamedTuple):
 
 def read_segments(path: str | os.PathLike[str]) -> dict[str, Segment]:
     """``segments`` (``utt reco start end``) by utterance; a malformed line is a DataError naming it."""
-    from kospeech.data.datadir import read_scp
+    from kospeech.files import read_scp
 
     path = Path(path)
     out: dict[str, Segment] = {}
@@ -404,7 +404,7 @@ def audio_items(directory: str | os.PathLike[str]) -> dict[str, AudioItem]:
     Raises a DataError naming the line for a malformed wav.scp or segments line, or a segment
     whose recording wav.scp does not list (``kospeech data validate --fix`` drops those).
     """
-    from kospeech.data.datadir import read_scp
+    from kospeech.files import read_scp
 
     directory = Path(directory)
     scp = directory / "wav.scp"
@@ -426,7 +426,7 @@ def audio_items(directory: str | os.PathLike[str]) -> dict[str, AudioItem]:
 
 
 def _float_map(path: Path) -> dict[str, float]:
-    from kospeech.data.datadir import read_scp
+    from kospeech.files import read_scp
 
     out: dict[str, float] = {}
     for n, (key, value) in enumerate(read_scp(path).items(), start=1):

@@ -85,7 +85,7 @@ def _recording(lhotse: Any, reco: str, value: str, duration: float | None, sampl
         source = AudioSource(type="command", channels=[0], source=command)
     elif is_pcm(value):
         if not header.exists():
-            from kospeech.data.datadir import write_atomic
+            from kospeech.files import write_atomic
 
             write_atomic(header, streamed_wav_header(PCM_SAMPLE_RATE))
         duration = audio_duration(value)  # from the size: also checks the file is there and whole
@@ -111,7 +111,8 @@ def data_dir_to_lhotse(directory: str | os.PathLike[str], out: str | os.PathLike
     where its duration must be measured) is left out with its utterances, each named in the
     log and in ``out/skipped.txt``; the rest are written.
     """
-    from kospeech.data.datadir import PLAIN_KALDI_META, read_scp, write_atomic
+    from kospeech.data.datadir import PLAIN_KALDI_META
+    from kospeech.files import read_scp, write_atomic
     from kospeech.data.inputs import read_meta
     from kospeech.data.kaldi_io import audio_items, known_durations, read_segments
 
@@ -207,7 +208,8 @@ def lhotse_to_data_dir(
     ``corpus``, ``transcript`` (what form the text is in; lhotse does not say) and the
     recordings' most common sampling rate.
     """
-    from kospeech.data.datadir import utt2spk_to_spk2utt, write_atomic, write_meta, write_scp
+    from kospeech.data.datadir import utt2spk_to_spk2utt, write_meta
+    from kospeech.files import write_atomic, write_scp
     from kospeech.data.datadir import _format_dur as fmt
 
     lhotse = _lhotse()

@@ -261,7 +261,7 @@ class KsponSpeech:
         """Each ``.pcm`` path as ``cat DIR/pcm_header.wav x.pcm |``, the header written once into DIR."""
         from dataclasses import replace
 
-        from kospeech.data.datadir import write_atomic
+        from kospeech.files import write_atomic
         from kospeech.data.kaldi_io import pcm_pipe, streamed_wav_header
 
         header = (directory / PCM_HEADER).resolve()

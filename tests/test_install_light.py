@@ -127,7 +127,7 @@ def run_light(py: Path, code: str, cwd: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run([str(py), "-c", "import json, sys\n" + textwrap.dedent(code)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, f"{proc.stderr[-3000:]}\n(an installed copy: `make runtime` after changing the code)"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

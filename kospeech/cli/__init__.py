@@ -50,6 +50,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("matplotlib", "train"),
     "onnx": ("onnx", "export"),
     "flask": ("Flask", "serve"),
+    "werkzeug": ("Flask", "serve"),
     "kenlm": ("KenLM", "lm"),
     "tensorboard": ("TensorBoard", "tensorboard"),
     "pytorch_optimizer": ("pytorch-optimizer", "optim"),
@@ -66,7 +67,7 @@ def missing_extra(err: ImportError, command: str) -> str | None:
     if command == "export" and extra == "train":
         extra = "export"  # [export] holds [train] and onnx: one install, not two
     hint = ""
-    if extra == "train" and command in ("transcribe", "serve"):
+    if extra == "train" and command == "transcribe":
         hint = " (an export dir, `kospeech export`, decodes without it)"
     return f"kospeech {command} needs {what}: pip install 'kospeech[{extra}]'{hint}"
 

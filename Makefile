@@ -20,6 +20,7 @@ venv: $(VENV)/.installed
 # (tests/test_install_light.py transcribes an export with it, in CI and wherever it exists)
 runtime:
 	@[ -x $(RUNTIME_VENV)/bin/python ] || python3 -m venv $(RUNTIME_VENV)
+	@rm -rf build  # setuptools' staging copy: a module since removed from kospeech/ would ship from it
 	$(RUNTIME_VENV)/bin/pip install -q .
 	@du -sh $(RUNTIME_VENV)
 

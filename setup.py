@@ -51,10 +51,12 @@ setup(
         "serve": SERVE,
         # the adamp and novograd optimizers
         "optim": OPTIM,
-        # tests exercise every extra ([export] holds [train]) (selenium drives the demo page in headless Chromium)
+        # `kospeech data to-lhotse` / `from-lhotse` (icefall's manifests)
+        "lhotse": ["lhotse>=1.16"],
+        # tests exercise every extra ([export] holds [train]; selenium drives the demo page in headless Chromium)
         "dev": [
             "pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE, *OPTIM,
-            *LM, *TENSORBOARD, "openai>=1.40", "sherpa-onnx>=1.10",
+            *LM, *TENSORBOARD, "lhotse>=1.16", "openai>=1.40", "sherpa-onnx>=1.10",
         ],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},

@@ -67,11 +67,21 @@ def open_test_set(path: str | Path) -> TestSet:
         lengths = {u: float(dump.num_frames(u)) for u in dump.keys()}
         source: Any = dump
     else:
-        source = read_scp(path / "wav.scp")
-        durs = {u: float(v) for u, v in read_scp(path / "utt2dur").items()} if (path / "utt2dur").exists() else {}
+        from kospeech.data.kaldi_io import audio_items, known_durations
+
+        source = audio_items(path)  # paths, wav.scp pipes, segments
+        durs = known_durations(path)
         lengths = {u: durs.get(u, 0.0) for u in source}
     ids = sorted(lengths, key=lambda u: (-lengths[u], u))
-    return TestSet(path, kind, ids, refs, read_meta(path), source)
+    meta = read_meta(path)
+    if not meta and kind != DUMP:  # a plain Kaldi/ESPnet dir: say what it is taken as
+        from kospeech.data.datadir import PLAIN_KALDI_META
+
+        meta = dict(PLAIN_KALDI_META)
+        logger.info("%s: no meta.yaml: a plain Kaldi/ESPnet data dir, scored as corpus unknown, transcript %s "
+                    "(the text as written); audio resampled to the model's rate where it differs", path,
+                    meta["transcript"])
+    return TestSet(path, kind, ids, refs, meta, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +113,29 @@ def read_trn(path: str | Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 # decoding
+
+
+def _open_items(test: TestSet, ids: Sequence[str], rate: int,
+                failed: dict[str, str]) -> tuple[dict[str, Any], dict[str, str], float]:
+    """What the transcriber gets for ``ids`` of a data dir: a plain file's path (streamed there),
+    or the wave of a wav.scp pipe or segment (:func:`kospeech.data.kaldi_io.read_item`). An item
+    that cannot be read is failed here, named, with empty text: one utterance, not the batch."""
+    from kospeech.data.kaldi_io import is_pipe, read_item
+
+    items: dict[str, Any] = {}
+    results: dict[str, str] = {}
+    for u in ids:
+        item = test.source[u]
+        if isinstance(item, str) and not is_pipe(item):
+            items[u] = item
+            continue
+        try:
+            items[u] = read_item(item, sample_rate=rate)
+        except (DataError, OSError) as err:
+            failed[u] = str(err)
+            logger.warning("%s: utterance '%s': %s", test.path, u, err)
+            results[u] = ""
+    return items, results, 0.0
 
 
 def decode_test_set(
@@ -149,11 +182,10 @@ def decode_test_set(
                 outputs, secs = transcriber.decode_features(list(arrays.values()), search)
                 results.update(zip(arrays, outputs))
         else:
-            items = {u: test.source[u] for u in ids}
-            decoded = transcriber.transcribe(list(items.values()), search=search, timestamps=False,
-                                             batch_size=len(ids), segment=False)
-            results, secs = {}, 0.0
-            for u, r in zip(ids, decoded):
+            items, results, secs = _open_items(test, ids, transcriber.sample_rate, failed)
+            decoded = transcriber.transcribe(list(items.values()), sample_rate=transcriber.sample_rate, search=search,
+                                             timestamps=False, batch_size=len(ids), segment=False) if items else []
+            for u, r in zip(items, decoded):
                 if r.ok:
                     results[u] = r.text
                     secs += r.duration

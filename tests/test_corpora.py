@@ -98,6 +98,16 @@ def test_kspon_layout_and_encodings(kspon_corpus: Path) -> None:
         assert np.count_nonzero(np.fromfile(pcm, dtype="<i2")[:1000]) > 500
 
 
+def _pcm_of(value: str, directory: Path) -> tuple[str, str]:
+    """(header, pcm) of a KsponSpeech wav.scp pipe ``cat DIR/pcm_header.wav x.pcm |``."""
+    import shlex
+
+    assert value.endswith(" |"), value
+    cat, header, pcm = shlex.split(value[:-1])
+    assert cat == "cat" and header == str((directory / "pcm_header.wav").resolve()) and pcm.endswith(".pcm"), value
+    return header, pcm
+
+
 def test_kspon_prep_data_dirs(kspon_corpus: Path, kspon_data: Path) -> None:
     from kospeech.text.normalize import normalize_kspon
 
@@ -113,12 +123,15 @@ def test_kspon_prep_data_dirs(kspon_corpus: Path, kspon_data: Path) -> None:
         for utt, text in d.text.items():
             assert text == normalize_kspon(raw[utt], "phonetic")
             assert not set(text) & set("()/+*"), text
-            assert d.utt2dur[utt] == pytest.approx(Path(d.wav[utt]).stat().st_size / 32000, abs=1e-3)
-            assert Path(d.wav[utt]).is_absolute()
+            # wav.scp reads each .pcm as WAV through `cat pcm_header.wav x.pcm |` (kaldi_io, tests/test_interop.py)
+            header, pcm = _pcm_of(d.wav[utt], kspon_data / split)
+            assert d.utt2dur[utt] == pytest.approx(Path(pcm).stat().st_size / 32000, abs=1e-3)
+            assert Path(pcm).is_absolute() and Path(header).is_absolute()
         if split.startswith("eval"):
             assert all(spk == utt for utt, spk in d.utt2spk.items())  # one speaker per eval utterance
         else:
-            assert all(spk == Path(d.wav[utt]).parent.name for utt, spk in d.utt2spk.items())
+            assert all(spk == Path(_pcm_of(d.wav[utt], kspon_data / split)[1]).parent.name
+                       for utt, spk in d.utt2spk.items())
     train_spk = set(read_data_dir(kspon_data / "train").utt2spk.values())
     assert not train_spk & set(read_data_dir(kspon_data / "dev").utt2spk.values())
 

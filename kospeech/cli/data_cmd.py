@@ -4,6 +4,8 @@ kospeech data prep --corpus ksponspeech --root /db/KsponSpeech --out data [--tra
     [--normalization kospeech] [--nj 4]
 kospeech data synth --layout ksponspeech --out db/mini --hours 1 --seed 1 [--nj 2] [--max-utts 40]
 kospeech data validate data/train [--fix [--force]]
+kospeech data to-lhotse data/train manifests/train        (recordings.jsonl.gz + supervisions.jsonl.gz)
+kospeech data from-lhotse --cuts cuts.jsonl.gz --out data/train   (or --recordings R --supervisions S)
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def prep(args: argparse.Namespace) -> int:
         if args.corpus != "ksponspeech":
             raise ConfigError(f"--normalization applies to the ksponspeech corpus only, not '{args.corpus}'")
         options["normalization"] = args.normalization
+    if args.wav_scp is not None:
+        if args.corpus != "ksponspeech":
+            raise ConfigError(f"--wav-scp applies to the ksponspeech corpus only, not '{args.corpus}'")
+        options["wav_scp"] = args.wav_scp
     corpus = entry.obj(**options)
     reports = corpus.prepare(args.root, args.out)
     for report in reports.values():
@@ -80,12 +86,30 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def to_lhotse(args: argparse.Namespace) -> int:
+    from kospeech.data.lhotse_io import data_dir_to_lhotse
+
+    report = data_dir_to_lhotse(args.dir, args.out)
+    print(report.summary())
+    return 0
+
+
+def from_lhotse(args: argparse.Namespace) -> int:
+    from kospeech.data.lhotse_io import lhotse_to_data_dir
+
+    report = lhotse_to_data_dir(args.out, recordings=args.recordings, supervisions=args.supervisions, cuts=args.cuts,
+                                corpus=args.corpus, transcript=args.transcript)
+    print(report.summary())
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("data", help="prepare corpora into data dirs, synthesise a corpus, validate data dirs")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     pp = dsub.add_parser("prep", parents=[parent], help="a corpus as released -> Kaldi data dirs under --out")
-    pp.add_argument("--corpus", required=True, help="registered corpus name: ksponspeech, zeroth, synthetic")
+    pp.add_argument("--corpus", required=True,
+                    help="registered corpus name: ksponspeech, zeroth, synthetic, kaldi (an existing Kaldi/ESPnet dir)")
     pp.add_argument("--root", required=True, help="the folder the corpus was unpacked into")
     pp.add_argument("--out", required=True, help="parent of the data dirs to write (one per split)")
     pp.add_argument(
@@ -100,6 +124,13 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         default=None,
         help="KsponSpeech transcript rules: standard (default) or kospeech, the original KoSpeech's "
         "preprocessing, to compare a CRR with its published numbers",
+    )
+    pp.add_argument(
+        "--wav-scp",
+        choices=("pipe", "pcm"),
+        default=None,
+        help="KsponSpeech's wav.scp: pipe (default: 'cat pcm_header.wav x.pcm |', which Kaldi, ESPnet and lhotse "
+        "read; nothing is copied) or pcm (the bare .pcm paths, readable by this toolkit only)",
     )
     pp.add_argument("--nj", type=positive_int, default=1, help="worker processes")
     pp.set_defaults(func=prep)
@@ -134,3 +165,20 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         help="with --fix: rewrite even when one reason would remove most utterances (refused otherwise)",
     )
     vp.set_defaults(func=validate)
+
+    tp = dsub.add_parser("to-lhotse", parents=[parent],
+                         help="a data dir -> lhotse recordings.jsonl.gz + supervisions.jsonl.gz (needs lhotse)")
+    tp.add_argument("dir", help="the data dir (wav.scp paths or pipes, segments, text, utt2spk)")
+    tp.add_argument("out", help="folder to write the manifests into")
+    tp.set_defaults(func=to_lhotse)
+
+    fp = dsub.add_parser("from-lhotse", parents=[parent],
+                         help="lhotse manifests (a CutSet, or recordings + supervisions) -> a data dir (needs lhotse)")
+    fp.add_argument("--cuts", default=None, help="a CutSet manifest (cuts.jsonl.gz): one utterance per cut")
+    fp.add_argument("--recordings", default=None, help="a RecordingSet manifest")
+    fp.add_argument("--supervisions", default=None, help="a SupervisionSet manifest: one utterance per supervision")
+    fp.add_argument("--out", required=True, help="the data dir to write")
+    fp.add_argument("--corpus", default="lhotse", help="corpus name recorded in meta.yaml")
+    fp.add_argument("--transcript", choices=("phonetic", "spelling"), default="spelling",
+                    help="the form the supervisions' text is in (KsponSpeech's phonetic or spelling; default spelling)")
+    fp.set_defaults(func=from_lhotse)

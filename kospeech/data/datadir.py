@@ -4,10 +4,12 @@ A data dir holds one line per utterance in each of these files, sorted by uttera
 (byte order, as ``LC_ALL=C sort`` gives, which is Python's code-point order):
 
 ``wav.scp``
-    ``utt-id path``. The path is a file, never a Kaldi pipe (``cmd |``): a ``.pcm`` path means
-    KsponSpeech raw PCM (16-bit little-endian, mono, 16 kHz, no header); anything else is
+    ``utt-id path`` or ``utt-id command |`` (a Kaldi pipe whose output is audio). A ``.pcm`` path
+    means KsponSpeech raw PCM (16-bit little-endian, mono, 16 kHz, no header); anything else is
     decoded by soundfile (wav, flac, ogg). Relative paths are read from the current directory,
-    as in Kaldi; the corpus preparers write absolute ones.
+    as in Kaldi; the corpus preparers write absolute ones. With a ``segments`` file
+    (``utt-id recording-id start end``) wav.scp is keyed by recording and ``reco2dur`` may give
+    the recordings' durations; :mod:`kospeech.data.kaldi_io` reads all of these.
 ``text``
     ``utt-id transcript`` (normalised; never empty).
 ``utt2spk`` / ``spk2utt``
@@ -16,7 +18,8 @@ A data dir holds one line per utterance in each of these files, sorted by uttera
     ``utt-id seconds`` (optional; prep writes it from file sizes / headers).
 ``meta.yaml``
     ``corpus`` (name), ``transcript`` (``phonetic`` or ``spelling``: the KsponSpeech form the
-    text is in, which scoring reports), ``sample_rate``.
+    text is in, which scoring reports), ``sample_rate``. Optional: a plain Kaldi or ESPnet dir
+    without it is read with :data:`PLAIN_KALDI_META`.
 
 Writers sort and write each file to a temporary name, then rename it, so an interrupted
 stage never leaves a half-written file that looks complete. :func:`validate_data_dir` is the
@@ -26,6 +29,7 @@ counterpart of Kaldi's ``utils/validate_data_dir.sh``; with ``fix=True`` it play
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -163,15 +167,18 @@ def write_data_dir(
     transcript: str,
     sample_rate: int = 16000,
     normalization: str | None = None,
+    reco2dur: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a complete data dir (every file sorted, each written atomically); returns its path.
 
     The id sets must agree; an id missing from one mapping is a bug in the caller, reported
-    with the first few ids so it can be found.
+    with the first few ids so it can be found. ``reco2dur`` (recordings are the utterances
+    here) is for wav.scp pipes, whose durations a reader could only learn by running them.
+    Values hold no whitespace, except wav.scp's pipes (``cmd args |``).
     """
     directory = Path(directory)
     ids = set(wav)
-    for name, mapping in (("text", text), ("utt2spk", utt2spk), ("utt2dur", utt2dur)):
+    for name, mapping in (("text", text), ("utt2spk", utt2spk), ("utt2dur", utt2dur), ("reco2dur", reco2dur)):
         if mapping is None:
             continue
         if set(mapping) != ids:
@@ -180,9 +187,12 @@ def write_data_dir(
     for utt, line in text.items():
         if not line.strip():
             raise DataError(f"write_data_dir({directory}): utterance '{utt}' has an empty transcript")
+    from kospeech.data.kaldi_io import is_pipe
+
     for name, mapping in (("wav.scp", wav), ("utt2spk", utt2spk)):
         for key, value in mapping.items():
-            if not value or any(c.isspace() for c in key + str(value)):
+            spaced = any(c.isspace() for c in str(value)) and not (name == "wav.scp" and is_pipe(str(value)))
+            if not value or spaced or any(c.isspace() for c in key) or "\n" in str(value):
                 raise DataError(f"write_data_dir({directory}): {name} entry '{key}' -> '{value}' has whitespace")
     directory.mkdir(parents=True, exist_ok=True)
     write_scp(directory / "wav.scp", wav)
@@ -192,6 +202,8 @@ def write_data_dir(
     write_scp(directory / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
     if utt2dur is not None:
         write_scp(directory / "utt2dur", {k: _format_dur(v) for k, v in utt2dur.items()})
+    if reco2dur is not None:
+        write_scp(directory / "reco2dur", {k: _format_dur(v) for k, v in reco2dur.items()})
     write_meta(directory / "meta.yaml", corpus=corpus, transcript=transcript, sample_rate=sample_rate,
                normalization=normalization)
     return directory
@@ -393,22 +405,83 @@ def _audio_header_problem(path: Path) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _which(program: str) -> str | None:
+    """``shutil.which``, once per program (a 600k-line wav.scp runs a handful of programs)."""
+    import shutil
+
+    return shutil.which(program)
+
+
+def _wav_problem(value: str) -> tuple[str, str, str] | None:
+    """``(kind, reason, message)`` for a wav.scp value that cannot be read, judged without decoding
+    it (``message`` follows ``'id'``), or None.
+
+    A pipe is not run (as Kaldi's validate_data_dir.sh does not): its programs must be installed,
+    and the files of a ``cat FILE... |`` must exist; a pipe that fails later fails its utterance.
+    KsponSpeech's ``cat pcm_header.wav x.pcm |`` gets the checks of a bare ``.pcm``.
+    """
+    from kospeech.data.kaldi_io import headed_pcm, is_pipe, pipe_command, split_pipeline
+
+    if not value:
+        return "nopath", "no audio path", " has no path"
+    pcm = headed_pcm(value)
+    if pcm is not None:  # KsponSpeech's `cat pcm_header.wav x.pcm |`: the .pcm is checked as if listed bare
+        value = pcm[0]
+    elif is_pipe(value):
+        stages = split_pipeline(pipe_command(value))
+        if stages is None:  # a shell pipeline: run as written when read
+            return None
+        for argv in stages:
+            if _which(argv[0]) is None:
+                return "pipeprog", "pipe program not installed", (
+                    f": the pipe '{value}' runs '{argv[0]}', which is not installed (not on PATH)")
+        if stages[0][0] == "cat" and len(stages) == 1:
+            for f in stages[0][1:]:
+                if not Path(f).is_file():
+                    return "missing", "missing audio file", f": audio file {f} (read by the pipe '{value}') does not exist"
+        return None
+    p = Path(value)
+    try:
+        size = p.stat().st_size
+    except OSError:
+        return "missing", "missing audio file", f": audio file {value} does not exist"
+    if size == 0:
+        return "emptyaudio", "empty audio file", f": audio file {value} is empty"
+    if p.suffix.lower() == ".pcm" and size % 2:
+        return "oddpcm", "truncated pcm", f": {value} is truncated ({size} bytes, odd)"
+    if p.suffix.lower() != ".pcm" and (problem := _audio_header_problem(p)):
+        return "badaudio", "unreadable audio", f": {problem}"
+    return None
+
+
+PLAIN_KALDI_META: dict[str, Any] = {"corpus": None, "transcript": "spelling", "sample_rate": 16000}
+"""What a data dir without ``meta.yaml`` (a plain Kaldi or ESPnet dir) is read as: the corpus is
+unknown, the text is taken as written (spelling), the audio is resampled to 16 kHz where it differs."""
+
+
 def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, force: bool = False) -> ValidationReport:
     """Check a data dir like Kaldi's ``validate_data_dir.sh --no-feats``.
 
-    Checks: required files exist; lines are well formed, unique, sorted and UTF-8; wav.scp has no
-    pipes and its files exist and are not empty (a ``.pcm`` must have an even size; any other
-    file needs an audio header soundfile can read, and a WAV the data its header announces); text is
-    not empty; utt2dur is a positive number for every utterance; every list names the same
-    utterances; spk2utt is the inverse of utt2spk; meta.yaml names a transcript form.
+    Checks: required files exist; lines are well formed, unique, sorted and UTF-8; wav.scp's files
+    exist and are not empty (a ``.pcm`` must have an even size; any other file needs an audio
+    header soundfile can read, and a WAV the data its header announces) and its pipes' programs
+    are installed; ``segments`` lines name a recording of wav.scp, with ``0 <= start < end`` (within
+    ``reco2dur`` where it is given); text is not empty; utt2dur and reco2dur are positive numbers;
+    every list names the same utterances; spk2utt is the inverse of utt2spk; a meta.yaml names a
+    transcript form. A plain Kaldi/ESPnet dir without meta.yaml is valid: it is read with
+    :data:`PLAIN_KALDI_META` (a log line says so).
 
     With ``fix=True`` the dir is rewritten sorted and in UTF-8, keeping only the utterances that
-    are valid in every list (first occurrence of a duplicate id wins), spk2utt regenerated and
-    missing or invalid durations measured again from the audio; the report counts what was
-    removed, by reason. A fixed dir validates clean. Nothing the user had is lost: the files are
-    copied into ``DIR/.backup/`` first, and when one reason would remove more than half of the
-    utterances nothing is written and a DataError says why (``force=True`` writes anyway).
+    are valid in every list (first occurrence of a duplicate id wins), spk2utt regenerated,
+    wav.scp and reco2dur cut to the recordings kept segments use, and missing or invalid
+    durations measured again from the audio; the report counts what was removed, by reason. A
+    fixed dir validates clean. Nothing the user had is lost: the files are copied into
+    ``DIR/.backup/`` first, and when one reason would remove more than half of the utterances
+    nothing is written and a DataError says why (``force=True`` writes anyway).
     """
+    from kospeech.data.kaldi_io import MAX_OVERSHOOT, parse_segment
+
     directory = Path(directory)
     report = ValidationReport(directory=directory)
     if not directory.is_dir():
@@ -420,11 +493,15 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
     if not report.ok:
         return report
 
-    parsed = {name: _parse_tolerant(directory / name, report) for name in UTT_FILES if (directory / name).exists()}
+    names = [*UTT_FILES, "segments", "reco2dur"]
+    parsed = {name: _parse_tolerant(directory / name, report) for name in names if (directory / name).exists()}
     wav, text, utt2spk = parsed["wav.scp"].entries, parsed["text"].entries, parsed["utt2spk"].entries
     utt2dur = parsed["utt2dur"].entries if "utt2dur" in parsed else None
+    seg_lines = parsed["segments"].entries if "segments" in parsed else None
+    reco2dur = parsed["reco2dur"].entries if "reco2dur" in parsed else None
     bad: dict[str, str] = {}  # utt -> first reason it cannot be kept
     redo_dur: set[str] = set()  # durations --fix measures again
+    redo_reco: set[str] = set()  # recording durations --fix measures again
 
     def mark(utt: str, reason: str) -> None:
         bad.setdefault(utt, reason)
@@ -436,31 +513,52 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
         if listed[kind] <= 5:
             report.add(msg)
 
-    for utt, path in wav.items():
-        if not path:
-            note("nopath", f"{directory / 'wav.scp'}: '{utt}' has no path")
-            mark(utt, "no audio path")
-            continue
-        if path.endswith("|") or path.startswith("|"):
-            note("pipe", f"{directory / 'wav.scp'}: '{utt}' is a pipe ('{path}'); only file paths are supported")
-            mark(utt, "pipe in wav.scp")
-            continue
-        p = Path(path)
-        try:
-            size = p.stat().st_size
-        except OSError:
-            note("missing", f"{directory / 'wav.scp'}: '{utt}': audio file {path} does not exist")
-            mark(utt, "missing audio file")
-            continue
-        if size == 0:
-            note("emptyaudio", f"{directory / 'wav.scp'}: '{utt}': audio file {path} is empty")
-            mark(utt, "empty audio file")
-        elif p.suffix.lower() == ".pcm" and size % 2:
-            note("oddpcm", f"{directory / 'wav.scp'}: '{utt}': {path} is truncated ({size} bytes, odd)")
-            mark(utt, "truncated pcm")
-        elif p.suffix.lower() != ".pcm" and (problem := _audio_header_problem(p)):
-            note("badaudio", f"{directory / 'wav.scp'}: '{utt}': {problem}")
-            mark(utt, "unreadable audio")
+    reco_bad: dict[str, str] = {}
+    for reco, value in wav.items():
+        problem = _wav_problem(value)
+        if problem is not None:
+            kind, reason, message = problem
+            note(kind, f"{directory / 'wav.scp'}: '{reco}'{message}")
+            reco_bad[reco] = reason
+    reco_dur: dict[str, float] = {}
+    if reco2dur is not None:
+        for reco, value in reco2dur.items():
+            try:
+                reco_dur[reco] = float(value)
+            except ValueError:
+                pass
+            if reco_dur.get(reco, 0.0) <= 0:
+                note("recodur", f"{directory / 'reco2dur'}: '{reco}' has an invalid duration '{value}' (--fix measures it)")
+                redo_reco.add(reco)
+                reco_dur.pop(reco, None)
+        for reco in sorted(set(wav) - set(reco2dur)):
+            note("recodur", f"{directory / 'reco2dur'}: lacks recording '{reco}' of wav.scp (--fix measures it)")
+            redo_reco.add(reco)
+    utt_source: dict[str, str] = {}  # utt -> its wav.scp value (for --fix's refusal hint)
+    if seg_lines is None:
+        utt_source = dict(wav)
+        for reco, reason in reco_bad.items():
+            mark(reco, reason)
+    else:
+        for utt, value in seg_lines.items():
+            try:
+                seg = parse_segment(value, f"{directory / 'segments'}: '{utt}'")
+            except DataError as err:
+                note("segment", str(err))
+                mark(utt, "malformed segment")
+                continue
+            if seg.recording not in wav:
+                note("segreco", f"{directory / 'segments'}: '{utt}' is cut from recording '{seg.recording}', which "
+                                "wav.scp does not list")
+                mark(utt, "segment of an unlisted recording")
+                continue
+            utt_source[utt] = wav[seg.recording]
+            if seg.recording in reco_bad:
+                mark(utt, reco_bad[seg.recording])
+            elif seg.recording in reco_dur and max(seg.start, seg.end) > reco_dur[seg.recording] + MAX_OVERSHOOT:
+                note("segend", f"{directory / 'segments'}: '{utt}' ({seg.start}-{seg.end} s) goes past the end of "
+                               f"recording '{seg.recording}' ({reco_dur[seg.recording]} s in reco2dur)")
+                mark(utt, "segment past the end of its recording")
     for utt, line in text.items():
         if not line:
             note("emptytext", f"{directory / 'text'}: '{utt}' has an empty transcript")
@@ -479,7 +577,8 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
                 note("dur", f"{directory / 'utt2dur'}: '{utt}' has an invalid duration '{value}' (--fix measures it)")
                 redo_dur.add(utt)
 
-    lists = {"wav.scp": wav, "text": text, "utt2spk": utt2spk}
+    audio_list = "wav.scp" if seg_lines is None else "segments"
+    lists = {audio_list: wav if seg_lines is None else seg_lines, "text": text, "utt2spk": utt2spk}
     if utt2dur is not None:
         lists["utt2dur"] = utt2dur
     all_ids = set().union(*[set(m) for m in lists.values()])
@@ -519,26 +618,32 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
         except DataError as err:
             report.add(str(err))
     else:
-        report.add(f"{meta_path}: missing (corpus, transcript form, sample_rate)")
+        logger.info("%s: no meta.yaml: a plain Kaldi/ESPnet data dir, read with the defaults corpus unknown, "
+                    "transcript %s (the text as written), sample_rate %d", directory,
+                    PLAIN_KALDI_META["transcript"], PLAIN_KALDI_META["sample_rate"])
 
     if not fix:
-        report.num_utts = len(wav)
+        report.num_utts = len(lists[audio_list])
         return report
     if report.ok:
         report.fixed = True
-        report.num_utts = len(wav)
+        report.num_utts = len(lists[audio_list])
         return report
+
+    from kospeech.data.kaldi_io import AudioRef, item_duration
 
     durations: dict[str, float] = {}
     if utt2dur is not None:
-        from kospeech.audio import audio_duration
-
-        for utt in sorted(redo_dur & set(wav) - set(bad)):
+        for utt in sorted(redo_dur & set(utt_source) - set(bad)):
+            item: Any = utt_source[utt]
+            if seg_lines is not None:
+                seg = parse_segment(seg_lines[utt], utt)
+                item = AudioRef(utt_source[utt], seg.start, seg.end)
             try:
-                durations[utt] = audio_duration(wav[utt])
+                durations[utt] = item_duration(item)
             except DataError:
                 mark(utt, "unreadable audio")
-    refusal = _refusal(directory, bad, wav, len(all_ids))
+    refusal = _refusal(directory, bad, utt_source, len(all_ids))
     if refusal is not None and not force:
         raise refusal
     keep = sorted(all_ids - set(bad))
@@ -552,16 +657,28 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
             report.removed[f"blank line in {name}"] += p.blank_lines
         if p.undecodable_lines:
             report.removed[f"line in neither UTF-8 nor CP949 in {name}"] += p.undecodable_lines
-    report.backup = _backup(directory, [*lists, "spk2utt"])
+    report.backup = _backup(directory, [*names, "spk2utt"])
     if utt2dur is not None:
         report.regenerated = len(durations)
         utt2dur.update({u: _format_dur(d) for u, d in durations.items()})
     for name, mapping in lists.items():
         write_scp(directory / name, {u: mapping[u] for u in keep})
+    if seg_lines is not None:  # the recordings kept segments are cut from
+        used = {seg_lines[u].split()[0] for u in keep}
+        write_scp(directory / "wav.scp", {r: wav[r] for r in used})
+    else:
+        used = set(keep)
+    if reco2dur is not None:
+        for reco in sorted(redo_reco & used):
+            try:
+                reco2dur[reco] = _format_dur(item_duration(wav[reco]))
+            except DataError as err:
+                logger.warning("%s: recording '%s': duration not measured: %s", directory, reco, err)
+        write_scp(directory / "reco2dur", {r: reco2dur[r] for r in used if r in reco2dur})
     kept_spk = {u: utt2spk[u] for u in keep}
     write_scp(spk2utt_path, {s: " ".join(u) for s, u in utt2spk_to_spk2utt(kept_spk).items()})
     if not meta_path.exists():
-        logger.warning("%s: no meta.yaml; not invented by --fix (write it with corpus and transcript form)", directory)
+        logger.info("%s: no meta.yaml; not invented by --fix (a plain Kaldi dir is read with the defaults)", directory)
     report.fixed = True
     logger.info(
         "fixed %s: kept %d, removed %d (%s); originals in %s",

@@ -171,21 +171,18 @@ class RawAudioDataset(Dataset):
         sample_rate: int = 16000,
         max_seconds: float | None = None,
     ) -> None:
-        from kospeech.audio import audio_duration
-        from kospeech.data.datadir import read_scp
+        from kospeech.data.kaldi_io import audio_items, item_duration, known_durations
 
         self.directory = Path(data_dir)
         if not (self.directory / "wav.scp").exists():
             raise DataError(f"{self.directory} has no wav.scp; is it a Kaldi data dir?")
         self.sample_rate = int(sample_rate)
         self.tokenizer = _tokenizer(tokenizer)
-        wav = read_scp(self.directory / "wav.scp")
+        wav = audio_items(self.directory)  # paths, pipes and segments alike (kaldi_io.read_item reads them)
         text = _read_text(self.directory / "text")
-        durations: dict[str, float] = {}
-        if (self.directory / "utt2dur").exists():
-            durations = {u: float(v) for u, v in read_scp(self.directory / "utt2dur").items()}
+        durations = known_durations(self.directory)  # utt2dur, segments, reco2dur
         self.utt_ids: list[str] = []
-        self.paths: list[str] = []
+        self.paths: list[Any] = []
         self.lengths: list[int] = []
         self.targets: list[list[int]] = []
         self.dropped: Counter[str] = Counter()
@@ -201,7 +198,7 @@ class RawAudioDataset(Dataset):
             seconds = durations.get(utt)
             if seconds is None:
                 try:
-                    seconds = audio_duration(wav[utt])
+                    seconds = item_duration(wav[utt])
                 except DataError as err:
                     logger.warning("dropping %s: %s", utt, err)
                     self.dropped["unreadable"] += 1
@@ -219,15 +216,16 @@ class RawAudioDataset(Dataset):
         return len(self.utt_ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from kospeech.audio import read_audio
+        from kospeech.data.kaldi_io import read_item
 
         utt = self.utt_ids[i]
         if utt in self.known_bad:
             return {"utt_id": utt, "error": "unreadable earlier in this run"}
         try:
-            wave = read_audio(self.paths[i], sample_rate=self.sample_rate)
-        except (DataError, OSError) as err:
-            return {"utt_id": utt, "error": f"{self.directory / 'wav.scp'}: {err}"}
+            wave = read_item(self.paths[i], sample_rate=self.sample_rate)
+        except (DataError, OSError) as err:  # a pipe's or segment's error names its line already
+            where = f"{self.directory / 'wav.scp'}: " if isinstance(self.paths[i], str) else ""
+            return {"utt_id": utt, "error": f"{where}{err}"}
         return {
             "utt_id": utt,
             "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),

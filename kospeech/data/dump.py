@@ -354,11 +354,11 @@ def _frontend(cfg: Mapping[str, Any]) -> Any:
     return _FRONTENDS[key]
 
 
-def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], str]) -> _ShardResult:
+def _dump_shard(job: tuple[int, list[tuple[str, Any, float]], dict[str, Any], str]) -> _ShardResult:
     """Extract one shard: rows to a temp file, then skip list, then the index (the completion marker)."""
     shard, items, frontend_cfg, shard_dir_str = job
-    from kospeech.audio import read_audio
     from kospeech.data.augment import speed_perturb_wave
+    from kospeech.data.kaldi_io import read_item
 
     shard_dir = Path(shard_dir_str)
     frontend = _frontend(frontend_cfg)
@@ -372,7 +372,7 @@ def _dump_shard(job: tuple[int, list[tuple[str, str, float]], dict[str, Any], st
     with open(tmp_feats, "wb") as fh:
         for out_id, path, factor in items:
             try:
-                wave = read_audio(path, sample_rate=sample_rate)
+                wave = read_item(path, sample_rate=sample_rate)  # a path, a wav.scp pipe or a segment
                 if factor != 1.0:
                     wave = speed_perturb_wave(wave, factor, sample_rate=sample_rate)
                 feats = frontend.extract(wave).astype(DTYPE)
@@ -405,7 +405,7 @@ def _read_kv(path: Path) -> dict[str, str]:
     return read_scp(path)
 
 
-def _plan_items(wav: Mapping[str, str], factors: Sequence[float]) -> list[tuple[str, str, float]]:
+def _plan_items(wav: Mapping[str, Any], factors: Sequence[float]) -> list[tuple[str, Any, float]]:
     items = [(speed_id(utt, f), path, float(f)) for utt, path in wav.items() for f in factors]
     return sorted(items)
 
@@ -443,7 +443,9 @@ def dump_features(
         raise DataError(f"speed perturbation factors must be distinct and positive, got {factors}")
     frontend = build_frontend(frontend_cfg)
     cfg = dict(frontend.config)
-    wav = _read_kv(data_dir / "wav.scp")
+    from kospeech.data.kaldi_io import audio_items
+
+    wav = audio_items(data_dir)  # wav.scp's paths and pipes, cut by segments where the dir has them
     items = _plan_items(wav, factors)
     if not items:
         raise DataError(f"{data_dir / 'wav.scp'} lists no utterances")

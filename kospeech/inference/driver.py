@@ -136,12 +136,13 @@ class Driver:
 
     # ---- streaming -------------------------------------------------------------------------
     def stream(self, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
-               endpoint: Any = "default", **options: Any) -> Any:
+               endpoint: Any = "default", look_ahead: float | None = None, **options: Any) -> Any:
         """A :class:`~kospeech.inference.stream.Stream`: ``feed(samples)`` returns the text so far,
-        ``finish()`` the final Result. ``endpoint=None`` keeps one segment until ``finish``."""
+        ``finish()`` the final Result. ``endpoint=None`` keeps one segment until ``finish``;
+        ``look_ahead`` (seconds) trades accuracy for the latency of final text."""
         from kospeech.inference.stream import Endpoint, Stream
 
-        return Stream(self, search=search, step_seconds=step_seconds,
+        return Stream(self, search=search, step_seconds=step_seconds, look_ahead=look_ahead,
                       endpoint=Endpoint() if endpoint == "default" else endpoint, **options)
 
     def stream_reach(self) -> Any:

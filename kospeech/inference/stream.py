@@ -144,12 +144,17 @@ class Stream:
             shorter step costs more compute for the same audio).
         endpoint: when a segment closes (:class:`Endpoint`); None never closes one before
             :meth:`finish`.
+        look_ahead: seconds of audio after a frame that must have arrived before the frame is
+            decided; None waits for the network's whole reach, so decided frames are exactly the
+            offline ones. Less lowers the latency of final text at some accuracy: the frame is
+            computed as if the audio ended there.
         name: how the results name the stream.
         **options: search options (``beam_size``, ``lm``, ``lm_weight``, ``hotwords``...).
     """
 
     def __init__(self, driver: Any, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
-                 endpoint: Endpoint | None = Endpoint(), name: str = "<stream>", **options: Any) -> None:
+                 endpoint: Endpoint | None = Endpoint(), name: str = "<stream>", look_ahead: float | None = None,
+                 **options: Any) -> None:
         engine = driver.engine
         if not hasattr(engine, "log_probs"):
             raise ConfigError(f"the {engine.kind} engine cannot stream")
@@ -166,6 +171,10 @@ class Stream:
         self.driver, self.engine, self.name, self.endpoint = driver, engine, name, endpoint
         self.sample_rate = int(engine.sample_rate)
         self.reach: Reach = driver.stream_reach()
+        if look_ahead is not None and look_ahead < 0:
+            raise ConfigError(f"look_ahead must be >= 0 seconds, got {look_ahead}")
+        full = self.reach.right
+        self._look_ahead = full if look_ahead is None or full is None else min(full, int(look_ahead * self.sample_rate))
         self._lm, self._context = (engine.ctc_fusion(self.search_cfg)
                                    if self.search_cfg["name"] == "ctc_prefix_beam" else (None, None))
         self._step = max(self.reach.stride, int(round(step_seconds * self.sample_rate / self.reach.stride))
@@ -216,6 +225,18 @@ class Stream:
     def seconds(self) -> float:
         return self._received / self.sample_rate
 
+    @property
+    def latency(self) -> float | None:
+        """Algorithmic latency of final text in seconds: the look-ahead a frame waits for plus one
+        step (None when frames wait for the end of their segment)."""
+        if self._look_ahead is None:
+            return None
+        return (self._look_ahead + self._step) / self.sample_rate
+
+    def state_bytes(self) -> int:
+        """The memory this stream holds: its audio window and its segment's decided frames."""
+        return int(self._buffer.nbytes + sum(f.nbytes for f in self._stable))
+
     # ---- segments --------------------------------------------------------------------------
     def _start_segment(self, at: int) -> None:
         self._segment_start = at  # absolute sample
@@ -254,10 +275,10 @@ class Stream:
         end = frames_before + log_probs.shape[0]
         if final:
             stable_end = end
-        elif reach.right is None:
+        elif self._look_ahead is None:
             stable_end = self._done
         else:
-            stable_end = min(end, max(self._done, (seg_len - reach.right) // stride + 1))
+            stable_end = min(end, max(self._done, (seg_len - self._look_ahead) // stride + 1))
         self._commit(log_probs[self._done - frames_before : stable_end - frames_before])
         if final:
             self._close(self._done)

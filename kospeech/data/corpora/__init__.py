@@ -1,8 +1,9 @@
 """Corpus preparers: each turns a corpus as released into Kaldi data dirs (``kospeech data prep``).
 
-Registered under the ``corpus`` kind: ``ksponspeech``, ``zeroth``, ``synthetic``. Each is a plain
-class whose keyword-only constructor arguments are its options and whose ``prepare(root, out)``
-writes one data dir per split under ``out`` and returns a :class:`SetReport` per split.
+Registered under the ``corpus`` kind: ``ksponspeech``, ``zeroth``, ``synthetic``, ``kaldi`` (an
+existing Kaldi/ESPnet data dir). Each is a plain class whose keyword-only constructor arguments
+are its options and whose ``prepare(root, out)`` writes one data dir per split under ``out`` and
+returns a :class:`SetReport` per split.
 
 What every preparer shares lives here: the record of skipped utterances (never a silent skip:
 each is counted, logged and listed with its reason in ``<out>/<set>/skipped.txt``), transcript
@@ -114,12 +115,16 @@ def write_split(
             f"{corpus} {name}: no usable utterances ({report.num_skipped} skipped: {dict(report.skipped)}); "
             "check --root"
         )
+    from kospeech.data.kaldi_io import is_pipe
+
+    durations = {u.utt_id: u.duration for u in by_id.values()}
     write_data_dir(
         directory,
         wav={u.utt_id: u.path for u in by_id.values()},
         text={u.utt_id: u.text for u in by_id.values()},
         utt2spk={u.utt_id: u.speaker for u in by_id.values()},
-        utt2dur={u.utt_id: u.duration for u in by_id.values()},
+        utt2dur=durations,
+        reco2dur=durations if any(is_pipe(u.path) for u in by_id.values()) else None,
         corpus=corpus,
         transcript=transcript,
         normalization=normalization,

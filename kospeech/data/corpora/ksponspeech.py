@@ -33,6 +33,14 @@ normalisation (only noise tags, say), a ``.txt`` in neither UTF-8 nor CP949. A `
 mixes the two encodings, or has a line in neither, fails its split with the line named; the
 other splits are still prepared.
 
+``wav.scp`` (``wav_scp="pipe"``, the default) reads each ``.pcm`` as a WAV through
+``cat SPLIT/pcm_header.wav x.pcm |``: a 44-byte "streamed" WAV header (sizes 0xFFFFFFFF, which
+Kaldi's wave reader reads to the end of the stream and libsndfile to the end of the data)
+written once per split, so Kaldi, ESPnet and lhotse (``lhotse kaldi import``) open the dirs with
+nothing but ``cat``, no audio is converted or copied, and ``reco2dur`` (= ``utt2dur``) spares them
+running the pipe for durations. This toolkit reads that pipe without a process
+(:mod:`kospeech.data.kaldi_io`). ``wav_scp="pcm"`` lists the bare ``.pcm`` paths (readable here only).
+
 Speakers: the ``KsponSpeech_NNNN`` folder of a training utterance (the release groups one
 session's files per folder, and utterance ids sort with it). The eval sets carry no speaker
 information, so each eval utterance is its own speaker (per-utterance CMVN, if anyone asks).
@@ -73,6 +81,9 @@ TRAIN_PARTS: tuple[str, ...] = tuple(f"KsponSpeech_{i:02d}" for i in range(1, 6)
 TRN_SEPARATOR = "::"
 _TRAIN_PARENT_ALIASES: tuple[str, ...] = ("", "KsponSpeech_train")
 _SPEAKER_DIR = re.compile(r"^KsponSpeech_\d{4}$")
+WAV_SCP_FORMS: tuple[str, ...] = ("pipe", "pcm")
+PCM_HEADER = "pcm_header.wav"
+"""The streamed WAV header each split's wav.scp pipes put before a ``.pcm`` (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -159,18 +170,24 @@ class KsponSpeech:
             when there is no ``KsponSpeech_scripts/dev.trn`` to define it.
         normalization: ``standard`` (this toolkit's rules) or ``kospeech`` (the original
             KoSpeech's preprocessing, to compare with its published numbers).
+        wav_scp: ``pipe`` (``cat pcm_header.wav x.pcm |``: readable by Kaldi, ESPnet and lhotse)
+            or ``pcm`` (the bare ``.pcm`` paths, which only this toolkit reads).
     """
 
     name = "ksponspeech"
     splits = SPLITS
 
     def __init__(
-        self, *, transcript: str = "phonetic", nj: int = 1, dev_fraction: float = 0.005, normalization: str = "standard"
+        self, *, transcript: str = "phonetic", nj: int = 1, dev_fraction: float = 0.005, normalization: str = "standard",
+        wav_scp: str = "pipe",
     ) -> None:
         from kospeech.text.normalize import NORMALIZATIONS
 
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization '{normalization}' is not one of {', '.join(NORMALIZATIONS)}")
+        if wav_scp not in WAV_SCP_FORMS:
+            raise ConfigError(f"wav_scp '{wav_scp}' is not one of {', '.join(WAV_SCP_FORMS)}")
+        self.wav_scp = wav_scp
         self.normalization = normalization
         self.transcript = check_transcript_form(transcript)
         self.nj = max(1, int(nj))
@@ -239,6 +256,18 @@ class KsponSpeech:
 
     # -- preparing ----------------------------------------------------------------------------
 
+    @staticmethod
+    def _as_pipes(directory: Path, utterances: list[Utterance]) -> list[Utterance]:
+        """Each ``.pcm`` path as ``cat DIR/pcm_header.wav x.pcm |``, the header written once into DIR."""
+        from dataclasses import replace
+
+        from kospeech.data.datadir import write_atomic
+        from kospeech.data.kaldi_io import pcm_pipe, streamed_wav_header
+
+        header = (directory / PCM_HEADER).resolve()
+        write_atomic(header, streamed_wav_header(PCM_SAMPLE_RATE))
+        return [replace(u, path=pcm_pipe(header, u.path)) if is_pcm(u.path) else u for u in utterances]
+
     def prepare(self, root: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, SetReport]:
         """Write ``out/{train,dev,eval_clean,eval_other}``; a split with no source is left out (logged)."""
         root = check_root_path(root)
@@ -283,6 +312,8 @@ class KsponSpeech:
                     skipped.append(result)
                 else:
                     utterances.append(result)
+            if self.wav_scp == "pipe" and utterances:
+                utterances = self._as_pipes(out / split, utterances)
             reports[split] = write_split(
                 out / split, utterances, skipped, name=split, corpus=self.name, transcript=self.transcript,
                 normalization=self.normalization,

@@ -91,9 +91,11 @@ def main() -> None:
     asr = kospeech.load(args.package)
     test_waves, test_refs = [], {}
     if args.test_set is not None:
-        scp, text = read_trn(args.test_set / "wav.scp"), read_trn(args.test_set / "text")
+        from kospeech.data.kaldi_io import audio_items, read_item
+
+        scp, text = audio_items(args.test_set), read_trn(args.test_set / "text")  # pipes (KsponSpeech's) too
         test_refs = {u: text[u] for u in scp}
-        test_waves = list(scp.values())
+        test_waves = [read_item(scp[u], sample_rate=asr.sample_rate) for u in test_refs]
     rows = []
     for weight in [0.0, *args.weights]:
         options = {"hotwords": names, "hotword_weight": weight} if weight else {}
@@ -102,7 +104,7 @@ def main() -> None:
         row = {"hotword_weight": weight, "name_recall": 100 * float(recall),
                "cer_name_sentences": score_corpus(refs, dict(zip(refs, hyps))).cer}
         if test_waves:
-            test_hyps = asr.transcribe(test_waves, timestamps=False, **options)
+            test_hyps = asr.transcribe(test_waves, sample_rate=asr.sample_rate, timestamps=False, **options)
             row["cer_test_set"] = score_corpus(test_refs, {u: r.text for u, r in zip(test_refs, test_hyps)}).cer
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)

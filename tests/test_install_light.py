@@ -4,8 +4,8 @@ Two layers. In the normal suite, the CLI runs in a subprocess where torch, torch
 librosa are "not installed" (importing them raises ``ModuleNotFoundError``, as in a venv that
 lacks them): ``kospeech transcribe EXPORT_DIR`` works, ``kospeech train`` says in one line what
 to install. With ``.venv-runtime`` present (``make runtime``: ``pip install .`` into a fresh venv,
-as the README tells a deploying user; CI makes it before ``make test``, and under
-``KOSPEECH_CI=1`` its absence fails instead of skipping), the real install is checked: none of
+as the README tells a deploying user; CI makes it before ``make test``; elsewhere a missing
+or stale one, an older copy of the code, skips, and under ``KOSPEECH_CI=1`` fails), the real install is checked: none of
 the heavy packages, well under 500 MB, and an export made here transcribed there, by the Python
 API, a stream and the console script, a 22.05 kHz file included (resampled by numpy).
 """
@@ -119,6 +119,15 @@ def light_python() -> Path:
         if os.environ.get("KOSPEECH_CI") == "1":
             pytest.fail(f"{RUNTIME_VENV} is missing: CI runs `make runtime` before the tests")
         pytest.skip(f"no {RUNTIME_VENV} (make runtime)")
+    installed = sorted(RUNTIME_VENV.glob("lib/python*/site-packages/kospeech"))
+    stale = not installed or any(
+        not (installed[-1] / f.relative_to(REPO / "kospeech")).is_file()
+        or (installed[-1] / f.relative_to(REPO / "kospeech")).read_bytes() != f.read_bytes()
+        for f in (REPO / "kospeech").rglob("*.py")
+    )
+    if stale and os.environ.get("KOSPEECH_CI") != "1":
+        pytest.skip(f"{RUNTIME_VENV} holds an older copy of kospeech (make runtime installs this checkout)")
+    assert not stale, f"{RUNTIME_VENV} is not this checkout's kospeech: `make runtime` after changing the code"
     return py
 
 
@@ -127,7 +136,7 @@ def run_light(py: Path, code: str, cwd: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run([str(py), "-c", "import json, sys\n" + textwrap.dedent(code)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=180)
-    assert proc.returncode == 0, f"{proc.stderr[-3000:]}\n(an installed copy: `make runtime` after changing the code)"
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -4,10 +4,11 @@ Two layers. In the normal suite, the CLI runs in a subprocess where torch, torch
 librosa are "not installed" (importing them raises ``ModuleNotFoundError``, as in a venv that
 lacks them): ``kospeech transcribe EXPORT_DIR`` works, ``kospeech train`` says in one line what
 to install. With ``.venv-runtime`` present (``make runtime``: ``pip install .`` into a fresh venv,
-as the README tells a deploying user; CI makes it before ``make test``; elsewhere a missing
-or stale one, an older copy of the code, skips, and under ``KOSPEECH_CI=1`` fails), the real install is checked: none of
-the heavy packages, well under 500 MB, and an export made here transcribed there, by the Python
-API, a stream and the console script, a 22.05 kHz file included (resampled by numpy).
+as the README tells a deploying user; CI makes it before ``make test``) the real install is
+checked: none of the heavy packages, well under 500 MB, and an export made here transcribed
+there by the Python API, a stream and the console script, a 22.05 kHz file included (resampled
+by numpy). A missing or stale ``.venv-runtime`` (an older copy of the code) skips those tests,
+and under ``KOSPEECH_CI=1`` fails them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 # The two quick-start commands: `make demo` and `make test`. Both create .venv when missing.
+# `make runtime`: the torch-free deploy install in .venv-runtime, as the README tells a user to make it.
 VENV ?= .venv
+RUNTIME_VENV ?= .venv-runtime
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow lint venv espeak chromium bench clean
+.PHONY: demo test test-slow lint venv runtime espeak chromium bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
@@ -12,6 +14,15 @@ $(VENV)/.installed: setup.py pyproject.toml
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# plain `pip install .` (no extras): kospeech.runtime and `kospeech transcribe EXPORT_DIR` without torch,
+# torchaudio or librosa, about 200 MB. Not editable, as a user's install: rerun after changing the code
+# (tests/test_install_light.py transcribes an export with it, in CI and wherever it exists)
+runtime:
+	@[ -x $(RUNTIME_VENV)/bin/python ] || python3 -m venv $(RUNTIME_VENV)
+	@rm -rf build  # setuptools' staging copy: a module since removed from kospeech/ would ship from it
+	$(RUNTIME_VENV)/bin/pip install -q .
+	@du -sh $(RUNTIME_VENV)
 
 espeak:
 	@command -v espeak-ng >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }

@@ -2,7 +2,14 @@
 
 from setuptools import find_packages, setup
 
-EXPORT = ["onnx>=1.14", "onnxruntime>=1.16"]
+# what a user who trains needs besides the core: `pip install 'kospeech[train]'`
+TRAIN = [
+    "torch>=2.4,<2.15",  # torchaudio 2.11 (no pin of its own) loads beside torch up to 2.14
+    "torchaudio>=2.4,<2.12",
+    "librosa>=0.10",
+    "matplotlib>=3.7",
+]
+EXPORT = [*TRAIN, "onnx>=1.14"]  # exporting traces the torch model; onnxruntime (core) checks the graph
 SERVE = ["flask>=2.3"]
 OPTIM = ["pytorch-optimizer>=3.0"]
 LM = ["kenlm>=0.2"]
@@ -19,16 +26,16 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["kospeech", "kospeech.*"]),
     package_data={"kospeech": ["resources/*", "resources/**/*", "serve/static/*"]},
+    # The core is the torch-free runtime (kospeech.runtime, `kospeech transcribe EXPORT_DIR`): a deploy
+    # install is plain `pip install kospeech`, about 200 MB; training, decoding checkpoints, export and
+    # data preparation need the [train] extra (torch, torchaudio, librosa: several GB with CUDA)
     install_requires=[
-        "torch>=2.4,<2.15",  # torchaudio 2.11 (no pin of its own) loads beside torch up to 2.14
-        "torchaudio>=2.4,<2.12",
-        "librosa>=0.10",
         "numpy>=1.24",
-        "sentencepiece>=0.2",
+        "soundfile>=0.12",
         "pyyaml>=6.0",
         "tqdm>=4.60",
-        "soundfile>=0.12",
-        "matplotlib>=3.7",
+        "onnxruntime>=1.16",
+        "sentencepiece>=0.2",  # subword exports detokenize with it (a 1.4 MB wheel)
     ],
     extras_require={
         # KenLM's query module reads (and checks) the ARPA files of `kospeech lm train --type ngram`;
@@ -36,15 +43,17 @@ setup(
         "lm": LM,
         # train.tensorboard: true (torch.utils.tensorboard writes through it)
         "tensorboard": TENSORBOARD,
-        # `kospeech export` (and the torch-free runtime, which needs only onnxruntime of these)
+        # training, feature extraction, decoding checkpoints (`kospeech train`, `decode`, ...)
+        "train": TRAIN,
+        # `kospeech export` (needs the [train] packages too: it traces the torch model)
         "export": EXPORT,
-        # `kospeech serve`
+        # `kospeech serve` (an export dir; a checkpoint also needs [train])
         "serve": SERVE,
         # the adamp and novograd optimizers
         "optim": OPTIM,
         # `kospeech data to-lhotse` / `from-lhotse` (icefall's manifests)
         "lhotse": ["lhotse>=1.16"],
-        # tests exercise every extra (selenium drives the demo page in headless Chromium)
+        # tests exercise every extra ([export] holds [train]; selenium drives the demo page in headless Chromium)
         "dev": [
             "pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE, *OPTIM,
             *LM, *TENSORBOARD, "lhotse>=1.16", "openai>=1.40", "sherpa-onnx>=1.10",

@@ -157,12 +157,55 @@ def resample_fft(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return (np.fft.irfft(out_spec, n_out) * (n_out / wave.size)).astype(np.float32)
 
 
+#: a larger sinc kernel (rates whose ratio reduces to big numbers, 44100 -> 16001) costs more memory
+#: than the FFT's whole-spectrum resampling; :func:`resample_numpy` hands those to :func:`resample_fft`
+_MAX_KERNEL_TAPS = 4_000_000
+
+
+@functools.lru_cache(maxsize=8)
+def _sinc_kernel(orig: int, new: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> tuple[np.ndarray, int]:
+    """torchaudio's ``sinc_interp_hann`` kernel (``torchaudio.functional.resample``'s defaults) for
+    reduced rates ``orig`` -> ``new``: ``(kernel (new, taps) float32, width)``."""
+    import math
+
+    base = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base)
+    idx = np.arange(-width, width + orig, dtype=np.float64)[None, :] / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx) * base
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    t *= math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernel = np.where(t == 0, 1.0, np.sin(t) / t)
+    return (kernel * window * (base / orig)).astype(np.float32), width
+
+
+def resample_numpy(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """torchaudio's windowed-sinc resampling in numpy alone, for the light install (no torch).
+
+    The same kernel, padding and length as ``torchaudio.transforms.Resample(orig, new)``, so a
+    file decodes alike with or without torch (tests/test_install_light.py: within 1e-5).
+    """
+    import math
+
+    gcd = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // gcd, int(new_rate) // gcd
+    if new * (2 * math.ceil(6 * orig / (min(orig, new) * 0.99)) + orig) > _MAX_KERNEL_TAPS:
+        return resample_fft(wave, orig_rate, new_rate)
+    kernel, width = _sinc_kernel(orig, new)
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    padded = np.pad(wave, (width, width + orig))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
+    out = (frames @ kernel.T).reshape(-1)
+    return np.ascontiguousarray(out[: math.ceil(new * wave.size / orig)], dtype=np.float32)
+
+
 def resample_wave(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc); a no-op when the rates agree.
 
     The sinc kernel is built once per rate pair and cached (torchaudio.transforms.Resample):
     building it costs more than applying it to a few seconds of audio. Where torch is not
-    installed (``kospeech.runtime`` on a lean machine), :func:`resample_fft` does the job.
+    installed (``kospeech.runtime`` in the light install), :func:`resample_numpy` computes the same.
     """
     if orig_rate == new_rate:
         return wave
@@ -170,7 +213,7 @@ def resample_wave(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray
         import torch
         import torchaudio  # noqa: F401
     except ImportError:
-        return resample_fft(wave, orig_rate, new_rate)
+        return resample_numpy(wave, orig_rate, new_rate)
 
     with torch.no_grad():
         out = _resampler(int(orig_rate), int(new_rate))(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))

@@ -3,6 +3,11 @@
 Each sub-command lives in ``kospeech/cli/<name>.py`` and defines ``add_parser(subparsers,
 parent)`` which registers itself and sets ``func``. Only modules that exist are offered,
 so ``--help`` never lists a command that does not work.
+
+Start-up imports neither torch nor torchaudio nor librosa (a command module imports them in its
+``func``), so the light install (``pip install kospeech``: the torch-free runtime) runs
+``kospeech transcribe EXPORT_DIR``; a command that needs a package of an extra which is missing
+says in one line what to install (:func:`missing_extra`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import errno
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kospeech.errors import KoSpeechError
 
@@ -34,6 +41,51 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "serve",
 )
+
+#: top-level module -> (what to call it, the extra that installs it)
+EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("PyTorch", "train"),
+    "torchaudio": ("torchaudio", "train"),
+    "librosa": ("librosa", "train"),
+    "matplotlib": ("matplotlib", "train"),
+    "onnx": ("onnx", "export"),
+    "flask": ("Flask", "serve"),
+    "werkzeug": ("Flask", "serve"),
+    "kenlm": ("KenLM", "lm"),
+    "tensorboard": ("TensorBoard", "tensorboard"),
+    "pytorch_optimizer": ("pytorch-optimizer", "optim"),
+}
+
+
+def missing_extra(err: ImportError, command: str) -> str | None:
+    """One line for a package of an extra that is not installed (None for any other import error):
+    ``kospeech train needs PyTorch: pip install 'kospeech[train]'``."""
+    name = (getattr(err, "name", None) or "").split(".")[0]
+    if not isinstance(err, ModuleNotFoundError) or name not in EXTRAS:
+        return None
+    what, extra = EXTRAS[name]
+    if command == "export" and extra == "train":
+        extra = "export"  # [export] holds [train] and onnx: one install, not two
+    hint = ""
+    if extra == "train" and command == "transcribe":
+        hint = " (an export dir, `kospeech export`, decodes without it)"
+    return f"kospeech {command} needs {what}: pip install 'kospeech[{extra}]'{hint}"
+
+
+def load_model(path: Any, **kwargs: Any) -> Any:
+    """``kospeech.load(path, **kwargs)``, but an export dir opens in :mod:`kospeech.runtime` without
+    importing torch (``kospeech.inference.api`` imports it), so the light install transcribes it."""
+    from kospeech.inference import package
+
+    if isinstance(path, (str, os.PathLike)) and package.is_export_dir(path):
+        from kospeech import runtime
+
+        for torch_only in ("device", "trust_plugins", "weights", "user_dirs"):
+            kwargs.pop(torch_only, None)
+        return runtime.load(path, **kwargs)
+    from kospeech.inference import load
+
+    return load(path, **kwargs)
 
 
 def positive_int(text: str) -> int:
@@ -172,8 +224,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     name = f"kospeech {args.command}"
     try:
-        load_plugins(args.user_dir)
+        try:
+            load_plugins(args.user_dir)
+        except ModuleNotFoundError as err:
+            # the light install: the built-in components need torch, an export dir does not; a
+            # command that needs them fails below with the line that says what to install
+            if missing_extra(err, args.command) is None:
+                raise
+            log = logging.getLogger(__name__)
+            (log.warning if args.user_dir else log.debug)("plugins not loaded (%s is not installed)", err.name)
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as err:
+        line = missing_extra(err, args.command)
+        if line is None:
+            raise
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(line, file=sys.stderr)
+        return 1
     except (KoSpeechError, FileNotFoundError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 1

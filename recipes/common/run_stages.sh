@@ -67,7 +67,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-command -v kospeech >/dev/null || { echo "kospeech not found on PATH: activate the venv or pip install -e ." >&2; exit 2; }
+command -v kospeech >/dev/null || { echo "kospeech not found on PATH: activate the venv or pip install -e '.[train]'" >&2; exit 2; }
 [ -f "$config" ] || { echo "config not found: $config (relative paths are read from $(pwd))" >&2; exit 2; }
 case "$train_input" in
   dump|data) ;;

@@ -17,10 +17,8 @@ import errno
 import importlib
 import importlib.util
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from kospeech.errors import KoSpeechError
 
@@ -70,22 +68,6 @@ def missing_extra(err: ImportError, command: str) -> str | None:
     if extra == "train" and command == "transcribe":
         hint = " (an export dir, `kospeech export`, decodes without it)"
     return f"kospeech {command} needs {what}: pip install 'kospeech[{extra}]'{hint}"
-
-
-def load_model(path: Any, **kwargs: Any) -> Any:
-    """``kospeech.load(path, **kwargs)``, but an export dir opens in :mod:`kospeech.runtime` without
-    importing torch (``kospeech.inference.api`` imports it), so the light install transcribes it."""
-    from kospeech.inference import package
-
-    if isinstance(path, (str, os.PathLike)) and package.is_export_dir(path):
-        from kospeech import runtime
-
-        for torch_only in ("device", "trust_plugins", "weights", "user_dirs"):
-            kwargs.pop(torch_only, None)
-        return runtime.load(path, **kwargs)
-    from kospeech.inference import load
-
-    return load(path, **kwargs)
 
 
 def positive_int(text: str) -> int:

@@ -25,9 +25,9 @@ from kospeech.cli import add_search_arguments, positive_int
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from kospeech.cli import load_model as load
     from kospeech.cli import search_choice
     from kospeech.errors import DataError
+    from kospeech.inference import load
     from kospeech.inference.formats import render
     from kospeech.progress import progress_bar
 

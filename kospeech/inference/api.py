@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kospeech.errors import ConfigError, DataError
+from kospeech.errors import ConfigError
 from kospeech.inference.driver import Driver
 from kospeech.inference.engine import Decoded, encode_hotwords, samples_for_frames
 from kospeech.inference.loading import InferenceBundle, load_for_inference
@@ -31,7 +31,6 @@ from kospeech.text.special import NUM_SPECIAL
 logger = logging.getLogger(__name__)
 
 PAD_SECONDS = 2.0  # batches padded to a multiple: few distinct shapes (see inputs.pad_arrays)
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".pcm", ".m4a", ".opus")
 
 
 class TorchEngine:
@@ -181,15 +180,7 @@ class Transcriber(Driver):
         return [self.tokenizer.decode(d.tokens) for d in decoded], float(lengths.sum()) * self.inputs.frame_shift
 
 
-def check_model_path(path: str | Path) -> None:
-    """An audio file where a model is expected: say that the model comes first."""
-    p = Path(path)
-    if p.suffix.lower() in AUDIO_SUFFIXES:
-        raise DataError(f"{p}: this is audio, not a model; the model comes first "
-                        f"(kospeech transcribe MODEL AUDIO..., kospeech.load(MODEL))")
-
-
-def load(
+def load_torch(
     path: str | Path | Sequence[str | Path],
     *,
     device: str | torch.device = "auto",
@@ -200,18 +191,7 @@ def load(
     user_dirs: Sequence[str | Path] = (),
     **options: Any,
 ) -> Driver:
-    """The front door: a :class:`~kospeech.inference.driver.Driver` for any model a user has.
-
-    ``path`` is a checkpoint file or exp dir (its ``checkpoints/last.pt``), a model package
-    (``kospeech pack``; decodes with its own search and LM), an export dir (``kospeech export``;
-    onnxruntime, no torch in the decoding), or a list of checkpoints: an ensemble
-    (:mod:`kospeech.inference.ensemble`; ``weights`` per member).
-
-    ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; ``search`` and ``options`` replace or
-    add to the model's decoding (``kospeech.load("exp/x", search="ctc_prefix_beam", beam_size=10)``).
-    ``user_dirs`` are plugin folders to load first; ``trust_plugins`` imports the plugin folders
-    a checkpoint recorded (only for checkpoints whose origin you trust: that runs their code).
-    """
+    """The torch part of :func:`kospeech.inference.load` (checkpoints, exp dirs, packages, ensembles)."""
     from kospeech.inference import package
     from kospeech.registry import load_plugins
 
@@ -224,11 +204,6 @@ def load(
                            **options)
     if weights is not None:
         raise ConfigError("weights apply to an ensemble: give a list of checkpoints")
-    check_model_path(path)
-    if package.is_export_dir(path):
-        from kospeech import runtime
-
-        return runtime.load(path, search=search, max_segment_seconds=max_segment_seconds, **options)
     if package.is_package(path):
         pkg = package.read_package(path)
         bundle = load_for_inference(pkg.checkpoint, device=device, trust_plugins=trust_plugins)

@@ -52,6 +52,17 @@ class Package:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".pcm", ".m4a", ".opus")
+
+
+def check_model_path(path: str | os.PathLike[str]) -> None:
+    """An audio file where a model is expected: say that the model comes first."""
+    p = Path(path)
+    if p.suffix.lower() in AUDIO_SUFFIXES:
+        raise DataError(f"{p}: this is audio, not a model; the model comes first "
+                        f"(kospeech transcribe MODEL AUDIO..., kospeech.load(MODEL))")
+
+
 def is_package(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir() and (Path(path) / PACKAGE_FILE).is_file()
 

@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 EXPORT = ["onnx>=1.14", "onnxruntime>=1.16"]
-SERVE = ["flask>=2.3"]
+SERVE = ["flask>=2.3", "flask-sock>=0.7"]  # flask-sock: the WebSocket /stream (over simple-websocket)
 OPTIM = ["pytorch-optimizer>=3.0"]
 LM = ["kenlm>=0.2"]
 TENSORBOARD = ["tensorboard>=2.14"]

@@ -16,7 +16,7 @@ import kospeech
 
 from .test_export import cer
 from .test_serve import run_server
-from .test_serve_browser import chromium
+from .test_serve_browser import chromium, click_word
 
 pytest.importorskip("selenium", reason="selenium is in the dev extra: pip install -e '.[dev]'")
 pytest.importorskip("simple_websocket", reason="flask-sock is in the serve extra")
@@ -59,7 +59,6 @@ def live_server(ctc_checkpoint_running_speech: dict) -> Iterator[tuple[str, Stre
 
 def test_live_mode_shows_text_while_the_audio_plays(live_server: tuple[str, StreamRecorder],
                                                     ctc_checkpoint_running_speech: dict, tmp_path: Path) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     from kospeech.audio import write_audio
@@ -102,16 +101,9 @@ def test_live_mode_shows_text_while_the_audio_plays(live_server: tuple[str, Stre
         rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
                 for row in driver.find_elements(By.CSS_SELECTOR, "#words tbody tr")]
         driver.save_screenshot(str(tmp_path / "live.png"))
-        # a click on a word of the timeline plays from that word
-        word, start, stop = rows[-1][0], float(rows[-1][1]), float(rows[-1][2])
-        canvas = driver.find_element(By.ID, "timeline")
-        duration = driver.execute_script("return timeline.duration")
-        width = canvas.size["width"]
-        x = ((start + stop) / 2 / duration - 0.5) * width
-        y = canvas.size["height"] * 0.4  # on the label row, below the waveform's middle
-        ActionChains(driver).move_to_element_with_offset(canvas, int(x), int(y)).click().perform()
-        played = body().get_attribute("data-played")
-        status = driver.find_element(By.ID, "status").text
+        # a click on a word of the timeline plays the kept audio from that word
+        kept = driver.execute_script("return audio.samples.length")
+        played, start, status = click_word(driver, -1)
         driver.save_screenshot(str(tmp_path / "played.png"))
     finally:
         driver.quit()
@@ -136,5 +128,7 @@ def test_live_mode_shows_text_while_the_audio_plays(live_server: tuple[str, Stre
     assert text == " ".join(f.text for f in finals)
     assert [r[0] for r in rows] == [w.text for f in finals for w in f.words]
     assert cer([reference], [text]) <= 50.0, (text, reference)
-    assert played == f"{word}@{start:.2f}" and word in status, (played, status)
+    assert kept == sent.size
+    word = rows[-1][0]
+    assert played == f"{word}@{start:.2f}" and status.startswith(f"playing from “{word}”"), (played, status)
     assert all((tmp_path / name).stat().st_size > 1000 for name in ("partial.png", "live.png", "played.png"))

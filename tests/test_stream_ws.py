@@ -186,6 +186,15 @@ def test_bad_messages_get_a_clear_error_and_close(server: str, bad: bytes | str,
     assert ws.close_reason == code
 
 
+def test_a_plain_get_is_told_to_use_a_websocket(server: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(server.replace("ws://", "http://"), timeout=10)
+    assert err.value.code == 426 and "is a WebSocket" in json.loads(err.value.read())["error"]
+
+
 def test_the_stream_ends_at_the_length_limit(asr, ctc_checkpoint_running_speech: dict) -> None:
     from simple_websocket import Client
 

@@ -167,6 +167,13 @@ def blueprint(model: Any, slots: threading.Semaphore, *, max_streams: int = MAX_
         logger.info("stream: %.2f s of audio, %d words", received / STREAM_RATE, len(result.words))
         ws.close(NORMAL, "the stream reached the limit" if limit else "done")
 
+    @bp.get("/stream")
+    def not_a_websocket() -> Any:  # a plain GET (a browser tab, curl): say what the route wants
+        from flask import jsonify
+
+        return jsonify({"error": "/stream is a WebSocket: connect with ws:// (16-bit PCM at 16 kHz in, "
+                                 "JSON texts out; see kospeech.serve.stream_ws)"}), 426
+
     @Sock().route("/stream", bp=bp)
     def stream_route(ws: Any) -> None:
         from simple_websocket import ConnectionClosed

@@ -6,6 +6,10 @@ messages answered with a clear error and a close code, not a traceback."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +18,7 @@ import pytest
 
 import kospeech
 
-from .test_serve import run_server
+from .test_serve import REPO, run_server
 
 simple_websocket = pytest.importorskip("simple_websocket", reason="flask-sock is in the serve extra")
 
@@ -186,6 +190,17 @@ def test_bad_messages_get_a_clear_error_and_close(server: str, bad: bytes | str,
     assert ws.close_reason == code
 
 
+def test_a_message_over_the_size_limit_closes_the_socket(server: str) -> None:
+    from simple_websocket import Client
+
+    from kospeech.serve.stream_ws import MAX_MESSAGE_BYTES
+
+    ws = Client.connect(server)
+    ws.send(b"\0" * (MAX_MESSAGE_BYTES + 2))
+    assert receive_all(ws, timeout=10) == []
+    assert ws.close_reason == 1009  # message too big
+
+
 def test_a_plain_get_is_told_to_use_a_websocket(server: str) -> None:
     import urllib.error
     import urllib.request
@@ -231,3 +246,39 @@ def test_a_model_that_cannot_stream_is_refused_clearly(ctc_checkpoint_running_sp
         messages = receive_all(ws, timeout=10)
     assert messages == [{"error": "this model cannot stream (it has no stream()); use POST /transcribe"}]
     assert ws.close_reason == 1011
+
+
+def test_serve_command_limits_streams(ctc_checkpoint_running_speech: dict) -> None:
+    """``kospeech serve --max-streams 1`` in its own process: one stream runs, a second is refused."""
+    import urllib.request
+
+    from simple_websocket import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kospeech", "serve", str(ctc_checkpoint_running_speech["path"]), "--port", str(port),
+         "--max-streams", "1"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.2)
+        url = f"ws://127.0.0.1:{port}/stream"
+        first = Client.connect(url)
+        first.send(pcm(ctc_checkpoint_running_speech["waves"][3]))
+        time.sleep(0.3)
+        second = Client.connect(url)
+        assert receive_all(second, timeout=10) == [{"error": "all 1 streams are in use; try again later"}]
+        first.send("EOF")
+        messages = receive_all(first)
+        assert messages[-1]["last"] and messages[-1]["text"] == ctc_checkpoint_running_speech["texts"][3]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

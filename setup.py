@@ -10,7 +10,7 @@ TRAIN = [
     "matplotlib>=3.7",
 ]
 EXPORT = [*TRAIN, "onnx>=1.14"]  # exporting traces the torch model; onnxruntime (core) checks the graph
-SERVE = ["flask>=2.3"]
+SERVE = ["flask>=2.3", "flask-sock>=0.7"]  # flask-sock: the WebSocket /stream (over simple-websocket)
 OPTIM = ["pytorch-optimizer>=3.0"]
 LM = ["kenlm>=0.2"]
 TENSORBOARD = ["tensorboard>=2.14"]

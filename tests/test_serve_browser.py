@@ -56,6 +56,22 @@ def wait_for_result(driver: object, timeout: float = 60.0) -> str:
     return driver.find_element(By.ID, "transcript").text
 
 
+def click_word(driver: object, index: int) -> tuple[str, float, str]:
+    """Click the middle of word ``index`` on the page's timeline (the canvas); the page's record of
+    what it played (``data-played``), the word's start and the status line."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    start, end, duration = driver.execute_script(
+        f"const w = timeline.words.at({index}); return [w.start, w.end, timeline.duration]")
+    canvas = driver.find_element(By.ID, "timeline")
+    x = ((start + end) / 2 / duration - 0.5) * canvas.size["width"]
+    y = canvas.size["height"] * 0.4  # the label row, below the waveform
+    ActionChains(driver).move_to_element_with_offset(canvas, int(x), int(y)).click().perform()
+    played = driver.find_element(By.TAG_NAME, "body").get_attribute("data-played")
+    return played, start, driver.find_element(By.ID, "status").text
+
+
 class Recorder:
     """The exported model, keeping each wave the server received (to check what the browser sent)."""
 
@@ -94,11 +110,16 @@ def test_upload_in_the_page(server: tuple[str, Recorder], ctc_checkpoint: dict, 
         driver.find_element(By.ID, "upload").click()
         text = wait_for_result(driver)
         rows = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#words tbody td:first-child")]
+        # the timeline: the uploaded audio kept in the page, its words drawn; a click on a word plays from it
+        kept = driver.execute_script("return [audio.samples.length / audio.rate, timeline.words.map((w) => w.text)]")
+        played = click_word(driver, -1)
         driver.save_screenshot(str(tmp_path / "upload.png"))
     finally:
         driver.quit()
     assert text == ctc_checkpoint["texts"][2]
     assert rows == text.split()
+    assert kept == [pytest.approx(ctc_checkpoint["waves"][2].size / 16000, abs=0.01), rows]
+    assert played[0] == f"{rows[-1]}@{played[1]:.2f}" and played[2].startswith(f"playing from “{rows[-1]}”")
     assert (tmp_path / "upload.png").stat().st_size > 1000
 
 

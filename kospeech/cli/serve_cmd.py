@@ -4,8 +4,9 @@ Open http://HOST:PORT/ to upload a file or record from the microphone and read t
 with word times; programs ``POST /transcribe`` (multipart field ``audio``, or the raw body) and
 get ``{"text", "words", "duration"}``. OpenAI clients use ``base_url="http://HOST:PORT/v1"``
 (``POST /v1/audio/transcriptions``; with ``--api-key`` or ``KOSPEECH_API_KEY`` they must send that
-key). MODEL is what ``kospeech.load`` opens: a package (served with its own decoding and LM), an
-export directory (the torch-free runtime) or a checkpoint.
+key). Live recognition: the WebSocket ``/stream`` (16-bit PCM at 16 kHz in, JSON partial and
+final texts out; the page's Live button). MODEL is what ``kospeech.load`` opens: a package (served
+with its own decoding and LM), an export directory (the torch-free runtime) or a checkpoint.
 Needs the ``serve`` extra: pip install 'kospeech[serve]' (and ``export`` for an export directory).
 """
 
@@ -24,7 +25,7 @@ def serve(args: argparse.Namespace) -> int:
     search, options = search_choice(args)
     run(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 1024 * 1024),
         max_seconds=args.max_seconds, workers=args.workers, search=search, search_options=options,
-        api_key=args.api_key or None)
+        api_key=args.api_key or None, max_streams=args.max_streams, max_stream_seconds=args.max_stream_seconds)
     return 0
 
 
@@ -43,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")
     p.add_argument("--max-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
     p.add_argument("--workers", type=int, default=0, help="concurrent transcriptions (default: 2 runtime, 1 torch)")
+    p.add_argument("--max-streams", type=int, default=4, help="concurrent WebSocket /stream connections (default 4)")
+    p.add_argument("--max-stream-seconds", type=float, default=3600.0,
+                   help="a live stream is finished after this much audio (default 3600)")
     p.add_argument("--api-key", default=os.environ.get("KOSPEECH_API_KEY"), metavar="KEY",
                    help="the key OpenAI clients must send to /v1 (default: $KOSPEECH_API_KEY; unset: any key)")
     p.set_defaults(func=serve)

@@ -46,9 +46,12 @@ def create_app(
     queue_timeout: float = 30.0,
     name: str = "",
     api_key: str | None = None,
+    max_streams: int = 4,
+    max_stream_seconds: float = 3600.0,
 ) -> Any:
     """A Flask app serving ``model`` (anything with ``transcribe(item) -> Result`` and ``sample_rate``);
-    ``api_key``: the key OpenAI clients must send to ``/v1`` (None: any key, as a local server needs none)."""
+    ``api_key``: the key OpenAI clients must send to ``/v1`` (None: any key, as a local server needs none);
+    ``max_streams``/``max_stream_seconds``: the WebSocket ``/stream`` (:mod:`kospeech.serve.stream_ws`)."""
     try:
         from flask import Flask, Response, jsonify, request
     except ImportError:
@@ -130,6 +133,10 @@ def create_app(
     from kospeech.serve.openai_api import blueprint  # POST /v1/audio/transcriptions, OpenAI's API
 
     app.register_blueprint(blueprint(transcribe_upload, name=name, api_key=api_key))
+    from kospeech.serve import stream_ws  # the WebSocket /stream: live recognition on the same worker slots
+
+    app.register_blueprint(stream_ws.blueprint(model, slots, max_streams=max_streams,
+                                               max_stream_seconds=max_stream_seconds, queue_timeout=queue_timeout))
     return app
 
 

@@ -329,6 +329,7 @@ class Stream:
             piece = (start, start + frames * step, decoded)
             self._pieces.append(piece)
             result = self.driver._result(self.name, self._received / self.sample_rate, [piece])
+            result.segments = [(piece[0], piece[1])]  # where the segment lies on the whole stream
             if result.text:  # units that spell nothing alone (an orphan jamo) make no final
                 self._finals.append(result)
                 self._finals_unread.append(result)

@@ -3,8 +3,9 @@
     python bench/streaming.py MODEL DATA_DIR [DATA_DIR...] [--onnx EXPORT_DIR] [--look-ahead S ...]
 
 MODEL is a package, checkpoint or exp dir (the torch engine); ``--onnx`` adds the same model's
-export (the onnxruntime engine). Every utterance of each data dir is fed in 160 ms chunks, as
-a microphone page sends them, one stream at a time, one thread. Printed per data dir, engine
+export (the onnxruntime engine; the look-ahead settings run on the torch engine only). Every
+utterance of each data dir is fed in 160 ms chunks, as a microphone page sends them, one stream
+at a time, one thread. Printed per data dir, engine
 and look-ahead setting:
 
 - CER of the streams' final text, and of the offline ``transcribe`` of the same files (the
@@ -130,7 +131,7 @@ def main() -> None:
         wav = read_scp(data_dir / "wav.scp")
         for name, model in models:
             offline = {u: r.text for u, r in zip(wav, model.transcribe(list(wav.values())))}
-            for look_ahead in [None, *args.look_ahead]:
+            for look_ahead in [None, *(args.look_ahead if name == "torch" else [])]:  # the engines decide alike
                 r = run(model, name, data_dir, look_ahead, offline)
                 print(f"| {data_dir.name} | {r['engine']} | {r['look_ahead']} | {r['cer']:.2f} "
                       f"| {r['offline_cer']:.2f} | {r['same']}/{r['n']} | {r['early']} | {r['latency']} "

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kospeech.data.corpora.synthetic import Voice, espeak
+from kospeech.data.corpora.synthetic_plan import Voice
+from kospeech.data.corpora.synthetic_render import espeak
 from kospeech.decode import read_trn
 from kospeech.metrics import score_corpus
 from kospeech.text import hangul

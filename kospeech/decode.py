@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kospeech.data.inputs import DUMP, read_meta, source_kind
+from kospeech.data.datadir import read_meta
+from kospeech.data.inputs import DUMP, source_kind
 from kospeech.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -113,12 +113,14 @@ def write_meta(
     write_atomic(path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A data dir's or feature dump's ``meta.yaml`` (corpus, transcript form, sample rate), {} when
+    there is none; read like every text file (UTF-8 or CP949), checked like :func:`write_meta` writes it."""
+    path = Path(directory) / "meta.yaml"
+    if not path.exists():
+        return {}
     try:
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
+        meta = yaml.safe_load("\n".join(read_lines(path)))
     except yaml.YAMLError as err:
         raise DataError(f"{path}: YAML syntax error: {err}") from None
     if not isinstance(meta, dict):
@@ -212,7 +214,7 @@ def read_data_dir(directory: str | os.PathLike[str]) -> DataDir:
                 utt2dur[utt] = float(value)
             except ValueError:
                 raise DataError(f"{directory / 'utt2dur'}: '{utt}' has a non-numeric duration '{value}'") from None
-    meta = read_meta(directory / "meta.yaml") if (directory / "meta.yaml").exists() else {}
+    meta = read_meta(directory)
     for name, mapping in (("text", text), ("utt2spk", utt2spk)):
         if set(mapping) != set(wav):
             diff = sorted(set(wav).symmetric_difference(mapping))[:5]
@@ -515,7 +517,7 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
     meta_path = directory / "meta.yaml"
     if meta_path.exists():
         try:
-            read_meta(meta_path)
+            read_meta(directory)
         except DataError as err:
             report.add(str(err))
     else:

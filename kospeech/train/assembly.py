@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from kospeech.data.datadir import read_meta
 from kospeech.data.inputs import (
     DUMP,
     InputPipeline,
     dump_frontend_config,
-    read_meta,
     source_kind,
 )
 from kospeech.errors import ConfigError, DataError

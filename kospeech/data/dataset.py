@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from kospeech.data.datadir import read_scp
 from kospeech.errors import DataError
 from kospeech.text.special import PAD_ID
 
@@ -36,14 +37,6 @@ def _tokenizer(tokenizer: Any) -> Any:
     if not hasattr(tokenizer, "encode"):
         raise DataError(f"expected a tokenizer (with .encode) or a lang dir, got {type(tokenizer).__name__}")
     return tokenizer
-
-
-def _read_text(path: Path) -> dict[str, str]:
-    if not path.exists():
-        raise DataError(f"{path} does not exist; a training set needs transcripts (the dump copies the data dir's)")
-    from kospeech.data.datadir import read_scp
-
-    return read_scp(path, allow_empty=True)
 
 
 def _log_drops(where: Path, kept: int, dropped: Counter[str]) -> None:
@@ -99,7 +92,7 @@ class FeatureDataset(Dataset):
         self.directory = Path(dump_dir)
         self.dump = FeatureDump(self.directory)
         self.tokenizer = _tokenizer(tokenizer)
-        text = _read_text(self.directory / "text")
+        text = read_scp(self.directory / "text", allow_empty=True)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         if cmvn is not None:
@@ -172,7 +165,6 @@ class RawAudioDataset(Dataset):
         max_seconds: float | None = None,
     ) -> None:
         from kospeech.audio import audio_duration
-        from kospeech.data.datadir import read_scp
 
         self.directory = Path(data_dir)
         if not (self.directory / "wav.scp").exists():
@@ -180,7 +172,7 @@ class RawAudioDataset(Dataset):
         self.sample_rate = int(sample_rate)
         self.tokenizer = _tokenizer(tokenizer)
         wav = read_scp(self.directory / "wav.scp")
-        text = _read_text(self.directory / "text")
+        text = read_scp(self.directory / "text", allow_empty=True)
         durations: dict[str, float] = {}
         if (self.directory / "utt2dur").exists():
             durations = {u: float(v) for u, v in read_scp(self.directory / "utt2dur").items()}

@@ -122,9 +122,8 @@ def voices_table(plan: Plan) -> str:
     for split, jobs in plan.jobs.items():
         for j in jobs:
             snr = f"{j.snr_db:.1f}" if j.noise else ""
-            lines.append(
-                f"{split}\t{Path(j.path).stem}\t{j.voice.variant}\t{j.voice.speed}\t{j.voice.pitch}\t{j.noise or ''}\t{snr}\n"
-            )
+            voice = f"{j.voice.variant}\t{j.voice.speed}\t{j.voice.pitch}"
+            lines.append(f"{split}\t{Path(j.path).stem}\t{voice}\t{j.noise or ''}\t{snr}\n")
     return "".join(lines)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from kospeech.data.corpora.synthetic_plan import Voice
 from kospeech.data.corpora.synthetic_render import espeak
-from kospeech.decode import read_trn
+from kospeech.files import read_utt_text
 from kospeech.metrics import score_corpus
 from kospeech.text import hangul
 
@@ -92,7 +92,7 @@ def main() -> None:
     asr = kospeech.load(args.package)
     test_waves, test_refs = [], {}
     if args.test_set is not None:
-        scp, text = read_trn(args.test_set / "wav.scp"), read_trn(args.test_set / "text")
+        scp, text = read_utt_text(args.test_set / "wav.scp"), read_utt_text(args.test_set / "text")
         test_refs = {u: text[u] for u in scp}
         test_waves = list(scp.values())
     rows = []

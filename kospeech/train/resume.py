@@ -56,7 +56,11 @@ CONFIG_FILE = "config.yaml"
 
 
 def weights_only_safe(obj: Any) -> Any:
-    """NumPy values to Python/tensors, so the checkpoint stays loadable with weights_only=True."""
+    """NumPy values to Python/tensors, so the checkpoint stays loadable with weights_only=True.
+
+    Not the export's YAML-safe copy (``kospeech.export.onnx``): this keeps tuples and turns arrays
+    into tensors, which ``torch.load(weights_only=True)`` reads and YAML would not.
+    """
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(obj.copy())
     if isinstance(obj, np.generic):

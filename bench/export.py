@@ -92,8 +92,8 @@ def trained(checkpoint: str, data_dirs: list[str]) -> None:
     from kospeech import runtime
     from kospeech.audio import read_audio
     from kospeech.export.onnx import export_onnx
+    from kospeech.files import read_utt_text
     from kospeech.metrics import score_corpus
-    from kospeech.text.tokenizers import read_kaldi_text
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,8 +104,8 @@ def trained(checkpoint: str, data_dirs: list[str]) -> None:
             "onnxruntime int8": runtime.load(export_dir, int8=True, num_threads=2),
         }
         for data in data_dirs:
-            refs = read_kaldi_text(Path(data) / "text")
-            scp = dict(line.split(maxsplit=1) for line in (Path(data) / "wav.scp").read_text("utf-8").splitlines())
+            refs = read_utt_text(Path(data) / "text", allow_empty=False)
+            scp = read_utt_text(Path(data) / "wav.scp", allow_empty=False)
             ids = list(refs)
             waves = [read_audio(scp[u].strip(), sample_rate=SR) for u in ids]
             audio_s = sum(w.size for w in waves) / SR

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kospeech.data.inputs import DUMP, read_meta, source_kind
+from kospeech.data.datadir import read_meta
+from kospeech.data.inputs import DUMP, source_kind
 from kospeech.errors import DataError
+from kospeech.files import write_utt_text
 
 logger = logging.getLogger(__name__)
 
@@ -82,33 +84,6 @@ def open_test_set(path: str | Path) -> TestSet:
                     "(the text as written); audio resampled to the model's rate where it differs", path,
                     meta["transcript"])
     return TestSet(path, kind, ids, refs, meta, source)
-
-
-# ---------------------------------------------------------------------------------------------
-# trn files
-
-
-def write_trn(path: Path, mapping: Mapping[str, str]) -> None:
-    """``utt-id text`` per line, sorted by id, written atomically."""
-    from kospeech.files import write_atomic
-
-    write_atomic(path, "".join(f"{u} {mapping[u]}".rstrip() + "\n" for u in sorted(mapping)))
-
-
-def read_trn(path: str | Path) -> dict[str, str]:
-    """Read a ``utt-id text`` file (an id alone means an empty text)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
-    out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(maxsplit=1)
-        if parts[0] in out:
-            raise DataError(f"{path}:{n}: utterance '{parts[0]}' appears twice")
-        out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,8 +177,8 @@ def decode_test_set(
     if len(refs) < len(test.utt_ids):
         logger.warning("%d of %d utterances have no reference text in %s", len(test.utt_ids) - len(refs),
                        len(test.utt_ids), test.path)
-    write_trn(out_dir / "hyp.trn", hyps)
-    write_trn(out_dir / "ref.trn", refs)
+    write_utt_text(out_dir / "hyp.trn", hyps)
+    write_utt_text(out_dir / "ref.trn", refs)
     config = getattr(transcriber, "config", None)
     model_cfg = config.get("model", {}) if isinstance(config, Mapping) else {}
     bundle = getattr(transcriber, "bundle", None)

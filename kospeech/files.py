@@ -1,4 +1,5 @@
-"""File primitives every layer uses: atomic writes, text lines in UTF-8 or CP949, YAML, checksums.
+"""File primitives every layer uses: atomic writes, text lines in UTF-8 or CP949, utt-id text
+(Kaldi ``text``, ``.trn``), YAML, checksums.
 
 The ground floor of the package: it imports nothing of kospeech but its errors, so any module
 (tokenizers, LMs, data dirs, checkpoints, exports) can write and read files the same way.
@@ -153,6 +154,35 @@ def write_scp(path: str | os.PathLike[str], entries: Mapping[str, Any]) -> None:
     """Write ``key value`` lines sorted by key, atomically."""
     lines = [f"{k} {entries[k]}\n" for k in sorted(entries)]
     write_atomic(path, "".join(lines))
+
+def read_utt_text(path: str | os.PathLike[str], *, allow_empty: bool = True) -> dict[str, str]:
+    """An ``utt-id text`` file (a Kaldi ``text``, a ``hyp.trn`` / ``ref.trn``) as an ordered mapping.
+
+    Read like every text file (:func:`read_lines`: UTF-8 or CP949). Blank lines are skipped; an
+    id alone on its line is an empty text, or, unless ``allow_empty``, a DataError; a repeated
+    id is a DataError. Errors name the file and line. (A data dir's own files go through
+    :func:`kospeech.data.datadir.read_scp`, which also refuses blank lines, for ``--fix``.)
+    """
+    path = Path(path)
+    out: dict[str, str] = {}
+    for n, line in enumerate(read_lines(path), 1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) < 2 and not allow_empty:
+            raise DataError(
+                f"{path}:{n}: utterance '{parts[0]}' has an empty transcript; "
+                "remove the line or the utterance from the data dir"
+            )
+        if parts[0] in out:
+            raise DataError(f"{path}:{n}: utterance '{parts[0]}' appears twice")
+        out[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return out
+
+
+def write_utt_text(path: str | os.PathLike[str], mapping: Mapping[str, str]) -> Path:
+    """``utt-id text`` per line, sorted by id, written atomically (an empty text leaves the id alone)."""
+    return write_atomic(path, "".join(f"{u} {mapping[u]}".rstrip() + "\n" for u in sorted(mapping)))
 
 
 def sha256_files(*paths: str | os.PathLike[str], progress: Callable[[int], Any] | None = None) -> str:

@@ -14,14 +14,9 @@ import yaml
 from kospeech.audio import read_audio
 from kospeech.cli import main
 from kospeech.data.corpora.ksponspeech import KsponSpeech
-from kospeech.data.corpora.synthetic import (
-    OTHER_VARIANTS,
-    TRAIN_VARIANTS,
-    make_noise,
-    mix_at_snr,
-    split_counts,
-    synthesize,
-)
+from kospeech.data.corpora.synthetic import synthesize
+from kospeech.data.corpora.synthetic_plan import OTHER_VARIANTS, TRAIN_VARIANTS, split_counts
+from kospeech.data.corpora.synthetic_render import make_noise, mix_at_snr
 from kospeech.data.corpora.zeroth import Zeroth
 from kospeech.data.datadir import read_data_dir, validate_data_dir
 from kospeech.errors import DataError

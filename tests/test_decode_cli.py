@@ -80,9 +80,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory, korean_utterances: list) -> 
 
 
 def _trn(path: Path) -> dict[str, str]:
-    from kospeech.decode import read_trn
+    from kospeech.files import read_utt_text
 
-    return read_trn(path)
+    return read_utt_text(path)
 
 
 def test_decode_dump_writes_trn_and_metadata(setup: dict, capsys: pytest.CaptureFixture[str]) -> None:

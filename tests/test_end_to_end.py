@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from kospeech.cli import main
-from kospeech.decode import read_trn
+from kospeech.files import read_utt_text
 
 from .test_runtime import run_without_torch
 from .test_serve import post, run_server, wav_bytes
@@ -91,7 +91,7 @@ def test_the_whole_path(run: dict, monkeypatch: pytest.MonkeyPatch, capsys: pyte
     # decode + score: the clean utterances come back as their references
     assert main(["decode", ckpt, "--data", str(run["data"]), "--out", str(root / "dec")]) == 0
     assert main(["score", "--dir", str(root / "dec")]) == 0
-    greedy = read_trn(root / "dec" / "hyp.trn")
+    greedy = read_utt_text(root / "dec" / "hyp.trn")
     assert [greedy[f"s{i}a"] for i in range(8)] == run["sentences"]
     # an n-gram, a decoding with it, and the package of that decoding
     assert main(["lm", "train", "--type", "ngram", "--order", "4", "--text", str(run["data"] / "text"),
@@ -100,7 +100,7 @@ def test_the_whole_path(run: dict, monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert main(["decode", ckpt, "--data", str(run["data"]), "--out", str(root / "dec_lm"), *lm_opts]) == 0
     assert main(["score", "--dir", str(root / "dec_lm")]) == 0
     assert main(["pack", ckpt, *lm_opts, "--scores", str(root / "dec_lm"), "--out", str(root / "pkg")]) == 0
-    scored = read_trn(root / "dec_lm" / "hyp.trn")
+    scored = read_utt_text(root / "dec_lm" / "hyp.trn")
     assert [scored[f"s{i}a"] for i in range(8)] == run["sentences"]
     utts = sorted(scored)
     paths = [str(root / "wav" / f"{u}.wav") for u in utts]

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from kospeech.data.corpora import espeak_voices, synthetic
+from kospeech.data.corpora import espeak_voices, synthetic, synthetic_plan
 from kospeech.data.corpora.espeak_voices import data_path_with, random_variant
-from kospeech.data.corpora.synthetic import OTHER_VARIANTS, TRAIN_VARIANTS, Voice, espeak, plan_corpus, voices_table
+from kospeech.data.corpora.synthetic import voices_table
+from kospeech.data.corpora.synthetic_plan import OTHER_VARIANTS, TRAIN_VARIANTS, Voice, plan_corpus
+from kospeech.data.corpora.synthetic_render import espeak
 from kospeech.errors import ConfigError, DataError
 from kospeech.text.sentences import load_sentences
 
@@ -53,7 +55,7 @@ def test_a_made_up_voice_speaks_differently_and_its_folder_goes_away() -> None:
     assert not folder.exists()
 
 
-def _plan(fraction: float = synthetic.TRAIN_MADE_UP_VOICE_FRACTION) -> synthetic.Plan:
+def _plan(fraction: float = synthetic_plan.TRAIN_MADE_UP_VOICE_FRACTION) -> synthetic_plan.Plan:
     sentences = list(load_sentences())
     return plan_corpus("ksponspeech", "/nonexistent", total=700, seed=3, sentences=sentences, made_up_voices=fraction)
 
@@ -68,7 +70,7 @@ def test_made_up_voices_speak_training_only_and_leave_the_test_splits_alone() ->
     assert not (speakers & set(OTHER_VARIANTS))
     for split in ("dev", "eval_clean", "eval_other"):
         assert all(j.voice.definition is None for j in plan.jobs[split])
-    assert set(synthetic.made_up_variants(plan)) == made_up
+    assert set(synthetic_plan.made_up_variants(plan)) == made_up
     without = _plan(0.0)
     for split in ("dev", "eval_clean", "eval_other"):
         same = [dataclasses.astuple(j) for j in plan.jobs[split]]
@@ -90,7 +92,7 @@ def test_the_share_is_checked_and_recorded(tmp_path: Path) -> None:
     assert main(cmd) == 0
     meta = yaml.safe_load((out / "synth.yaml").read_text(encoding="utf-8"))
     assert meta["made_up_voices"] == 1.0 and meta["voices"]["train"]
-    assert all(v.startswith(synthetic.MADE_UP_PREFIX) for v in meta["voices"]["train"])
+    assert all(v.startswith(synthetic_plan.MADE_UP_PREFIX) for v in meta["voices"]["train"])
     assert sorted(p.name for p in (out / synthetic.MADE_UP_DIR).iterdir()) == meta["voices"]["train"]
     # a corpus made with another share is not taken for this one, and the error says what differs
     with pytest.raises(DataError, match=r"made_up_voices: 1\.0 there, 0\.5 asked"):

@@ -275,6 +275,9 @@ def test_read_transcripts_plain_and_kaldi(tmp_path: Path) -> None:
     (tmp_path / "c").write_text("(3시)/(세 시)에 봐\n아/ 그래\nb/\n", encoding="utf-8")
     assert read_transcripts(tmp_path / "c", transcript="phonetic") == ["세 시에 봐", "아 그래"]
     assert read_transcripts(tmp_path / "c", transcript="spelling") == ["3시에 봐", "아 그래"]
+    # CP949, as `kospeech data prep` accepts a KsponSpeech transcript: the LM reads it the same way
+    (tmp_path / "d").write_bytes("u1 안녕 하세요\nu2 밥\n".encode("cp949"))
+    assert read_transcripts(tmp_path / "d") == ["안녕 하세요", "밥"]
 
 
 def test_lm_is_a_registry_kind(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from kospeech.cli import main
-from kospeech.decode import read_trn
 from kospeech.errors import DataError
+from kospeech.files import read_utt_text
 
 from .conftest import SHORT_SENTENCES, espeak_wave
 from .test_runtime import run_without_torch
@@ -61,7 +61,7 @@ def scored(ctc_checkpoint: dict, tmp_path_factory: pytest.TempPathFactory) -> di
     assert main(["pack", ckpt, "--search", "ctc_prefix_beam", "--lm", str(root / "lm"), *LM_OPTIONS,
                  "--scores", str(decode_dir), "--out", str(package)]) == 0
     paths = [line.split()[1] for line in scp]
-    return {"root": root, "package": package, "hyp": read_trn(decode_dir / "hyp.trn"), "paths": paths,
+    return {"root": root, "package": package, "hyp": read_utt_text(decode_dir / "hyp.trn"), "paths": paths,
             "decode_dir": decode_dir}
 
 
@@ -96,7 +96,7 @@ def test_every_torch_door_gives_the_scored_text(scored: dict, capsys: pytest.Cap
     out = scored["root"] / "exp" / "decode_again"
     assert main(["decode", str(scored["package"]), "--data", str(scored["root"] / "data" / "test"),
                  "--out", str(out)]) == 0
-    assert read_trn(out / "hyp.trn") == scored["hyp"]
+    assert read_utt_text(out / "hyp.trn") == scored["hyp"]
 
 
 def test_served_text_is_the_transcribed_text(scored: dict) -> None:

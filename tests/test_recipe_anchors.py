@@ -11,7 +11,7 @@ import torch
 
 from kospeech.config import load_config
 from kospeech.registry import build
-from kospeech.train.trainer import TrainOptions
+from kospeech.train.options import TrainOptions
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

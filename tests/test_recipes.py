@@ -80,7 +80,7 @@ def test_every_recipe_has_the_model_configs() -> None:
 
 
 def _build_all(path: Path, vocab_size: int) -> tuple[dict, torch.nn.Module, torch.optim.Optimizer, object]:
-    from kospeech.train.trainer import TrainOptions
+    from kospeech.train.options import TrainOptions
 
     cfg = load_config(path)
     for key in ("data", "frontend", "augment", "model", "optimizer", "train", "decode"):

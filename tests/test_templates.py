@@ -68,12 +68,12 @@ def test_templates_name_only_known_slots() -> None:
 
 
 def test_synthetic_training_side_mixes_listed_dialogue_generated_and_recombined() -> None:
-    from kospeech.data.corpora import synthetic
+    from kospeech.data.corpora import synthetic_plan
     from kospeech.text.sentences import DIALOGUE_SENTENCES
 
     sentences = load_sentences()
-    plan = synthetic.plan_corpus("ksponspeech", "/nonexistent", total=3000, seed=1, sentences=sentences)
-    train_side, test_side = split_sentences(sentences, test_fraction=synthetic.TEST_FRACTION, seed=1)
+    plan = synthetic_plan.plan_corpus("ksponspeech", "/nonexistent", total=3000, seed=1, sentences=sentences)
+    train_side, test_side = split_sentences(sentences, test_fraction=synthetic_plan.TEST_FRACTION, seed=1)
     listed = set(train_side)
     dialogue = set(load_sentences(resource=DIALOGUE_SENTENCES))
     raws = [j.raw for j in plan.jobs["train"]]
@@ -81,26 +81,26 @@ def test_synthetic_training_side_mixes_listed_dialogue_generated_and_recombined(
     listed_share = sum(r in listed for r in raws) / len(raws)
     dialogue_raws = [r for r in raws if r in dialogue]
     generated_share = sum(r not in listed and r not in dialogue and r in generated for r in raws) / len(raws)
-    s = synthetic
+    s = synthetic_plan
     new_shares = s.TRAIN_DIALOGUE_FRACTION + s.TRAIN_GENERATED_FRACTION + s.TRAIN_RECOMBINED_FRACTION
     assert listed_share == pytest.approx(1 - new_shares, abs=0.02)
-    assert len(dialogue_raws) / len(raws) == pytest.approx(synthetic.TRAIN_DIALOGUE_FRACTION, abs=0.02)
+    assert len(dialogue_raws) / len(raws) == pytest.approx(synthetic_plan.TRAIN_DIALOGUE_FRACTION, abs=0.02)
     assert len(set(dialogue_raws)) == len(dialogue_raws)  # no repeats while the pool lasts
-    assert generated_share == pytest.approx(synthetic.TRAIN_GENERATED_FRACTION, abs=0.02)
+    assert generated_share == pytest.approx(synthetic_plan.TRAIN_GENERATED_FRACTION, abs=0.02)
     test_spoken = {normalize_kspon(s, "phonetic") for s in test_side}
     assert not test_spoken & {normalize_kspon(r, "phonetic") for r in raws}
     assert {j.raw for j in plan.jobs["eval_clean"]} <= set(test_side)
     # the language-model text: every listed training sentence and the whole pool, no test sentence
-    lm_text = plan.lists[synthetic.LM_TEXT_FILE].splitlines()
+    lm_text = plan.lists[synthetic_plan.LM_TEXT_FILE].splitlines()
     assert listed <= set(lm_text) and len(set(lm_text) & dialogue) > len(set(dialogue_raws))
     assert not test_spoken & {normalize_kspon(r, "phonetic") for r in lm_text}
     # the test sets do not depend on the training mix: the same utterances with no dialogue pool
-    saved = synthetic.TRAIN_DIALOGUE_FRACTION
+    saved = synthetic_plan.TRAIN_DIALOGUE_FRACTION
     try:
-        synthetic.TRAIN_DIALOGUE_FRACTION = 0.0
-        without = synthetic.plan_corpus("ksponspeech", "/nonexistent", total=3000, seed=1, sentences=sentences)
+        synthetic_plan.TRAIN_DIALOGUE_FRACTION = 0.0
+        without = synthetic_plan.plan_corpus("ksponspeech", "/nonexistent", total=3000, seed=1, sentences=sentences)
     finally:
-        synthetic.TRAIN_DIALOGUE_FRACTION = saved
+        synthetic_plan.TRAIN_DIALOGUE_FRACTION = saved
     for split in ("eval_clean", "eval_other"):
         assert [(j.raw, j.voice, j.noise) for j in without.jobs[split]] == [
             (j.raw, j.voice, j.noise) for j in plan.jobs[split]

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from kospeech.cli import main
 from kospeech.errors import ConfigError, DataError
+from kospeech.files import read_utt_text
 from kospeech.registry import build, registry
 from kospeech.text import load_tokenizer, load_tokenizer_from_files, read_lang_dir, train_tokenizer
 from kospeech.text.hangul import MODERN_JAMO, compose, decompose, decompose_syllable, is_syllable
 from kospeech.text.special import BLANK_ID, EOS_ID, NUM_SPECIAL, PAD_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID
-from kospeech.text.tokenizers import read_kaldi_text
 
 TEXTS = [
     "안녕하세요 오늘 날씨가 좋네요",
@@ -188,13 +188,15 @@ def _write_text(path: Path, lines: list[str]) -> Path:
 
 def test_read_kaldi_text(tmp_path: Path) -> None:
     text = _write_text(tmp_path / "text", ["u1 안녕 하세요", "u2   밥  먹었어요", ""])
-    assert read_kaldi_text(text) == {"u1": "안녕 하세요", "u2": "밥  먹었어요"}
+    assert read_utt_text(text, allow_empty=False) == {"u1": "안녕 하세요", "u2": "밥  먹었어요"}
     _write_text(text, ["u1 안녕", "u2", "u3 밥"])
     with pytest.raises(DataError, match=r"text:2: utterance 'u2' has an empty transcript"):
-        read_kaldi_text(text)
+        read_utt_text(text, allow_empty=False)
     _write_text(text, ["u1 안녕", "u1 밥"])
     with pytest.raises(DataError, match=r"text:2: utterance 'u1' appears twice"):
-        read_kaldi_text(text)
+        read_utt_text(text, allow_empty=False)
+    text.write_bytes("u1 안녕\n\nu2\n".encode("cp949"))  # CP949, a blank line, an id alone: a .trn's empty hyp
+    assert read_utt_text(text) == {"u1": "안녕", "u2": ""}
 
 
 @pytest.mark.parametrize(

@@ -55,11 +55,10 @@ def score_files(ref_path: Path, hyp_path: Path, out_dir: Path, *, cer_spaces: bo
     ``cer_spaces``: CER scores the space between words as a character, as ESPnet's published
     CERs do (see :mod:`kospeech.metrics`); ``scores.json`` records it.
     """
-    from kospeech.decode import read_trn
-    from kospeech.files import write_atomic
+    from kospeech.files import read_utt_text, write_atomic
     from kospeech.metrics import format_alignment, score_corpus
 
-    refs, hyps = read_trn(ref_path), read_trn(hyp_path)
+    refs, hyps = read_utt_text(ref_path), read_utt_text(hyp_path)
     score = score_corpus(refs, hyps, cer_spaces=cer_spaces)
     info = _decode_info(hyp_path.parent)
     test = info.get("test_set") or {}

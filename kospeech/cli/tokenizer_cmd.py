@@ -6,13 +6,14 @@ import argparse
 import logging
 from typing import Any
 
-from kospeech.text.tokenizers import load_tokenizer, read_kaldi_text, train_tokenizer
+from kospeech.files import read_utt_text
+from kospeech.text.tokenizers import load_tokenizer, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
 
 def train(args: argparse.Namespace) -> int:
-    texts = read_kaldi_text(args.text)
+    texts = read_utt_text(args.text, allow_empty=False)
     options: dict[str, Any] = {}
     if args.vocab_size is not None:
         options["vocab_size"] = args.vocab_size

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kospeech.files import write_atomic
 from kospeech.errors import DataError
+from kospeech.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

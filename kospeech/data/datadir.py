@@ -45,6 +45,7 @@ from kospeech.files import (
     decode_line,
     mixed_encoding_error,
     raw_lines,
+    read_lines,
     read_scp,
     split_scp_line,
     write_atomic,
@@ -92,12 +93,14 @@ def write_meta(
     write_atomic(path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """A data dir's or feature dump's ``meta.yaml`` (corpus, transcript form, sample rate), {} when
+    there is none; read like every text file (UTF-8 or CP949), checked like :func:`write_meta` writes it."""
+    path = Path(directory) / "meta.yaml"
+    if not path.exists():
+        return {}
     try:
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
+        meta = yaml.safe_load("\n".join(read_lines(path)))
     except yaml.YAMLError as err:
         raise DataError(f"{path}: YAML syntax error: {err}") from None
     if not isinstance(meta, dict):
@@ -199,7 +202,7 @@ def read_data_dir(directory: str | os.PathLike[str]) -> DataDir:
                 utt2dur[utt] = float(value)
             except ValueError:
                 raise DataError(f"{directory / 'utt2dur'}: '{utt}' has a non-numeric duration '{value}'") from None
-    meta = read_meta(directory / "meta.yaml") if (directory / "meta.yaml").exists() else {}
+    meta = read_meta(directory)
     for name, mapping in (("text", text), ("utt2spk", utt2spk)):
         if set(mapping) != set(wav):
             diff = sorted(set(wav).symmetric_difference(mapping))[:5]
@@ -414,7 +417,8 @@ def _wav_problem(value: str) -> tuple[str, str, str] | None:
         if stages[0][0] == "cat" and len(stages) == 1:
             for f in stages[0][1:]:
                 if not Path(f).is_file():
-                    return "missing", "missing audio file", f": audio file {f} (read by the pipe '{value}') does not exist"
+                    return ("missing", "missing audio file",
+                            f": audio file {f} (read by the pipe '{value}') does not exist")
         return None
     p = Path(value)
     try:
@@ -503,7 +507,8 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
             except ValueError:
                 pass
             if reco_dur.get(reco, 0.0) <= 0:
-                note("recodur", f"{directory / 'reco2dur'}: '{reco}' has an invalid duration '{value}' (--fix measures it)")
+                note("recodur",
+                     f"{directory / 'reco2dur'}: '{reco}' has an invalid duration '{value}' (--fix measures it)")
                 redo_reco.add(reco)
                 reco_dur.pop(reco, None)
         for reco in sorted(set(wav) - set(reco2dur)):
@@ -589,7 +594,7 @@ def validate_data_dir(directory: str | os.PathLike[str], *, fix: bool = False, f
     meta_path = directory / "meta.yaml"
     if meta_path.exists():
         try:
-            read_meta(meta_path)
+            read_meta(directory)
         except DataError as err:
             report.add(str(err))
     else:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from kospeech.data.datadir import read_scp
 from kospeech.errors import DataError
 from kospeech.text.special import PAD_ID
 
@@ -36,14 +37,6 @@ def _tokenizer(tokenizer: Any) -> Any:
     if not hasattr(tokenizer, "encode"):
         raise DataError(f"expected a tokenizer (with .encode) or a lang dir, got {type(tokenizer).__name__}")
     return tokenizer
-
-
-def _read_text(path: Path) -> dict[str, str]:
-    if not path.exists():
-        raise DataError(f"{path} does not exist; a training set needs transcripts (the dump copies the data dir's)")
-    from kospeech.files import read_scp
-
-    return read_scp(path, allow_empty=True)
 
 
 def _log_drops(where: Path, kept: int, dropped: Counter[str]) -> None:
@@ -99,7 +92,7 @@ class FeatureDataset(Dataset):
         self.directory = Path(dump_dir)
         self.dump = FeatureDump(self.directory)
         self.tokenizer = _tokenizer(tokenizer)
-        text = _read_text(self.directory / "text")
+        text = read_scp(self.directory / "text", allow_empty=True)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         if cmvn is not None:
@@ -179,7 +172,7 @@ class RawAudioDataset(Dataset):
         self.sample_rate = int(sample_rate)
         self.tokenizer = _tokenizer(tokenizer)
         wav = audio_items(self.directory)  # paths, pipes and segments alike (kaldi_io.read_item reads them)
-        text = _read_text(self.directory / "text")
+        text = read_scp(self.directory / "text", allow_empty=True)
         durations = known_durations(self.directory)  # utt2dur, segments, reco2dur
         self.utt_ids: list[str] = []
         self.paths: list[Any] = []

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kospeech.data.datadir import read_scp
 from kospeech.errors import DataError
 from kospeech.files import sha256_files, write_atomic
 
@@ -399,12 +400,6 @@ def _dump_shard(job: tuple[int, list[tuple[str, Any, float]], dict[str, Any], st
     return result
 
 
-def _read_kv(path: Path) -> dict[str, str]:
-    from kospeech.files import read_scp
-
-    return read_scp(path)
-
-
 def _plan_items(wav: Mapping[str, Any], factors: Sequence[float]) -> list[tuple[str, Any, float]]:
     items = [(speed_id(utt, f), path, float(f)) for utt, path in wav.items() for f in factors]
     return sorted(items)
@@ -625,7 +620,7 @@ def _assemble(
             if name == "text":
                 logger.warning("%s has no text file; the dump can be used for decoding only", data_dir)
             continue
-        mapping = _read_kv(src)
+        mapping = read_scp(src)
         lines = []
         for utt, value in mapping.items():
             for f in factors:

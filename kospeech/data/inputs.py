@@ -82,17 +82,6 @@ def source_kind(path: str | Path, key: str = "data") -> str:
     )
 
 
-def read_meta(directory: str | Path) -> dict[str, Any]:
-    """A data dir's or dump's ``meta.yaml`` (corpus, transcript form, sample rate), {} when absent."""
-    meta_path = Path(directory) / "meta.yaml"
-    if not meta_path.is_file():
-        return {}
-    from kospeech.files import read_yaml
-
-    meta = read_yaml(meta_path)
-    return dict(meta) if isinstance(meta, Mapping) else {}
-
-
 def dump_frontend_config(dump_dir: str | Path, given: Mapping[str, Any] | None) -> dict[str, Any]:
     """The frontend a dump was made with (``frontend.yaml``), which wins over the config's: the
     features already exist. A differing config is named in a warning, not silently dropped."""

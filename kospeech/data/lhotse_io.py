@@ -63,7 +63,9 @@ class ConversionReport:
 
     def summary(self) -> str:
         reasons = ", ".join(f"{r}: {c}" for r, c in sorted(self.skipped.items())) or "none"
-        return f"{self.out}: {self.recordings} recordings, {self.utterances} utterances; left out {sum(self.skipped.values())} ({reasons})"
+        left_out = sum(self.skipped.values())
+        return (f"{self.out}: {self.recordings} recordings, {self.utterances} utterances; "
+                f"left out {left_out} ({reasons})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ class ConversionReport:
 def _recording(lhotse: Any, reco: str, value: str, duration: float | None, sample_rate: int, header: Path) -> Any:
     """One wav.scp entry as a lhotse Recording (DataError when its audio cannot be described)."""
     from kospeech.audio import PCM_SAMPLE_RATE, audio_duration, check_wav_complete, is_pcm
-    from kospeech.data.kaldi_io import pipe_wave, is_pipe, pcm_pipe, pipe_command, streamed_wav_header
+    from kospeech.data.kaldi_io import is_pipe, pcm_pipe, pipe_command, pipe_wave, streamed_wav_header
 
     AudioSource, Recording = lhotse.AudioSource, lhotse.Recording
     if is_pipe(value):
@@ -112,9 +114,9 @@ def data_dir_to_lhotse(directory: str | os.PathLike[str], out: str | os.PathLike
     log and in ``out/skipped.txt``; the rest are written.
     """
     from kospeech.data.datadir import PLAIN_KALDI_META
-    from kospeech.files import read_scp, write_atomic
     from kospeech.data.inputs import read_meta
     from kospeech.data.kaldi_io import audio_items, known_durations, read_segments
+    from kospeech.files import read_scp, write_atomic
 
     lhotse = _lhotse()
     directory, out = Path(directory), Path(out)
@@ -208,9 +210,9 @@ def lhotse_to_data_dir(
     ``corpus``, ``transcript`` (what form the text is in; lhotse does not say) and the
     recordings' most common sampling rate.
     """
+    from kospeech.data.datadir import _format_dur as fmt
     from kospeech.data.datadir import utt2spk_to_spk2utt, write_meta
     from kospeech.files import write_atomic, write_scp
-    from kospeech.data.datadir import _format_dur as fmt
 
     lhotse = _lhotse()
     out = Path(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kospeech.errors import DataError
+from kospeech.files import read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,9 @@ def read_transcripts(path: str | Path, *, transcript: str | None = None) -> list
     lines that normalise to nothing are dropped.
     """
     path = Path(path)
-    try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    except FileNotFoundError:
-        raise DataError(f"LM text file not found: {path}") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 ({err.reason})") from None
+    if not path.exists():
+        raise DataError(f"LM text file not found: {path}")
+    lines = [ln.strip() for ln in read_lines(path)]  # UTF-8 or CP949, as data prep reads transcripts
     lines = [ln for ln in lines if ln]
     if not lines:
         raise DataError(f"{path}: no sentences to train an LM on")

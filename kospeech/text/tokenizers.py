@@ -429,32 +429,3 @@ def train_tokenizer(name: str, texts: Iterable[str], out_dir: str | os.PathLike[
     tok.save(out_dir)
     logger.info("tokenizer %s: %d units saved to %s", name, tok.vocab_size, out_dir)
     return tok
-
-
-def read_kaldi_text(path: str | os.PathLike[str]) -> dict[str, str]:
-    """A Kaldi ``text`` file (``utt-id transcript`` per line) as an ordered mapping.
-
-    Read as corpus transcripts are (UTF-8, else CP949; :func:`kospeech.data.datadir.decode_lines`).
-    An empty transcript or a repeated utterance id is an error naming the file and line.
-    """
-    from kospeech.files import decode_lines
-
-    p = Path(path)
-    out: dict[str, str] = {}
-    try:
-        data = p.read_bytes()
-    except OSError as err:
-        raise DataError(f"{p}: cannot be read ({err.strerror or err})") from None
-    for lineno, line in enumerate(decode_lines(data, p)[0], 1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) < 2:
-            raise DataError(
-                f"{p}:{lineno}: utterance '{parts[0]}' has an empty transcript; "
-                "remove the line or the utterance from the data dir"
-            )
-        if parts[0] in out:
-            raise DataError(f"{p}:{lineno}: utterance '{parts[0]}' appears twice")
-        out[parts[0]] = parts[1]
-    return out

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kospeech.data.datadir import write_data_dir
-from kospeech.files import TEXT_ENCODINGS, decode_lines, write_atomic
 from kospeech.errors import ConfigError, DataError
+from kospeech.files import TEXT_ENCODINGS, decode_lines, write_atomic
 
 logger = logging.getLogger(__name__)
 

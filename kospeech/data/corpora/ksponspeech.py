@@ -178,8 +178,8 @@ class KsponSpeech:
     splits = SPLITS
 
     def __init__(
-        self, *, transcript: str = "phonetic", nj: int = 1, dev_fraction: float = 0.005, normalization: str = "standard",
-        wav_scp: str = "pipe",
+        self, *, transcript: str = "phonetic", nj: int = 1, dev_fraction: float = 0.005,
+        normalization: str = "standard", wav_scp: str = "pipe",
     ) -> None:
         from kospeech.text.normalize import NORMALIZATIONS
 
@@ -261,8 +261,8 @@ class KsponSpeech:
         """Each ``.pcm`` path as ``cat DIR/pcm_header.wav x.pcm |``, the header written once into DIR."""
         from dataclasses import replace
 
-        from kospeech.files import write_atomic
         from kospeech.data.kaldi_io import pcm_pipe, streamed_wav_header
+        from kospeech.files import write_atomic
 
         header = (directory / PCM_HEADER).resolve()
         write_atomic(header, streamed_wav_header(PCM_SAMPLE_RATE))

@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from kospeech.decode import read_trn
+from kospeech.files import read_utt_text
 from kospeech.metrics import score_corpus
 
 
@@ -30,7 +30,7 @@ def read_voices(corpus: Path) -> dict[str, dict[str, str]]:
 
 
 def breakdown(voices: dict[str, dict[str, str]], decode_dir: Path) -> str:
-    refs, hyps = read_trn(decode_dir / "ref.trn"), read_trn(decode_dir / "hyp.trn")
+    refs, hyps = read_utt_text(decode_dir / "ref.trn"), read_utt_text(decode_dir / "hyp.trn")
     unknown = [u for u in refs if u not in voices]
     if unknown:
         sys.exit(f"{decode_dir}: {len(unknown)} utterances are not in voices.tsv (first: {unknown[0]})")

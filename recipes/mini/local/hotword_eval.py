@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kospeech.data.corpora.synthetic import Voice, espeak
-from kospeech.decode import read_trn
+from kospeech.data.corpora.synthetic_plan import Voice
+from kospeech.data.corpora.synthetic_render import espeak
+from kospeech.files import read_utt_text
 from kospeech.metrics import score_corpus
 from kospeech.text import hangul
 
@@ -93,7 +94,7 @@ def main() -> None:
     if args.test_set is not None:
         from kospeech.data.kaldi_io import audio_items, read_item
 
-        scp, text = audio_items(args.test_set), read_trn(args.test_set / "text")  # pipes (KsponSpeech's) too
+        scp, text = audio_items(args.test_set), read_utt_text(args.test_set / "text")  # pipes (KsponSpeech's) too
         test_refs = {u: text[u] for u in scp}
         test_waves = [read_item(scp[u], sample_rate=asr.sample_rate) for u in test_refs]
     rows = []

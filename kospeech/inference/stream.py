@@ -12,8 +12,8 @@ samples before the first frame not yet decided and ends at the newest sample; th
 whole reach lies inside the window are *stable*: they are what decoding the whole recording
 would give, and they go into an incremental CTC prefix beam (:class:`kospeech.runtime.ctc.PrefixBeam`,
 with the n-gram LM and hotwords) that never looks at them again. The newer frames, computed as
-if the audio ended there, are *tentative*: a copy of the beam takes them to make the partial
-text, which may still change. A model whose reach is unbounded (global self-attention) is
+if the audio ended there, are *tentative*: their best path, after the beam's best prefix, is
+the partial text, which may still change. A model whose reach is unbounded (global self-attention) is
 re-decoded on a growing window from the start of its segment, which endpointing keeps short.
 Both engines stream through the same code; only the window's log-probabilities are theirs.
 
@@ -26,7 +26,6 @@ memory of one segment.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -105,6 +104,17 @@ def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sampl
     left = None if last >= base.shape[0] - 1 else last * stride - at + stride
     right = None if first <= 0 else at - first * stride + stride
     return Reach(stride, None if left is None else max(left, 0), None if right is None else max(right, 0))
+
+
+def _greedy_tail(log_probs: np.ndarray, last: int) -> list[int]:
+    """The best path of the undecided frames, continuing from the decided frames' last unit: the
+    partial text's cheap tail (the beam with its LM runs on decided frames only, once each)."""
+    tokens = []
+    for tok in ctc.mask_non_units(log_probs).argmax(-1).tolist():
+        if tok != ctc.BLANK_ID and tok != last:
+            tokens.append(tok)
+        last = tok
+    return tokens
 
 
 class _Greedy:
@@ -247,6 +257,7 @@ class Stream:
                                           length_bonus=float(self.search_cfg.get("length_bonus", 0.0)),
                                           context=self._context))
         self._stable: list[np.ndarray] = []
+        self._last_best = ctc.BLANK_ID  # the best path's unit at the last decided frame
         self._trailing_blank = 0
         self._emitted = False
         self._partial = []
@@ -283,9 +294,7 @@ class Stream:
         if final:
             self._close(self._done)
             return
-        look_ahead = copy.copy(self._beam)
-        look_ahead.advance(log_probs[stable_end - frames_before :])
-        self._partial = look_ahead.best()
+        self._partial = self._beam.best() + _greedy_tail(log_probs[stable_end - frames_before :], self._last_best)
         self._drop_old_samples()
         self._check_endpoint()
 
@@ -296,6 +305,7 @@ class Stream:
         self._stable.append(np.asarray(frames, dtype=np.float32))
         self._done += frames.shape[0]
         best = ctc.mask_non_units(frames).argmax(-1)
+        self._last_best = int(best[-1])
         speech = np.nonzero(best != ctc.BLANK_ID)[0]
         if speech.size:
             self._emitted = True

@@ -27,7 +27,7 @@ test_sets="eval_clean eval_other"
 # training-only sentences (lm_text.txt: the listed training sentences and the conversational
 # pool, spoken or not; seconds, made by stage 4 when missing). Weight and length bonus were
 # chosen on a tuning corpus whose sentences are in neither the training text nor the test sets
-# (local/lm_tuning_sentences.txt; measured in the README). --lm-weight 0 decodes without the LM.
+# (local/lm_tuning_sentences.txt; measured in RESULTS.md). --lm-weight 0 decodes without the LM.
 search="ctc_prefix_beam beam_size=10"
 lm=ngram
 lm_weight=1.0

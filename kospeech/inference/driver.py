@@ -105,6 +105,7 @@ class Driver:
         self._search: Any = None  # built at first use: a caller may only ever pass its own
         self._warned_rate = False
         self._reach: Any = None  # the network's reach, for streams (measured once)
+        self._fusion: dict[str, tuple[Any, Any]] = {}  # streams' LM and hotwords, per search config
 
     @property
     def sample_rate(self) -> int:
@@ -144,6 +145,14 @@ class Driver:
 
         return Stream(self, search=search, step_seconds=step_seconds, look_ahead=look_ahead,
                       endpoint=Endpoint() if endpoint == "default" else endpoint, **options)
+
+    def stream_fusion(self, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The n-gram and hotword graph of a stream's search, loaded once per config and shared by
+        the streams (they are read-only; each stream's beam keeps its own LM states)."""
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items()))
+        if key not in self._fusion:
+            self._fusion[key] = self.engine.ctc_fusion(cfg)
+        return self._fusion[key]
 
     def stream_reach(self) -> Any:
         """The model's :class:`~kospeech.inference.stream.Reach`, measured at the first stream."""

@@ -185,7 +185,7 @@ class Stream:
             raise ConfigError(f"look_ahead must be >= 0 seconds, got {look_ahead}")
         full = self.reach.right
         self._look_ahead = full if look_ahead is None or full is None else min(full, int(look_ahead * self.sample_rate))
-        self._lm, self._context = (engine.ctc_fusion(self.search_cfg)
+        self._lm, self._context = (driver.stream_fusion(self.search_cfg)
                                    if self.search_cfg["name"] == "ctc_prefix_beam" else (None, None))
         self._step = max(self.reach.stride, int(round(step_seconds * self.sample_rate / self.reach.stride))
                          * self.reach.stride)

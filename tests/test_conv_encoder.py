@@ -183,3 +183,25 @@ def test_self_conditioned_ctc_overfits_eight_utterances(fbank_batch: dict) -> No
 def test_intermediate_ctc_bad_options(fbank_batch: dict, extra: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         _model(fbank_batch, SMALL_CONV + extra)
+
+
+@pytest.mark.parametrize("look_ahead", [None, 0, 2])
+def test_look_ahead_bounds_what_a_frame_hears_of_the_future(look_ahead: int | None) -> None:
+    """Frame j depends on inputs up to j + blocks * look_ahead and back to j - blocks * (k - 1 - look_ahead):
+    changing input frame t changes exactly the outputs t - blocks * look_ahead ... t + blocks * back."""
+    blocks, kernel = 3, 5
+    enc = build("encoder", {"name": "separable_conv", "dim": 8, "num_blocks": blocks, "kernel_size": kernel,
+                            "dropout": 0.0, "extractor": None, "look_ahead": look_ahead}, input_dim=4).eval()
+    ahead = kernel // 2 if look_ahead is None else look_ahead
+    back = kernel - 1 - ahead
+    x = torch.randn(1, 40, 4)
+    lengths = torch.tensor([40])
+    with torch.no_grad():
+        base, _ = enc(x, lengths)
+        x2 = x.clone()
+        x2[0, 20] += 1.0
+        changed, _ = enc(x2, lengths)
+    moved = ((changed - base).abs().amax(-1)[0] > 0).nonzero().flatten().tolist()
+    assert moved == list(range(20 - blocks * ahead, 20 + blocks * back + 1))
+    with pytest.raises(ConfigError, match="look_ahead"):
+        build("encoder", {"name": "separable_conv", "kernel_size": 5, "look_ahead": 5, "extractor": None}, input_dim=4)

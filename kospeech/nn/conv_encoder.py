@@ -24,9 +24,12 @@ from kospeech.registry import component, register
 class SeparableConvBlock(nn.Module):
     """Depthwise conv (time) -> pointwise conv (channels) -> masked BN -> ReLU -> dropout, + x."""
 
-    def __init__(self, dim: int, kernel_size: int, dropout: float) -> None:
+    def __init__(self, dim: int, kernel_size: int, dropout: float, look_ahead: int | None = None) -> None:
         super().__init__()
-        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        # centred (the default), or ``look_ahead`` frames of future and the rest of the past
+        self.pad = None if look_ahead is None else (kernel_size - 1 - look_ahead, look_ahead)
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2 if self.pad is None else 0,
+                                   groups=dim)
         self.pointwise = nn.Conv1d(dim, dim, 1, bias=False)
         self.norm = MaskedBatchNorm1d(dim)
         self.activation = nn.ReLU()
@@ -34,7 +37,7 @@ class SeparableConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, C, T), zero past each length; mask (B, 1, T)."""
-        y = self.norm(self.pointwise(self.depthwise(x)), mask)
+        y = self.norm(self.pointwise(self.depthwise(x if self.pad is None else nn.functional.pad(x, self.pad))), mask)
         return x + self.dropout(self.activation(y)) * mask
 
 
@@ -57,6 +60,10 @@ class SeparableConvEncoder(nn.Module):
         dropout: after each block's activation.
         extractor: front end (default ``conv2d_subsampling`` x4 to ``dim``); ``null`` feeds the
             features, projected to ``dim``.
+        look_ahead: frames of the future each block sees (null: ``kernel_size // 2``, centred).
+            A stream decides a frame once ``num_blocks * look_ahead`` frames after it (plus the
+            extractor's few) have arrived, so this bounds a streaming model's latency: 1 with
+            10 blocks after a x4 subsampling is 0.4 s; the rest of the kernel looks back.
     """
 
     def __init__(
@@ -68,15 +75,20 @@ class SeparableConvEncoder(nn.Module):
         kernel_size: int = 11,
         dropout: float = 0.1,
         extractor: component("extractor", "input_dim") = {"name": "conv2d_subsampling", "subsampling": 4},
+        look_ahead: int | None = None,
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"encoder 'separable_conv': kernel_size must be odd and positive, got {kernel_size}")
+        if look_ahead is not None and not 0 <= look_ahead < kernel_size:
+            raise ConfigError(f"encoder 'separable_conv': look_ahead must be in [0, kernel_size), got {look_ahead}")
         if num_blocks < 1:
             raise ConfigError(f"encoder 'separable_conv': num_blocks must be >= 1, got {num_blocks}")
         self.extractor, feature_dim = build_extractor(extractor, input_dim, "encoder.extractor")
         self.project = projection(feature_dim, dim)
-        self.blocks = nn.ModuleList(SeparableConvBlock(dim, kernel_size, dropout) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(
+            SeparableConvBlock(dim, kernel_size, dropout, look_ahead) for _ in range(num_blocks)
+        )
         self.output_dim = dim
 
     def forward(

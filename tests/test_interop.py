@@ -181,7 +181,7 @@ def test_prep_takes_in_a_kaldi_dir_with_durations_and_meta(kaldi: dict, capsys: 
     assert "kaldi: 5 utterances" in capsys.readouterr().out
     d = out / "kaldi"
     assert validate_data_dir(d).ok
-    assert read_meta(d / "meta.yaml") == {"corpus": "kaldi", "transcript": "spelling", "sample_rate": 16000}
+    assert read_meta(d) == {"corpus": "kaldi", "transcript": "spelling", "sample_rate": 16000}
     assert (d / "skipped.txt").read_text(encoding="utf-8").startswith("u1\tunreadable audio\t")
     dur = dict(line.split() for line in (d / "utt2dur").read_text(encoding="utf-8").splitlines())
     assert float(dur["u0"]) == pytest.approx(len(kaldi["waves"]["u0"]) / RATE, abs=1e-3)

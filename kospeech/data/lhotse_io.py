@@ -113,8 +113,7 @@ def data_dir_to_lhotse(directory: str | os.PathLike[str], out: str | os.PathLike
     where its duration must be measured) is left out with its utterances, each named in the
     log and in ``out/skipped.txt``; the rest are written.
     """
-    from kospeech.data.datadir import PLAIN_KALDI_META
-    from kospeech.data.inputs import read_meta
+    from kospeech.data.datadir import PLAIN_KALDI_META, read_meta
     from kospeech.data.kaldi_io import audio_items, known_durations, read_segments
     from kospeech.files import read_scp, write_atomic
 

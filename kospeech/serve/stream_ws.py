@@ -59,6 +59,17 @@ class _Close(Exception):
         self.code = code
 
 
+def close(ws: Any, code: int, reason: str, wait: float = 2.0) -> None:
+    """Send the close frame, then wait (up to ``wait`` s) for the client's, as the closing handshake
+    asks: the server returning at once lets the socket be torn down while the client's close frame
+    is in flight, and the reset that follows can discard the last messages before the client reads
+    them (a browser then sees code 1006 and no final text)."""
+    ws.close(code, reason)
+    reader = getattr(ws, "thread", None)  # simple-websocket's reader ends when the client's close arrives
+    if reader is not None:
+        reader.join(timeout=wait)
+
+
 def final_message(result: Any, *, at: float) -> dict[str, Any]:
     """A closed segment's JSON: its text, words with times on the whole stream, and its span
     (first word's start to last word's end; ``at`` for both when it has no words)."""
@@ -165,7 +176,7 @@ def blueprint(model: Any, slots: threading.Semaphore, *, max_streams: int = MAX_
             last["limit"] = True
         send(ws, last)
         logger.info("stream: %.2f s of audio, %d words", received / STREAM_RATE, len(result.words))
-        ws.close(NORMAL, "the stream reached the limit" if limit else "done")
+        close(ws, NORMAL, "the stream reached the limit" if limit else "done")
 
     @bp.get("/stream")
     def not_a_websocket() -> Any:  # a plain GET (a browser tab, curl): say what the route wants
@@ -180,20 +191,20 @@ def blueprint(model: Any, slots: threading.Semaphore, *, max_streams: int = MAX_
 
         if not open_streams.acquire(blocking=False):
             send(ws, {"error": f"all {max_streams} streams are in use; try again later"})
-            ws.close(TRY_AGAIN_LATER, "try again later")
+            close(ws, TRY_AGAIN_LATER, "try again later")
             return
         try:
             recognise(ws)
         except _Close as err:
             send(ws, {"error": str(err)})
-            ws.close(err.code, str(err).encode()[:120].decode(errors="ignore"))  # a reason is at most 123 bytes
+            close(ws, err.code, str(err).encode()[:120].decode(errors="ignore"))  # a reason is at most 123 bytes
         except ConnectionClosed:
             logger.info("a stream's client went away")
         except Exception as err:  # noqa: BLE001  # the client gets a line, the log the cause
             logger.exception("a stream failed")
             try:
                 send(ws, {"error": f"the server failed on this stream ({type(err).__name__}); see its log"})
-                ws.close(SERVER_ERROR, "server error")
+                close(ws, SERVER_ERROR, "server error")
             except ConnectionClosed:
                 pass
         finally:

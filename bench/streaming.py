@@ -40,9 +40,9 @@ SR = 16000
 CHUNK_SECONDS = 0.16
 
 
-def stream_one(model, wave: np.ndarray, look_ahead: float | None) -> dict:
+def stream_one(model, wave: np.ndarray, look_ahead: float | None, step: float) -> dict:
     """Feed one utterance in chunks; what the stream showed when, and its final result."""
-    stream = model.stream(endpoint=None, look_ahead=look_ahead)
+    stream = model.stream(endpoint=None, look_ahead=look_ahead, step_seconds=step)
     chunk = int(CHUNK_SECONDS * SR)
     shown: list[tuple[float, str]] = []
     compute = 0.0
@@ -70,7 +70,7 @@ def emission_delays(result, shown: list[tuple[float, str]]) -> list[float]:
     return delays
 
 
-def run(model, name: str, data_dir: Path, look_ahead: float | None, offline: dict[str, str]) -> dict:
+def run(model, name: str, data_dir: Path, look_ahead: float | None, offline: dict[str, str], step: float) -> dict:
     wav = read_scp(data_dir / "wav.scp")
     refs = read_scp(data_dir / "text")
     finals, delays, early, long_utts = {}, [], 0, 0
@@ -80,7 +80,7 @@ def run(model, name: str, data_dir: Path, look_ahead: float | None, offline: dic
     latency = None
     for utt, path in wav.items():
         wave = read_audio(path)
-        out = stream_one(model, wave, look_ahead)
+        out = stream_one(model, wave, look_ahead, step)
         finals[utt] = out["result"].text
         delays += emission_delays(out["result"], out["shown"])
         if len(wave) >= 2 * SR:
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--onnx", help="the model's export dir: stream with the onnxruntime engine too")
     parser.add_argument("--look-ahead", type=float, nargs="*", default=[],
                         help="seconds of look-ahead to try besides the model's whole reach")
+    parser.add_argument("--step", type=float, default=0.32, help="seconds of new audio that run the network again")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = [("torch", kospeech.load(args.model, device="cpu"))]
@@ -123,7 +124,8 @@ def main() -> None:
         models.append(("onnx", kospeech.runtime.load(args.onnx, int8=False, num_threads=1)))
     reach = models[0][1].stream_reach()
     print(f"model: {args.model}; reach: {reach.left / SR:.2f} s back, {reach.right / SR:.2f} s ahead, "
-          f"{reach.stride / SR * 1000:.0f} ms per frame; chunks of {CHUNK_SECONDS * 1000:.0f} ms, one thread")
+          f"{reach.stride / SR * 1000:.0f} ms per frame; chunks of {CHUNK_SECONDS * 1000:.0f} ms, "
+          f"step {args.step:g} s, one thread")
     print("| data | engine | look-ahead | CER final | CER offline | finals = offline | text before the end "
           "| latency | emission delay median / p90 (s) | ms per chunk | RTF | streams per core | state KB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -132,7 +134,7 @@ def main() -> None:
         for name, model in models:
             offline = {u: r.text for u, r in zip(wav, model.transcribe(list(wav.values())))}
             for look_ahead in [None, *(args.look_ahead if name == "torch" else [])]:  # the engines decide alike
-                r = run(model, name, data_dir, look_ahead, offline)
+                r = run(model, name, data_dir, look_ahead, offline, args.step)
                 print(f"| {data_dir.name} | {r['engine']} | {r['look_ahead']} | {r['cer']:.2f} "
                       f"| {r['offline_cer']:.2f} | {r['same']}/{r['n']} | {r['early']} | {r['latency']} "
                       f"| {r['delay']} | {r['ms_chunk']:.1f} "

@@ -106,40 +106,31 @@ def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sampl
     return Reach(stride, None if left is None else max(left, 0), None if right is None else max(right, 0))
 
 
-def _greedy_tail(log_probs: np.ndarray, last: int) -> list[int]:
-    """The best path of the undecided frames, continuing from the decided frames' last unit: the
-    partial text's cheap tail (the beam with its LM runs on decided frames only, once each)."""
+def _best_path(log_probs: np.ndarray, last: int) -> tuple[list[int], int]:
+    """The best path's units over ``log_probs`` (argmax per frame, repeats merged, blanks dropped),
+    continuing from a frame whose best unit was ``last``; and the best unit of the last frame."""
     tokens = []
     for tok in ctc.mask_non_units(log_probs).argmax(-1).tolist():
         if tok != ctc.BLANK_ID and tok != last:
             tokens.append(tok)
         last = tok
-    return tokens
+    return tokens, last
 
 
 class _Greedy:
-    """``ctc_greedy`` with :class:`~kospeech.runtime.ctc.PrefixBeam`'s interface: the best path of
-    the frames so far (the argmax of each frame, repeats merged, blanks dropped)."""
+    """``ctc_greedy`` with :class:`~kospeech.runtime.ctc.PrefixBeam`'s ``advance``/``best``: the best
+    path of the frames so far."""
 
     def __init__(self) -> None:
         self.best_ids: list[int] = []
-        self.last = -1
+        self.last = ctc.BLANK_ID
 
     def advance(self, log_probs: np.ndarray) -> None:
-        best = ctc.mask_non_units(log_probs).argmax(-1).tolist()
-        ids = list(self.best_ids)
-        last = self.last
-        for tok in best:
-            if tok != ctc.BLANK_ID and tok != last:
-                ids.append(tok)
-            last = tok
-        self.best_ids, self.last = ids, last
+        tokens, self.last = _best_path(log_probs, self.last)
+        self.best_ids = self.best_ids + tokens
 
     def best(self) -> list[int]:
         return list(self.best_ids)
-
-    def hypotheses(self) -> list[tuple[list[int], float]]:
-        return [(self.best(), 0.0)]
 
 
 class Stream:
@@ -294,7 +285,7 @@ class Stream:
         if final:
             self._close(self._done)
             return
-        self._partial = self._beam.best() + _greedy_tail(log_probs[stable_end - frames_before :], self._last_best)
+        self._partial = self._beam.best() + _best_path(log_probs[stable_end - frames_before :], self._last_best)[0]
         self._drop_old_samples()
         self._check_endpoint()
 

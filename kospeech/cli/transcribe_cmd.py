@@ -4,7 +4,9 @@ A thin command line over ``kospeech.load`` (the Python API). AUDIO is a wav/flac
 sample rate), a KsponSpeech headerless ``.pcm``, or ``-`` for standard input; MODEL is a package
 (decoded with its own search and LM, as the recipe scored it), an export dir (onnxruntime), a
 checkpoint ``.pt`` or an exp dir. Audio longer than ``--max-segment-seconds``
-is cut at pauses and decoded piece by piece (a progress bar shows the seconds done).
+is cut at pauses and decoded piece by piece (a progress bar shows the seconds done); ``--vad
+silero`` cuts it at the speech silero's VAD network finds instead, and the rest is not decoded
+(noise between sentences gives no words; ``pip install 'kospeech[vad]'``).
 
 ``--format``: ``text`` (``path<TAB>text`` per file; the text alone for one file), ``json`` (one
 object per file: text, words and syllables with times, duration, error), ``srt``, ``vtt``,
@@ -51,7 +53,7 @@ def transcribe(args: argparse.Namespace) -> int:
             bar.update(int(done[0]) - before)
 
         results = asr.transcribe(audio, batch_size=args.batch_size, timestamps=args.format != "text",
-                                 progress=advance)
+                                 progress=advance, vad=args.vad, vad_model=args.vad_model)
     failed = 0
     for path, r in zip(audio, results):
         if not r.ok:
@@ -80,6 +82,11 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         "--batch-size", type=positive_int, default=8, help="files (or pieces of a long file) decoded together"
     )
     p.add_argument("--max-segment-seconds", type=float, default=20.0, help="longer audio is cut at pauses")
+    p.add_argument("--vad", choices=("energy", "silero"), default=None,
+                   help="how long audio is cut: energy (default: at quiet stretches) or silero (its VAD network's "
+                   "speech regions; needs pip install 'kospeech[vad]')")
+    p.add_argument("--vad-model", default=None, metavar="ONNX",
+                   help="a silero v5+ VAD .onnx file instead of the installed one (implies --vad silero)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--trust-plugins", action="store_true",
                    help="import the plugin folders the checkpoint recorded (runs their code: trusted files only)")

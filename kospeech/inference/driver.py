@@ -7,8 +7,9 @@ between a checkpoint and its ONNX export:
 - opening inputs: paths (streamed in blocks), ``"-"`` (standard input), a file's bytes, numpy or
   torch waves (float, or integer PCM scaled by its type), resampling to the model's rate;
 - the short-audio rule: audio shorter than the encoder accepts is padded with silence;
-- long audio: streamed and cut at pauses (:mod:`kospeech.inference.segment`), pieces batched
-  within a window of a few batches so memory does not grow with the file;
+- long audio: streamed and cut at pauses (:mod:`kospeech.inference.segment`), or at the speech
+  silero's VAD finds (``vad="silero"``, :mod:`kospeech.runtime.vad`), pieces batched within a
+  window of a few batches so memory does not grow with the file;
 - batching by length, per-item errors (a batch that fails is decoded item by item so the bad one
   names itself), and the :class:`~kospeech.inference.result.Result` of each item;
 - the search: the model's (or package's) decoding by default, call-time options on top, and the
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 30.0
 SORT_WINDOW_BATCHES = 4
+#: how long audio is cut: at quiet stretches (numpy, keeps every sample) or at silero's speech regions
+VADS = ("energy", "silero")
 #: the LM weight used when an LM is given without one (never 0 without a word)
 DEFAULT_LM_WEIGHT = 0.5
 #: options that need a beam search (a greedy search given one of them becomes its head's beam search)
@@ -106,6 +109,7 @@ class Driver:
         self._warned_rate = False
         self._reach: Any = None  # the network's reach, for streams (measured once)
         self._fusion: dict[str, tuple[Any, Any]] = {}  # streams' LM and hotwords, per search config
+        self._vads: dict[str, Any] = {}  # silero sessions, per model file (loaded at the first long file)
 
     @property
     def sample_rate(self) -> int:
@@ -228,6 +232,8 @@ class Driver:
         progress: Callable[[float], None] | None = None,
         max_segment_seconds: float | None = None,
         hotwords: Sequence[str] | None = None,
+        vad: str | None = None,
+        vad_model: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> Result | list[Result]:
         """Transcribe one input (returns a :class:`Result`) or a list (returns a list, in order).
@@ -244,6 +250,10 @@ class Driver:
             progress: called with the seconds of audio done after each batch (CLI progress bars).
             hotwords: words and names to favour (contextual biasing), e.g. ``["솔담채", "한빛나래"]``;
                 they replace the package's list for this call (``hotword_weight=W`` per token).
+            vad: how audio longer than ``max_segment_seconds`` is cut: ``"energy"`` (the default: at
+                pauses, every sample decoded) or ``"silero"`` (silero's VAD network: only its speech
+                regions are decoded, so noise between sentences is not; ``pip install 'kospeech[vad]'``).
+            vad_model: a silero v5+ ``.onnx`` file for ``vad="silero"`` (implies it when ``vad`` is None).
         """
         if hotwords is not None:
             options["hotwords"] = list(hotwords)
@@ -252,6 +262,7 @@ class Driver:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         limit = self.max_segment_seconds if max_segment_seconds is None else float(max_segment_seconds)
+        cutter = self._cutter(vad, vad_model)  # before any decoding: a missing VAD model fails the call at once
         searcher = self._searcher(search, options)
         rate = self.sample_rate
         results: list[Result | None] = [None] * len(items)
@@ -261,7 +272,7 @@ class Driver:
                 name, seconds, blocks = self.open(item, sample_rate)
                 if segment and seconds > limit:
                     results[i] = self._transcribe_long(name, seconds, blocks(), searcher, batch_size, timestamps,
-                                                       progress, limit)
+                                                       progress, limit, cutter)
                 else:
                     short.append((i, name, np.concatenate(list(blocks()))))
             except KoSpeechError as err:
@@ -278,13 +289,30 @@ class Driver:
         done = [r if r is not None else Result.failed(None, "not decoded") for r in results]
         return done[0] if single else done
 
+    def _cutter(self, vad: str | None, vad_model: str | os.PathLike[str] | None) -> Callable[..., Any]:
+        """The function that cuts long audio (``segment_stream``'s signature): the energy cutter,
+        or silero's (its session loaded once per model file and kept)."""
+        name = vad if vad is not None else ("silero" if vad_model is not None else "energy")
+        if name not in VADS:
+            raise ConfigError(f"vad={name!r}: choose one of {', '.join(VADS)}")
+        if name == "energy":
+            if vad_model is not None:
+                raise ConfigError("vad_model is silero's model file: it goes with vad='silero', not 'energy'")
+            return segment_stream
+        from functools import partial
+
+        from kospeech.runtime.vad import load_vad, silero_segments
+
+        return partial(silero_segments, vad=load_vad(vad_model, self._vads))
+
     def _transcribe_long(self, name: str, seconds: float, blocks: Iterator[np.ndarray], searcher: Any,
                          batch_size: int, timestamps: bool, progress: Callable[[float], None] | None,
-                         limit: float) -> Result:
+                         limit: float, cutter: Callable[..., Any] = segment_stream) -> Result:
         rate = self.sample_rate
         pieces: list[tuple[float, float, Decoded]] = []
         pending: list[tuple[int, np.ndarray]] = []
         errors: list[str] = []
+        reported = [0]  # samples handed to ``progress``
 
         def flush() -> None:
             # pieces of similar length share a batch (little padding); a window of a few batches
@@ -298,15 +326,18 @@ class Driver:
                     else:
                         pieces.append((start / rate, (start + len(wave)) / rate, d))
                 if progress is not None:
+                    reported[0] += sum(len(w) for _, w in chunk)
                     progress(sum(len(w) for _, w in chunk) / rate)
             pending.clear()
 
-        for start, wave in segment_stream(blocks, rate, max_seconds=limit, min_seconds=limit / 4):
+        for start, wave in cutter(blocks, rate, max_seconds=limit, min_seconds=limit / 4):
             pending.append((start, wave))
             if len(pending) == SORT_WINDOW_BATCHES * batch_size:
                 flush()
         if pending:
             flush()
+        if progress is not None and seconds * rate - reported[0] >= 1:
+            progress(seconds - reported[0] / rate)  # what the VAD found no speech in is done too
         if errors:
             more = f" (and {len(errors) - 1} more)" if errors[1:] else ""
             return Result.failed(name, f"{name}: {errors[0]}{more}")

@@ -50,9 +50,20 @@ def quietest_cut(wave: np.ndarray, sample_rate: int, lo: int, hi: int, window_se
     level = _levels(wave[lo:hi], hop, w)
     if len(level) < 2:
         return hi
-    starts, ends = _runs(level <= level.min() + 6.0)
+    return lo + (lowest_point(level, 6.0) + w // 2) * hop
+
+
+def lowest_point(score: np.ndarray, tolerance: float) -> int:
+    """Index in the middle of the longest run of ``score`` within ``tolerance`` of its minimum.
+
+    Where running speech must be cut, the middle of the longest low stretch is safer than the
+    single lowest frame (a stop consonant's closure is short and low; a breath is long). Shared
+    by the energy cutter (dB levels) and the silero cutter (speech probabilities,
+    :mod:`kospeech.runtime.vad`).
+    """
+    starts, ends = _runs(score <= score.min() + tolerance)
     longest = int(np.argmax(ends - starts))
-    return lo + int((starts[longest] + ends[longest]) // 2 + w // 2) * hop
+    return int((starts[longest] + ends[longest]) // 2)
 
 
 def next_cut(wave: np.ndarray, sample_rate: int, *, max_len: int, min_len: int, min_pause: float,

@@ -37,7 +37,6 @@ from kospeech.nn.norm import MaskedBatchNorm1d
 from kospeech.nn.transformer import FeedForward
 from kospeech.registry import build, component, register
 
-
 #: the largest chunk (encoder frames) ``dynamic_chunk`` trains on, as WeNet's U2 does (1 s after x4)
 DYNAMIC_CHUNK_MAX = 25
 

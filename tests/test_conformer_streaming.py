@@ -329,3 +329,29 @@ def test_decode_time_chunk_size_and_the_onnx_export(tmp_path: Path) -> None:
     assert exported.engine.chunk_frames() == 4
     with pytest.raises(ConfigError, match="fixed in its graph"):
         kospeech.load(out, chunk_size=8)
+
+
+# ---- the KsponSpeech streaming config --------------------------------------------------------
+
+
+def test_ksponspeech_streaming_config_builds_to_its_parameter_count() -> None:
+    """recipes/ksponspeech/conf/conformer_transducer_streaming.yaml passes the training-config check,
+    builds (on the meta device) to the count in its header, and sets 640 ms chunks."""
+    from kospeech.config import load_config
+    from kospeech.train.schema import check_train_config
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "ksponspeech" / "conf" / "conformer_transducer_streaming.yaml"
+    cfg = load_config(path)
+    check_train_config(cfg)
+    frontend = build("frontend", cfg["frontend"], path="frontend")
+    with torch.device("meta"):
+        model = build("model", cfg["model"], path="model", input_dim=frontend.output_dim, vocab_size=5000)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == 79_253_384
+    header = path.read_text(encoding="utf-8").split("\nextends:")[0]
+    assert "79.253 M parameters" in header and "Remaining differences" in header
+    enc = model.encoder
+    frame_ms = frontend.hop_length / frontend.sample_rate * 1000 * SUB
+    assert enc.chunk_size * frame_ms == 640 and enc.dynamic_chunk and enc.causal_conv and enc.left_chunks == 4
+    assert model.is_transducer
+    build("search", cfg["decode"]["search"], path="decode.search", model=model)

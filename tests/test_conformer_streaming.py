@@ -340,7 +340,8 @@ def test_ksponspeech_streaming_config_builds_to_its_parameter_count() -> None:
     from kospeech.config import load_config
     from kospeech.train.schema import check_train_config
 
-    path = Path(__file__).resolve().parents[1] / "recipes" / "ksponspeech" / "conf" / "conformer_transducer_streaming.yaml"
+    conf = Path(__file__).resolve().parents[1] / "recipes" / "ksponspeech" / "conf"
+    path = conf / "conformer_transducer_streaming.yaml"
     cfg = load_config(path)
     check_train_config(cfg)
     frontend = build("frontend", cfg["frontend"], path="frontend")
@@ -355,3 +356,32 @@ def test_ksponspeech_streaming_config_builds_to_its_parameter_count() -> None:
     assert enc.chunk_size * frame_ms == 640 and enc.dynamic_chunk and enc.causal_conv and enc.left_chunks == 4
     assert model.is_transducer
     build("search", cfg["decode"]["search"], path="decode.search", model=model)
+
+
+def test_kospeech_decode_takes_a_chunk_size(tmp_path: Path) -> None:
+    """``kospeech decode MODEL --chunk-size N``: the hypotheses are those of ``kospeech.load(...,
+    chunk_size=N)`` and decode.yaml records the chunk size."""
+    import yaml
+
+    import kospeech
+    from kospeech.audio import write_audio
+    from kospeech.cli import main
+    from kospeech.data.datadir import write_data_dir
+    from kospeech.files import read_utt_text
+
+    ckpt = write_chunked_checkpoint(tmp_path, chunk_size=4, dynamic_chunk=True)
+    waves = {"a": test_wave(2.1, 3), "b": test_wave(1.4, 4)}
+    audio = {}
+    for utt, wave in waves.items():
+        audio[utt] = str(tmp_path / f"{utt}.wav")
+        write_audio(audio[utt], wave, RATE)
+    data = write_data_dir(tmp_path / "data", wav=audio, text={u: TEXTS[0] for u in audio},
+                          utt2spk={u: "spk" for u in audio}, utt2dur={u: 2.0 for u in audio}, corpus="none",
+                          transcript="phonetic")
+    assert main(["decode", str(ckpt), "--data", str(data), "--out", str(tmp_path / "d16"), "--chunk-size", "16"]) == 0
+    info = yaml.safe_load((tmp_path / "d16" / "decode.yaml").read_text(encoding="utf-8"))
+    assert info["chunk_size"] == 16
+    asr = kospeech.load(ckpt, device="cpu", chunk_size=16)
+    hyps = read_utt_text(tmp_path / "d16" / "hyp.trn")
+    assert [hyps[u] for u in waves] == [asr.transcribe(w, sample_rate=RATE).text for w in waves.values()]
+    assert all(hyps.values())  # the model emits, so the comparison means something

@@ -327,6 +327,11 @@ def test_decode_time_chunk_size_and_the_onnx_export(tmp_path: Path) -> None:
     assert [a.shape for a in ours] == [b.shape for b in at_four]
     assert max(float(np.abs(a - b).max()) for a, b in zip(ours, at_four)) < 1e-3
     assert exported.engine.chunk_frames() == 4
+    # the ONNX engine streams through the same chunk-aligned windows
+    wave = test_wave(4.0, 5)
+    frames, result = streamed_frames(exported, wave)
+    np.testing.assert_allclose(np.concatenate(frames), exported.log_probs([wave])[0], atol=1e-5)
+    assert result.text == exported.transcribe(wave, segment=False).text
     with pytest.raises(ConfigError, match="fixed in its graph"):
         kospeech.load(out, chunk_size=8)
 

@@ -206,6 +206,9 @@ def decode_test_set(
         },
         "failed": failed,
     }
+    chunk_frames = getattr(transcriber.engine, "chunk_frames", None)
+    if chunk_frames is not None and chunk_frames():  # chunk-wise attention: the CER is that chunk size's
+        info["chunk_size"] = int(chunk_frames())
     from kospeech.files import write_atomic
 
     write_atomic(out_dir / "decode.yaml", yaml.safe_dump(info, sort_keys=False, allow_unicode=True))

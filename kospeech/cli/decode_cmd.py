@@ -30,7 +30,7 @@ def decode(args: argparse.Namespace) -> int:
         raise ConfigError("no model given: kospeech decode MODEL [MODEL ...] --data DIR --out DIR")
     search, options = search_choice(args, [a for a in args.options if "=" in a])
     asr = load(models if len(models) > 1 else models[0], device=args.device, weights=args.weights,
-               trust_plugins=args.trust_plugins)
+               trust_plugins=args.trust_plugins, chunk_size=args.chunk_size)
     cfg = asr.search_config(search, **options)
     total = len(open_test_set(args.data).utt_ids)
     with progress_bar(total=total, desc=f"decode {cfg['name']}", unit="utt") as bar:
@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--data", required=True, help="feature dump dir (kospeech features dump) or Kaldi data dir")
     p.add_argument("--out", required=True, help="decode dir to write hyp.trn, ref.trn and decode.yaml into")
     add_search_arguments(p, search_takes_options=True)
+    p.add_argument("--chunk-size", type=int, default=None, metavar="FRAMES",
+                   help="decode a Conformer with chunk-wise attention of FRAMES encoder frames (16 at 40 ms: "
+                   "640 ms; 0: full context) instead of its model.encoder.decode_chunk_size")
     p.add_argument("--batch-size", type=positive_int, default=16, help="utterances per batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("options", nargs="*", metavar="MODEL | KEY=VALUE",

@@ -32,7 +32,7 @@ from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
 from kospeech.files import sha256_files
 from kospeech.metadata import make_metadata
-from kospeech.models.base import min_input_frames
+from kospeech.models.base import chunk_frames, min_input_frames
 
 logger = logging.getLogger(__name__)
 
@@ -499,6 +499,8 @@ def export_onnx(
                 "subsampling": subsampling,
                 "frame_seconds": hop * subsampling / sr,
                 "min_frames": min_input_frames(model, input_dim),  # the torch engine's own rule
+                # chunk-wise attention, fixed in the graph: a stream aligns its windows on it
+                **({"chunk_size": chunk} if (chunk := chunk_frames(model)) else {}),
                 "opset": opset,
                 **({"decoder_state": init_shapes(model, input_dim)} if "decoder" in graphs else {}),
                 # the int8 graphs are loaded by default: their bytes are checked too

@@ -26,6 +26,7 @@ def load(
     weights: Sequence[float] | None = None,
     trust_plugins: bool = False,
     user_dirs: Sequence[str | os.PathLike[str]] = (),
+    chunk_size: int | None = None,
     **options: Any,
 ) -> Any:
     """The front door: a :class:`~kospeech.inference.driver.Driver` for any model a user has.
@@ -39,6 +40,9 @@ def load(
     add to the model's decoding (``kospeech.load("exp/x", search="ctc_prefix_beam", beam_size=10)``).
     ``user_dirs`` are plugin folders to load first; ``trust_plugins`` imports the plugin folders
     a checkpoint recorded (only for checkpoints whose origin you trust: that runs their code).
+    ``chunk_size`` decodes a Conformer with chunk-wise attention of that many encoder frames (0:
+    full context) instead of its configured ``decode_chunk_size``; a dynamic-chunk checkpoint
+    decodes at any. An export has its chunk size fixed in its graph and refuses one.
     """
     from kospeech.inference import package
 
@@ -51,11 +55,17 @@ def load(
                 from kospeech.errors import ConfigError
 
                 raise ConfigError("weights apply to an ensemble: give a list of checkpoints")
+            if chunk_size is not None:
+                from kospeech.errors import ConfigError
+
+                raise ConfigError(f"chunk_size: {path} is an export, whose chunk size is fixed in its graph; "
+                                  f"export the checkpoint with the chunk size wanted")
             return runtime.load(path, search=search, max_segment_seconds=max_segment_seconds, **options)
     from kospeech.inference import api
 
     return api.load_torch(path, device=device, search=search, max_segment_seconds=max_segment_seconds,
-                          weights=weights, trust_plugins=trust_plugins, user_dirs=user_dirs, **options)
+                          weights=weights, trust_plugins=trust_plugins, user_dirs=user_dirs, chunk_size=chunk_size,
+                          **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ from kospeech.inference.driver import Driver
 from kospeech.inference.engine import Decoded, encode_hotwords, samples_for_frames
 from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.timing import TokenSpan
+from kospeech.models.base import chunk_frames, set_chunk_size
 from kospeech.text.special import NUM_SPECIAL
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,10 @@ class TorchEngine:
             else:
                 self._min_samples = samples_for_frames(frames, self.sample_rate, self.inputs.frame_shift)
         return self._min_samples
+
+    def chunk_frames(self) -> int:
+        """The encoder's chunk size in output frames (0: none), from :func:`chunk_frames`."""
+        return chunk_frames(self.model)
 
     @torch.no_grad()
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -189,6 +194,7 @@ def load_torch(
     weights: Sequence[float] | None = None,
     trust_plugins: bool = False,
     user_dirs: Sequence[str | Path] = (),
+    chunk_size: int | None = None,
     **options: Any,
 ) -> Driver:
     """The torch part of :func:`kospeech.inference.load` (checkpoints, exp dirs, packages, ensembles)."""
@@ -200,6 +206,8 @@ def load_torch(
         from kospeech.inference.ensemble import load_ensemble
 
         bundle = load_ensemble(path, device=device, weights=weights, trust_plugins=trust_plugins)
+        if chunk_size is not None:
+            set_chunk_size(bundle.model, chunk_size, "the ensemble")
         return Transcriber(bundle, search=search, max_segment_seconds=max_segment_seconds, name="ensemble",
                            **options)
     if weights is not None:
@@ -207,7 +215,11 @@ def load_torch(
     if package.is_package(path):
         pkg = package.read_package(path)
         bundle = load_for_inference(pkg.checkpoint, device=device, trust_plugins=trust_plugins)
+        if chunk_size is not None:
+            set_chunk_size(bundle.model, chunk_size, str(path))
         return Transcriber(bundle, search=search, max_segment_seconds=max_segment_seconds, name=pkg.name,
                            default_search=pkg.search, **options)
     bundle = load_for_inference(path, device=device, trust_plugins=trust_plugins)
+    if chunk_size is not None:
+        set_chunk_size(bundle.model, chunk_size, str(path))
     return Transcriber(bundle, search=search, max_segment_seconds=max_segment_seconds, **options)

@@ -163,7 +163,9 @@ class Driver:
         if self._reach is None:
             from kospeech.inference.stream import probe_reach
 
-            self._reach = probe_reach(self.engine.log_probs, self.sample_rate)
+            chunk = getattr(self.engine, "chunk_frames", None)
+            self._reach = probe_reach(self.engine.log_probs, self.sample_rate,
+                                      chunk_frames=int(chunk()) if chunk is not None else 0)
             logger.info("streaming: %d samples per frame; each frame hears %s samples back, %s ahead",
                         self._reach.stride, self._reach.left, self._reach.right)
         return self._reach

@@ -15,6 +15,10 @@ with the n-gram LM and hotwords) that never looks at them again. The newer frame
 if the audio ended there, are *tentative*: their best path, after the beam's best prefix, is
 the partial text, which may still change. A model whose reach is unbounded (global self-attention) is
 re-decoded on a growing window from the start of its segment, which endpointing keeps short.
+A Conformer with chunk-wise attention (``chunk_size``) counts its chunks from the first frame of
+its input, so a frame's reach depends on where it sits in its chunk: the probe takes the widest
+over every position in a chunk, and windows start on chunk boundaries of the segment
+(:attr:`Reach.period`), where the whole segment's chunks start too.
 Both engines stream through the same code; only the window's log-probabilities are theirs.
 
 Endpointing (the rules of Kaldi's online decoders and sherpa-onnx) closes a segment on the
@@ -67,11 +71,14 @@ class Reach:
 
     Frame ``j`` sits at sample ``j * stride`` of its window and depends on samples
     ``[j * stride - left, j * stride + right]``; None: on all of them (global attention).
+    ``period``: samples per chunk of a chunk-wise attention (0: none); a window must start on a
+    multiple of it from the segment's start to compute the frames the whole segment gives.
     """
 
     stride: int
     left: int | None
     right: int | None
+    period: int = 0
 
     @property
     def bounded(self) -> bool:
@@ -79,11 +86,14 @@ class Reach:
 
 
 def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sample_rate: int,
-                seconds: float = PROBE_SECONDS) -> Reach:
+                seconds: float = PROBE_SECONDS, *, chunk_frames: int = 0) -> Reach:
     """Measure a network's :class:`Reach`: run it on noise, change one sample in the middle, and
     see which output frames change (exactly: outside the reach the arithmetic is the same).
 
-    One stride of margin is added on each side for the sample's phase within a frame.
+    One stride of margin is added on each side for the sample's phase within a frame. With
+    ``chunk_frames`` (chunk-wise attention) the first frame of a chunk hears to the chunk's end
+    and its last frame less, so one sample is changed at every frame position of a chunk and
+    the widest reach is kept.
     """
     rng = np.random.default_rng(0)
     n = int(seconds * sample_rate)
@@ -94,16 +104,25 @@ def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sampl
         raise ConfigError(f"cannot stream this model: one second of audio adds {frames_per_second} output "
                           f"frames, not a whole number of samples per frame")
     stride = sample_rate // frames_per_second
-    at = n // 2
-    changed_wave = wave[:n].copy()
-    changed_wave[at] += 0.5
-    changed = np.nonzero((log_probs([changed_wave])[0] != base).any(axis=1))[0]
-    if changed.size == 0:
-        raise ConfigError("cannot stream this model: its output does not depend on its input")
-    first, last = int(changed[0]), int(changed[-1])
-    left = None if last >= base.shape[0] - 1 else last * stride - at + stride
-    right = None if first <= 0 else at - first * stride + stride
-    return Reach(stride, None if left is None else max(left, 0), None if right is None else max(right, 0))
+    period = chunk_frames * stride
+    centre = n // 2 if not period else n // 2 // period * period
+    lefts: list[int | None] = []
+    rights: list[int | None] = []
+    positions = [centre + k * stride for k in range(max(chunk_frames, 1))]
+    if period:  # the same batch shape as every changed copy: attention's sums may round otherwise
+        base = log_probs([wave[:n]])[0]
+    for at in positions:
+        changed_wave = wave[:n].copy()
+        changed_wave[at] += 0.5
+        changed = np.nonzero((log_probs([changed_wave])[0] != base).any(axis=1))[0]
+        if changed.size == 0:
+            raise ConfigError("cannot stream this model: its output does not depend on its input")
+        first, last = int(changed[0]), int(changed[-1])
+        lefts.append(None if last >= base.shape[0] - 1 else max(last * stride - at + stride, 0))
+        rights.append(None if first <= 0 else max(at - first * stride + stride, 0))
+    left = None if None in lefts else max(v for v in lefts if v is not None)
+    right = None if None in rights else max(v for v in rights if v is not None)
+    return Reach(stride, left, right, period)
 
 
 def _best_path(log_probs: np.ndarray, last: int) -> tuple[list[int], int]:
@@ -260,12 +279,9 @@ class Stream:
     def _run(self, *, final: bool) -> None:
         """Run the network on the current window; commit the stable frames; update the partial text."""
         self._run_at = self._received
-        stride, reach = self.reach.stride, self.reach
+        stride = self.reach.stride
         seg_len = self._received - self._segment_start
-        if reach.left is None:
-            start = 0
-        else:
-            start = max(0, (self._done * stride - reach.left) // stride * stride)
+        start = self._window_start()
         window = self._samples(self._segment_start + start, self._received)
         frames_before = start // stride
         if window.size == 0:
@@ -340,13 +356,18 @@ class Stream:
     def _samples(self, start: int, end: int) -> np.ndarray:
         return self._buffer[start - self._buffer_start : end - self._buffer_start]
 
+    def _window_start(self) -> int:
+        """Where the next window starts, in samples from the segment's start: ``left`` before the
+        first undecided frame, on a frame boundary (on a chunk boundary for chunk-wise attention);
+        the segment's start when the reach back is unbounded."""
+        if self.reach.left is None:
+            return 0
+        align = self.reach.period or self.reach.stride
+        return max(0, (self._done * self.reach.stride - self.reach.left) // align * align)
+
     def _drop_old_samples(self) -> None:
         """Forget audio no later window will read (bounded memory whatever the stream's length)."""
-        if self.reach.left is None:
-            keep_from = self._segment_start
-        else:
-            keep_from = self._segment_start + max(0, (self._done * self.reach.stride - self.reach.left)
-                                                  // self.reach.stride * self.reach.stride)
+        keep_from = self._segment_start + self._window_start()
         if keep_from > self._buffer_start:
             self._buffer = self._buffer[keep_from - self._buffer_start :].copy()
             self._buffer_start = keep_from

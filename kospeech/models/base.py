@@ -10,6 +10,7 @@ beam); a search reorders them with ``select_state``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -132,3 +133,23 @@ def min_input_frames(model: nn.Module, input_dim: int, device: torch.device | st
     finally:
         model.train(was_training)
     return hi
+
+
+def chunk_frames(model: nn.Module) -> int:
+    """The chunk size in encoder frames that a model's chunk-wise attention uses when decoding (0:
+    full context): every module with a ``decode_chunk_frames`` (the Conformer encoder) counts, and an
+    ensemble of chunk sizes gets their least common multiple, on which all their chunks start."""
+    sizes = {int(m.decode_chunk_frames) for m in model.modules() if hasattr(m, "decode_chunk_frames")} - {0}
+    return math.lcm(*sizes) if sizes else 0
+
+
+def set_chunk_size(model: nn.Module, chunk_size: int, source: str = "the model") -> None:
+    """Decode ``model`` with chunk-wise attention of ``chunk_size`` encoder frames (0: full context),
+    on every encoder that has it (``set_decode_chunk_size``); a model with none is refused."""
+    from kospeech.errors import ConfigError
+
+    encoders = [m for m in model.modules() if hasattr(m, "set_decode_chunk_size")]
+    if not encoders:
+        raise ConfigError(f"chunk_size: {source} has no encoder with chunk-wise attention (a conformer encoder has)")
+    for encoder in encoders:
+        encoder.set_decode_chunk_size(chunk_size)

@@ -53,6 +53,9 @@ class Attention(nn.Module):
     """
 
     stepwise: bool = False
+    #: True when ``forward`` also takes a per-query mask (B, Lq, T) besides the (B, T) one: what a
+    #: self-attention needs to hide later chunks from each frame (the Conformer's chunk_size)
+    accepts_query_mask: bool = False
     output_dim: int
     num_heads: int = 1
 

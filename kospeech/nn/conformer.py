@@ -4,6 +4,14 @@ Each block is a "macaron": half a feed-forward, relative-position self-attention
 module, the other half feed-forward, then a LayerNorm. Attention sees the whole utterance; the
 depthwise convolution models local patterns that attention captures poorly.
 
+Streaming (WeNet's U2 recipe): ``chunk_size`` cuts the frames into chunks counted from the first
+frame, and self-attention lets a frame see its own chunk and earlier ones only (``left_chunks``
+of them when set); ``causal_conv`` pads the depthwise convolution on the left only, so it never
+reads a later frame either. An output frame then depends on the audio up to the end of its
+chunk, and a stream (:mod:`kospeech.inference.stream`) emits it one chunk after it is spoken.
+``dynamic_chunk`` trains on a random chunk size per batch (or full context) so that one
+checkpoint decodes at any chunk size, set at decode time, and at full context.
+
 Padding: the convolution module zeroes padded frames before its depthwise convolution, so a
 real frame near the end of an utterance sees the same zeros whether the batch is padded or not.
 The normalisation inside the convolution module is LayerNorm by default (per frame, so padding
@@ -18,27 +26,38 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kospeech.errors import ConfigError
 from kospeech.nn.attention import attention_output_dim
 from kospeech.nn.extractors import build_extractor, projection
-from kospeech.nn.mask import lengths_to_mask
+from kospeech.nn.mask import chunk_mask, lengths_to_mask
 from kospeech.nn.norm import MaskedBatchNorm1d
 from kospeech.nn.transformer import FeedForward
 from kospeech.registry import build, component, register
 
+#: the largest chunk (encoder frames) ``dynamic_chunk`` trains on, as WeNet's U2 does (1 s after x4)
+DYNAMIC_CHUNK_MAX = 25
+
 
 class ConvolutionModule(nn.Module):
-    """Pointwise conv + GLU, depthwise conv over time, norm, swish, pointwise conv."""
+    """Pointwise conv + GLU, depthwise conv over time, norm, swish, pointwise conv.
 
-    def __init__(self, d_model: int, kernel_size: int, dropout: float, norm: str) -> None:
+    ``causal``: the depthwise convolution is padded with ``kernel_size - 1`` frames on the left
+    and none on the right, so output frame t reads frames t - kernel_size + 1 .. t; a centred
+    kernel would read ``kernel_size // 2`` frames into the next chunk in every block.
+    """
+
+    def __init__(self, d_model: int, kernel_size: int, dropout: float, norm: str, causal: bool = False) -> None:
         super().__init__()
-        if kernel_size % 2 == 0:
+        if kernel_size < 1 or (kernel_size % 2 == 0 and not causal):
             raise ConfigError(f"encoder 'conformer': kernel_size must be odd so frames stay aligned, got {kernel_size}")
         self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, 1)
         self.glu = nn.GLU(dim=1)
-        self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model)
+        self.left_pad = kernel_size - 1 if causal else 0
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=0 if causal else kernel_size // 2,
+                                   groups=d_model)
         self.norm_kind = norm
         self.norm: nn.Module = MaskedBatchNorm1d(d_model) if norm == "batch_norm" else nn.LayerNorm(d_model)
         self.act = nn.SiLU()
@@ -49,6 +68,8 @@ class ConvolutionModule(nn.Module):
         """x (B, T, D), mask (B, T) True at real frames -> (B, T, D)."""
         h = self.glu(self.pointwise_in(x.transpose(1, 2)))  # (B, D, T)
         h = h.masked_fill(~mask[:, None, :], 0.0)
+        if self.left_pad:
+            h = F.pad(h, (self.left_pad, 0))
         h = self.depthwise(h)
         if self.norm_kind == "batch_norm":
             h = self.norm(h, mask)
@@ -70,13 +91,14 @@ class ConformerBlock(nn.Module):
         conv_norm: str,
         attention: Mapping[str, Any],
         path: str,
+        causal_conv: bool = False,
     ) -> None:
         super().__init__()
         self.ff1 = FeedForward(d_model, ff_dim, dropout, activation="swish")
         self.ff2 = FeedForward(d_model, ff_dim, dropout, activation="swish")
         self.attn = build("attention", attention, path=path, query_dim=d_model, key_dim=d_model)
         self.attn_proj = projection(attention_output_dim(self.attn, d_model), d_model)
-        self.conv = ConvolutionModule(d_model, kernel_size, dropout, conv_norm)
+        self.conv = ConvolutionModule(d_model, kernel_size, dropout, conv_norm, causal_conv)
         self.norm_ff1 = nn.LayerNorm(d_model)
         self.norm_attn = nn.LayerNorm(d_model)
         self.norm_conv = nn.LayerNorm(d_model)
@@ -84,10 +106,12 @@ class ConformerBlock(nn.Module):
         self.norm_out = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) True at real frames; attn_mask (B, T, T) per query (chunk-wise
+        attention) replaces ``mask`` in self-attention when given."""
         x = x + 0.5 * self.drop(self.ff1(self.norm_ff1(x)))
         h = self.norm_attn(x)
-        context, _, _ = self.attn(h, h, h, mask, None)
+        context, _, _ = self.attn(h, h, h, mask if attn_mask is None else attn_mask, None)
         x = x + self.drop(self.attn_proj(context))
         x = x + self.conv(self.norm_conv(x), mask)
         x = x + 0.5 * self.drop(self.ff2(self.norm_ff2(x)))
@@ -112,6 +136,20 @@ class ConformerEncoder(nn.Module):
         attention: self-attention of each block; gets ``query_dim = key_dim = d_model``. Default
             Transformer-XL relative positions; set ``num_heads`` here (``{name: relative_multi_head,
             num_heads: 8}``).
+        chunk_size: chunk-wise attention for streaming, in encoder frames (after the extractor;
+            16 frames of 40 ms are 640 ms): a frame attends to its own chunk and earlier ones, so
+            it can be emitted once its chunk has arrived. 0: full context (offline).
+        left_chunks: how many earlier chunks a frame attends to (-1: all), which bounds what a
+            stream re-reads per step; ignored at full context.
+        causal_conv: depthwise convolution on past frames only (``kernel_size - 1`` of them), so
+            no block reads past the end of a chunk; without it every block reads ``kernel_size //
+            2`` frames into the next chunk and a stream waits that much longer.
+        dynamic_chunk: in training, each batch takes full context with probability 0.5, else a
+            chunk size drawn from 1..25 frames (WeNet's U2), so one checkpoint decodes at any
+            chunk size and at full context; ``chunk_size`` is then only the evaluation default.
+        decode_chunk_size: the chunk size in evaluation (decoding, export, streaming) when it
+            should differ from ``chunk_size`` (0: full context); ``set_decode_chunk_size`` and
+            ``kospeech.load(..., chunk_size=N)`` change it without retraining.
     """
 
     def __init__(
@@ -126,16 +164,65 @@ class ConformerEncoder(nn.Module):
         dropout: float = 0.1,
         conv_norm: Literal["layer_norm", "batch_norm"] = "layer_norm",
         attention: component("attention", "query_dim", "key_dim") = {"name": "relative_multi_head"},
+        chunk_size: int = 0,
+        left_chunks: int = -1,
+        causal_conv: bool = False,
+        dynamic_chunk: bool = False,
+        decode_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
+        _check_chunk_option("chunk_size", chunk_size)
+        if decode_chunk_size is not None:
+            _check_chunk_option("decode_chunk_size", decode_chunk_size)
+        if isinstance(left_chunks, bool) or not isinstance(left_chunks, int) or left_chunks < -1:
+            raise ConfigError(f"encoder 'conformer': left_chunks must be -1 (all) or a count >= 0, got {left_chunks!r}")
         self.extractor, ext_dim = build_extractor(extractor, input_dim, "encoder.extractor")
         self.input_proj = projection(ext_dim, d_model)
         self.input_drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            ConformerBlock(d_model, ff_dim, kernel_size, dropout, conv_norm, attention, f"encoder.attention[{i}]")
+            ConformerBlock(d_model, ff_dim, kernel_size, dropout, conv_norm, attention, f"encoder.attention[{i}]",
+                           causal_conv)
             for i in range(num_layers)
         )
         self.d_model = d_model
+        self.chunk_size = chunk_size
+        self.left_chunks = left_chunks
+        self.causal_conv = causal_conv
+        self.dynamic_chunk = dynamic_chunk
+        self.decode_chunk_size = chunk_size if decode_chunk_size is None else decode_chunk_size
+        if chunk_size or dynamic_chunk or self.decode_chunk_size:
+            option = "chunk_size" if chunk_size else "dynamic_chunk" if dynamic_chunk else "decode_chunk_size"
+            for layer in self.layers:
+                if not getattr(layer.attn, "accepts_query_mask", False):
+                    raise ConfigError(
+                        f"encoder 'conformer': {option} needs a self-attention that takes a per-query mask "
+                        f"(relative_multi_head does); attention '{type(layer.attn).__name__}' does not"
+                    )
+
+    def set_decode_chunk_size(self, chunk_size: int) -> None:
+        """The chunk size (encoder frames; 0: full context) used from now on in evaluation mode:
+        a dynamic-chunk checkpoint decodes at any chunk size without retraining."""
+        _check_chunk_option("decode_chunk_size", chunk_size)
+        if chunk_size and not all(getattr(layer.attn, "accepts_query_mask", False) for layer in self.layers):
+            raise ConfigError("encoder 'conformer': decode_chunk_size needs a self-attention that takes a "
+                              "per-query mask (relative_multi_head does)")
+        self.decode_chunk_size = chunk_size
+
+    @property
+    def decode_chunk_frames(self) -> int:
+        """The chunk size evaluation uses (0: full context): a stream starts its windows on
+        multiples of it so that its chunks are the whole utterance's."""
+        return self.decode_chunk_size
+
+    def _current_chunk(self) -> int:
+        """This batch's chunk size: drawn per batch in dynamic-chunk training, else the configured one."""
+        if not self.training:
+            return self.decode_chunk_size
+        if self.dynamic_chunk:
+            if float(torch.rand(())) < 0.5:
+                return 0
+            return int(torch.randint(1, DYNAMIC_CHUNK_MAX + 1, ()))
+        return self.chunk_size
 
     @property
     def output_dim(self) -> int:
@@ -146,7 +233,17 @@ class ConformerEncoder(nn.Module):
         if self.extractor is not None:
             x, lengths = self.extractor(x, lengths)
         mask = lengths_to_mask(lengths, x.size(1))
+        chunk = self._current_chunk()
+        attn_mask = None
+        if chunk > 0:
+            attn_mask = chunk_mask(x.size(1), chunk, self.left_chunks, x.device)[None] & mask[:, None, :]
         x = self.input_drop(self.input_proj(x))
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, attn_mask)
         return x, lengths
+
+
+def _check_chunk_option(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"encoder 'conformer': {name} must be a number of frames >= 0 (0: full context), "
+                          f"got {value!r}")

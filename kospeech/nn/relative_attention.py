@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
-from kospeech.nn.attention import Attention
+from kospeech.nn.attention import Attention, masked_softmax
 from kospeech.nn.transformer import sinusoid_table
 from kospeech.registry import register
 
@@ -56,7 +56,11 @@ class RelativeMultiHeadAttention(Attention):
 
     ``forward(query, keys, values, mask, state=None) -> (context, weights, None)`` follows the
     attention contract: ``mask`` (B, T) is True at real keys; ``weights`` are (B, heads, Lq, T).
+    It also takes a per-query ``mask`` (B, Lq, T) (``accepts_query_mask``): the Conformer's
+    chunk-wise attention for streaming, which hides later chunks from each query.
     """
+
+    accepts_query_mask = True
 
     def __init__(
         self,
@@ -118,9 +122,14 @@ class RelativeMultiHeadAttention(Attention):
         position = torch.gather(by_offset, -1, index)
 
         scores = (content + position) / math.sqrt(self.d_k)
-        if mask is not None:
-            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
+        if mask is not None and mask.dim() == 3:
+            # per query (chunk-wise attention): a padded query may see no real key at all, so its
+            # row gives zeros instead of a softmax over nothing (NaN)
+            weights = masked_softmax(scores, mask[:, None, :, :])
+        else:
+            if mask is not None:
+                scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
         context = torch.matmul(self.dropout(weights), v)  # (B, H, Lq, d_k)
         context = context.transpose(1, 2).reshape(b, lq, self.num_heads * self.d_k)
         return self.out(context), weights, None

@@ -125,6 +125,11 @@ class OnnxEngine:
         search = self.manifest.get("decode", {}).get("search")
         return resolve_lm(search or {"name": self.searches[0]}, self.directory)
 
+    def chunk_frames(self) -> int:
+        """The chunk size of the graph's chunk-wise attention in output frames (0: none), as the
+        export recorded it: a stream starts its windows on chunk boundaries."""
+        return int(self.manifest.get("network", {}).get("chunk_size") or 0)
+
     def min_samples(self) -> int:
         fe = self.frontend
         if fe.kaldi:

@@ -85,3 +85,62 @@ def test_subsampling_rejects_too_short_input() -> None:
     ext = build("extractor", {"name": "conv2d_subsampling", "output_dim": 8, "channels": 4}, input_dim=80)
     with pytest.raises(ValueError, match="needs at least 7 frames, the batch has 5"):
         ext(torch.zeros(1, 5, 80), torch.tensor([5]))
+
+
+def _zero_after_every_layer(ext: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The reference: the padding zeroed after every layer, every layer in its given order."""
+    from kospeech.nn.extractors import _out_len
+
+    h = x.unsqueeze(1).masked_fill(~lengths_to_mask(lengths, x.size(1))[:, None, :, None], 0.0)
+    for module in ext.cnn.sequential:
+        h = module(h)
+        lengths = _out_len(module, lengths).clamp(min=0)
+        h = h.masked_fill(~lengths_to_mask(lengths, h.size(2))[:, None, :, None], 0.0)
+    return h
+
+
+@pytest.mark.parametrize("key", [k for k in EXTRACTORS if k != "none"])
+def test_extractor_skips_only_needless_zeroing(key: str, fbank_batch: dict) -> None:
+    """MaskCNN zeroes the padding only where a later layer could read it and runs a monotone
+    activation after the max pool: outputs and gradients must be exactly those of zeroing
+    after every layer in the given order (training mode: batch-norm statistics included)."""
+    x, lengths = _small_batch(fbank_batch)
+    x = x.clone()
+    x[0, int(lengths[0]):] = 7.0  # garbage in the padding
+    outputs, grads = [], []
+    for forward in ("planned", "reference"):
+        torch.manual_seed(0)
+        ext = build("extractor", yaml.safe_load(EXTRACTORS[key][0]), input_dim=80).train()
+        xi = x.clone().requires_grad_(True)
+        if forward == "planned":
+            y = ext.cnn(xi.unsqueeze(1), lengths)[0]
+        else:
+            y = _zero_after_every_layer(ext, xi, lengths)
+        (y * torch.linspace(-1, 1, y.size(-1))).sum().backward()
+        outputs.append(y.detach())
+        grads.append([xi.grad] + [p.grad for p in ext.cnn.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    for planned, reference in zip(*grads):
+        torch.testing.assert_close(planned, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_mask_cnn_keeps_order_where_it_matters(fbank_batch: dict) -> None:
+    """Layers that do not commute with max pooling (batch norm with a negative scale, GELU) and a
+    pool that reads across the padding keep their order and their zeroing."""
+    from torch import nn
+
+    from kospeech.nn.extractors import MaskCNN
+
+    x, lengths = _small_batch(fbank_batch)
+    outputs = []
+    for forward in ("planned", "reference"):
+        torch.manual_seed(0)
+        seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.MaxPool2d(2),
+                            nn.GELU(), nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(4, 4, 3, padding=1))
+        with torch.no_grad():
+            seq[1].weight.copy_(torch.tensor([-1.0, 2.0, -0.5, 1.0]))
+        cnn = MaskCNN(seq).train()
+        holder = type("Holder", (), {"cnn": cnn})()
+        y = cnn(x.unsqueeze(1), lengths)[0] if forward == "planned" else _zero_after_every_layer(holder, x, lengths)
+        outputs.append(y.detach())
+    assert torch.equal(outputs[0], outputs[1])

@@ -156,6 +156,32 @@ def test_adam_takes_betas_from_a_yaml_list():
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.9)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_fuses_by_default_and_updates_as_the_loop_does(name):
+    """The fused kernel is the default on CPU; ten updates with weight decay give the loop's
+    weights within rounding."""
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(10)]
+    weights = {}
+    for fused in (None, False):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = build_yaml("optimizer", f"{{name: {name}, lr: 0.01, weight_decay: 0.1}}"
+                         if fused is None else f"{{name: {name}, lr: 0.01, weight_decay: 0.1, fused: false}}",
+                         params=params)
+        assert opt.defaults["fused"] is (fused is None)
+        for g in grads:
+            for p, gp in zip(params, g):
+                p.grad = gp.clone()
+            opt.step()
+        weights[fused] = [p.detach() for p in params]
+    for a, b in zip(weights[None], weights[False]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ConfigError, match="fused=true needs float parameters"):
+        build_yaml("optimizer", f"{{name: {name}, fused: true}}",
+                   params=[torch.nn.Parameter(torch.zeros(1, device="meta"))])
+
+
 def test_optimizer_errors_say_what_is_wrong():
     params = [torch.nn.Parameter(torch.zeros(1))]
     with pytest.raises(ConfigError, match="lr must be > 0"):

@@ -62,23 +62,79 @@ def _freq_out(module: nn.Module, size: int) -> int:
     return size
 
 
+#: activations that map 0 to 0 (zeroed padding stays zero through them)
+_ZERO_PRESERVING = (nn.Hardtanh, nn.ReLU, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Dropout, nn.Dropout2d)
+#: activations that never decrease (max pooling commutes with them)
+_MONOTONE = (nn.Hardtanh, nn.ReLU, nn.ELU)
+
+
+def _time_aligned_pool(module: nn.Module) -> bool:
+    """A max pool whose real output frames read only real input frames (time kernel = stride,
+    no padding): what lies in the padding cannot reach them."""
+    if not isinstance(module, nn.MaxPool2d):
+        return False
+
+    def first(v: int | tuple[int, ...]) -> int:
+        return v[0] if isinstance(v, tuple) else v
+
+    stride = first(module.stride) if module.stride is not None else first(module.kernel_size)
+    return (first(module.kernel_size) == stride and first(module.padding) == 0 and first(module.dilation) == 1
+            and not module.ceil_mode)
+
+
+def _monotone(module: nn.Module) -> bool:
+    return isinstance(module, _MONOTONE) or (isinstance(module, nn.LeakyReLU) and module.negative_slope >= 0)
+
+
 class MaskCNN(nn.Module):
-    """Runs a ``Sequential`` of 2-D layers and zeroes frames past each utterance's length after
-    every layer (convolutions, batch norm and pooling all would otherwise write into padding,
-    and the next convolution would read it back into real frames)."""
+    """Runs a ``Sequential`` of 2-D layers so that frames past each utterance's length never
+    reach a real frame: an utterance gives the same output alone or padded in a batch.
+
+    Every layer may write into the padding (a convolution reads real frames into it, batch norm
+    shifts it), so the padding is zeroed again, but only where it matters: before a layer that
+    mixes frames or takes statistics over them (convolution, batch norm, an unaligned pool) and
+    at the end; through the activations, which keep zeros zero, it is not. A monotone activation
+    followed by a time-aligned max pool runs after the pool instead, on a quarter of the values
+    (max pooling commutes with a non-decreasing function). Both only skip work: the outputs and
+    gradients are those of zeroing after every layer, on the full-size tensors, in the given order.
+    """
 
     def __init__(self, sequential: nn.Sequential) -> None:
         super().__init__()
         self.sequential = sequential
+        self._plan = self._make_plan(list(sequential))
+
+    @staticmethod
+    def _make_plan(modules: list[nn.Module]) -> list[tuple[list[int], bool]]:
+        """Steps of (module indices to run in order, zero the padding before them)."""
+        plan: list[tuple[list[int], bool]] = []
+        dirty = True  # the input's padding is whatever the collate and CMVN left there
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            if _monotone(module) and i + 1 < len(modules) and _time_aligned_pool(modules[i + 1]):
+                plan.append(([i + 1, i], False))  # pool first, then the activation: the pool reads real frames only
+                dirty, i = True, i + 2
+                continue
+            needs_clean = not isinstance(module, _ZERO_PRESERVING) and not _time_aligned_pool(module)
+            plan.append(([i], dirty and needs_clean))
+            if needs_clean:
+                dirty = False
+            if not isinstance(module, _ZERO_PRESERVING):
+                dirty = True
+            i += 1
+        plan.append(([], dirty))
+        return plan
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, T, F), lengths (B,) -> masked output and the new lengths."""
-        x = x.masked_fill(~lengths_to_mask(lengths, x.size(2))[:, None, :, None], 0.0)
-        for module in self.sequential:
-            x = module(x)
-            lengths = _out_len(module, lengths).clamp(min=0)
-            mask = lengths_to_mask(lengths, x.size(2))[:, None, :, None]
-            x = x.masked_fill(~mask, 0.0)
+        for indices, zero_first in self._plan:
+            if zero_first:
+                x = x.masked_fill(~lengths_to_mask(lengths, x.size(2))[:, None, :, None], 0.0)
+            for i in indices:
+                module = self.sequential[i]
+                x = module(x)
+                lengths = _out_len(module, lengths).clamp(min=0)
         return x, lengths
 
     def output_freq(self, input_freq: int) -> int:

@@ -19,13 +19,14 @@ come back. The seed's package ``__init__`` files (which import every model, Hydr
 ``DecoderRNN``) is set on the bare package. Those files need only torch and numpy: nothing is
 stubbed (no hydra, omegaconf).
 
-The seed is built as its ``kospeech/model_builder.py::build_las`` does from its
-``configs/model/las.yaml``: hidden_dim 512 with use_bidirectional, so a 3-layer BiLSTM listener
-of 512 per direction and a 2-layer LSTM speller of 1024 (``hidden_dim << 1``), 4-head
-``multi-head`` attention, VGG extractor, hardtanh, dropout 0.3, max_len 400, teacher forcing 1.0;
-pad/sos/eos 0/1/2 (its KsponSpeech vocabulary). ``--seed-hidden-dim 256 --seed-heads 8`` sizes it
-like our config (listener 256, speller 512, 8 heads). Its loss is its trainer's for LAS
-(``kospeech/utils.py::get_criterion``): its ``LabelSmoothedCrossEntropyLoss`` with smoothing 0.1
+The seed is built as its ``kospeech/model_builder.py::build_las`` does: a 3-layer BiLSTM
+listener, a 2-layer LSTM speller of twice its size (``hidden_dim << 1``), ``multi-head``
+attention, VGG extractor, hardtanh, dropout 0.3, max_len 400, teacher forcing 1.0; pad/sos/eos
+0/1/2 (its KsponSpeech vocabulary). By default it has the size of its README's LAS, which our
+config and ``tests/test_las.py`` follow (listener 256, speller 512, 8 heads: 16.79M parameters
+against our 16.53M), so two implementations of one model are compared; ``--seed-hidden-dim 512
+--seed-heads 4`` builds its HEAD ``configs/model/las.yaml`` instead (51.7M). Its loss is its
+trainer's for LAS (``kospeech/utils.py::get_criterion``): its ``LabelSmoothedCrossEntropyLoss`` with smoothing 0.1
 and reduction 'mean' (``configs/train/las_train.yaml``) on ``targets[:, 1:]``. Both get Adam at
 lr 1e-4, weight decay 1e-5 (both recipes); neither clips gradients here (both trainers clip at 400).
 
@@ -52,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from kospeech.config import load_config  # noqa: E402
 from kospeech.registry import build  # noqa: E402
+from kospeech.train.options import resolve_amp  # noqa: E402
 
 CONF = ROOT / "recipes" / "ksponspeech" / "conf" / "las.yaml"
 VOCAB = 2038
@@ -144,17 +146,21 @@ def seed_step_fn(
     return step, model
 
 
-def ours_step_fn(batch: tuple) -> tuple[Callable, torch.nn.Module]:
+def ours_step_fn(batch: tuple, amp: str = "none") -> tuple[Callable, torch.nn.Module]:
+    """Our step as the trainer takes it: the recipe's model and optimizer (``optimizer:`` of
+    las.yaml: Adam, lr 1e-4, weight decay 1e-5) from the registry, autocast as ``train.amp``."""
     feats, lengths, tokens = batch
     cfg = load_config(CONF)
     torch.manual_seed(0)
     model = build("model", cfg["model"], path="model", input_dim=MELS, vocab_size=VOCAB)
     model.train()
     target_lengths = torch.full((tokens.size(0),), tokens.size(1))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    opt = build("optimizer", cfg["optimizer"], params=model.parameters())
+    dtype = resolve_amp(amp, torch.device("cpu"))
 
     def step() -> None:
-        loss = model(feats, lengths, tokens, target_lengths)["loss"]
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = model(feats, lengths, tokens, target_lengths)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -185,8 +191,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each first")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed-hidden-dim", type=int, default=512, help="its configs/model/las.yaml: 512")
-    parser.add_argument("--seed-heads", type=int, default=4, help="its configs/model/las.yaml: 4")
+    parser.add_argument("--seed-hidden-dim", type=int, default=256,
+                        help="256: the size of our las.yaml (the issue's comparison); its configs/model/las.yaml: 512")
+    parser.add_argument("--seed-heads", type=int, default=8, help="8 as ours; its configs/model/las.yaml: 4")
+    parser.add_argument("--amp", nargs="*", default=[], choices=["bf16"],
+                        help="also time ours under CPU autocast (train.amp) in this dtype")
     parser.add_argument("--profile", action="store_true", help="then profile a few steps of each")
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--profile-rows", type=int, default=12)
@@ -197,6 +206,9 @@ def main() -> None:
     batch = make_batch()
     seed_step, seed_model = seed_step_fn(mods, batch, args.seed_hidden_dim, args.seed_heads)
     ours_step, ours_model = ours_step_fn(batch)
+    variants = {"ours": ours_step}
+    for amp in args.amp:
+        variants[f"ours, amp {amp}"] = ours_step_fn(batch, amp)[0]
     n_seed = sum(p.numel() for p in seed_model.parameters())
     n_ours = sum(p.numel() for p in ours_model.parameters())
     print(f"torch {torch.__version__}, {args.threads} threads; batch {BATCH} x {FRAMES} frames x {MELS} mels, "
@@ -207,19 +219,23 @@ def main() -> None:
 
     for _ in range(args.warmup):
         seed_step()
-        ours_step()
-    t_seed, t_ours = [], []
-    for _ in range(args.steps):  # interleaved: load on the machine hits both alike
+        for step in variants.values():
+            step()
+    t_seed: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.steps):  # interleaved: load on the machine hits all alike
         t_seed.append(timed(seed_step))
-        t_ours.append(timed(ours_step))
-    m_seed, m_ours = statistics.median(t_seed), statistics.median(t_ours)
-    paired = statistics.median(o / s for o, s in zip(t_ours, t_seed))
+        for name, step in variants.items():
+            times[name].append(timed(step))
+    m_seed = statistics.median(t_seed)
     print(f"\n{args.steps} interleaved steps after {args.warmup} warm-up of each (median; min-max)")
-    print("| model | parameters | s / step | min-max |")
-    print("|---|---|---|---|")
-    print(f"| seed | {n_seed / 1e6:.2f}M | {m_seed:.3f} | {min(t_seed):.3f}-{max(t_seed):.3f} |")
-    print(f"| ours | {n_ours / 1e6:.2f}M | {m_ours:.3f} | {min(t_ours):.3f}-{max(t_ours):.3f} |")
-    print(f"ours / seed: {m_ours / m_seed:.2f} (ratio of medians), {paired:.2f} (median of per-pair ratios)")
+    print("| model | parameters | s / step | min-max | / seed (medians) | / seed (median per-step ratio) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| seed | {n_seed / 1e6:.2f}M | {m_seed:.3f} | {min(t_seed):.3f}-{max(t_seed):.3f} | 1.00 | 1.00 |")
+    for name, t in times.items():
+        paired = statistics.median(o / s for o, s in zip(t, t_seed))
+        print(f"| {name} | {n_ours / 1e6:.2f}M | {statistics.median(t):.3f} | {min(t):.3f}-{max(t):.3f} | "
+              f"{statistics.median(t) / m_seed:.2f} | {paired:.2f} |")
 
     if args.profile:
         profile("seed", seed_step, args.profile_steps, args.profile_rows)

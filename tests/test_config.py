@@ -110,3 +110,22 @@ def test_help_lists_only_commands_that_exist():
     for name in ("transcribe", "compare", "train"):
         present = find_spec(f"kospeech.cli.{name}_cmd") is not None
         assert (name in help_text) == present
+
+
+def test_amp_on_cpu_is_explicit_bf16_on_a_cpu_that_has_it(monkeypatch, caplog) -> None:
+    """``auto`` keeps CPU training in float32 (a recipe's results must not move with the
+    machine); ``bf16`` autocasts on a CPU with native bf16 and warns elsewhere."""
+    import torch
+
+    from kospeech.train import options
+
+    cpu = torch.device("cpu")
+    assert options.resolve_amp("auto", cpu) is None
+    assert options.resolve_amp("none", cpu) is None
+    monkeypatch.setattr(options, "cpu_has_bf16", lambda: True)
+    assert options.resolve_amp("bf16", cpu) is torch.bfloat16
+    assert options.resolve_amp("fp16", cpu) is None
+    monkeypatch.setattr(options, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert options.resolve_amp("bf16", cpu) is None
+    assert "no native bf16" in caplog.text

@@ -107,6 +107,12 @@ def test_extractor_skips_only_needless_zeroing(key: str, fbank_batch: dict) -> N
     x, lengths = _small_batch(fbank_batch)
     x = x.clone()
     x[0, int(lengths[0]):] = 7.0  # garbage in the padding
+    _same_as_reference(key, x, lengths)
+    shortest = int(lengths.min())  # and a batch with no padding at all (nothing is zeroed)
+    _same_as_reference(key, x[:, :shortest].contiguous(), torch.full_like(lengths, shortest))
+
+
+def _same_as_reference(key: str, x: torch.Tensor, lengths: torch.Tensor) -> None:
     outputs, grads = [], []
     for forward in ("planned", "reference"):
         torch.manual_seed(0)

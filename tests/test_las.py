@@ -14,6 +14,7 @@ from kospeech.models.las import decoder_io
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.registry import build
 from kospeech.text.special import EOS_ID, PAD_ID, SOS_ID
+from kospeech.train.options import resolve_amp
 
 # KoSpeech's LAS as its README configures it: 80 mel bins, 2038 characters.
 KOSPEECH_LAS_YAML = """
@@ -345,19 +346,27 @@ def greedy_decode(model: ASRModel, feats: torch.Tensor, flen: torch.Tensor, max_
 
 
 @pytest.mark.slow
-def test_las_overfits_eight_utterances(fbank_batch: dict) -> None:
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_las_overfits_eight_utterances(amp: str, fbank_batch: dict) -> None:
     """Eight distinct sentences, 64 target tokens with <eos>. A mean attention loss under
     ln(2) / 64 = 0.0108 nats per token bounds every single token's loss by ln 2, so each
     reference token, including the first one, which only the audio can tell, gets p > 0.5
     and is the argmax: greedy decoding (this model has no dropout or batch norm, so eval
     equals train) must give back all eight transcripts exactly. A decoder that ignored the
-    audio would stay near ln(8) / 8 tokens = 0.26, and the loss starts near ln V = 3.8."""
+    audio would stay near ln(8) / 8 tokens = 0.26, and the loss starts near ln V = 3.8.
+    The training is the trainer's: the registry's (fused) Adam, and with ``amp: bf16`` CPU
+    autocast as ``train.amp: bf16`` runs it."""
+    dtype = resolve_amp(amp, torch.device("cpu"))
+    if amp == "bf16" and dtype is None:
+        pytest.skip("this CPU has no native bf16")
     model = _build(small_las(ctc_weight=0.3, encoder__hidden_dim=64, decoder__hidden_dim=64), fbank_batch)
-    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    opt = build("optimizer", {"name": "adam", "lr": 0.005, "betas": [0.9, 0.999], "eps": 1e-8},
+                params=model.parameters())
     batch = _batch(fbank_batch)
     first = None
     for _ in range(600):
-        out = model(*batch)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = model(*batch)
         opt.zero_grad()
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -372,3 +381,29 @@ def test_las_overfits_eight_utterances(fbank_batch: dict) -> None:
         hyps = greedy_decode(model, fbank_batch["features"], fbank_batch["feature_lengths"], 15)
     refs = [t[: int(n)].tolist() for t, n in zip(fbank_batch["targets"], fbank_batch["target_lengths"])]
     assert hyps == refs
+
+
+# Losses of four Adam updates (lr 1e-3) on a fixed padded batch, computed by the code before the
+# training-speed work of issue 27 (zeroing after every extractor layer, Adam's per-tensor loop):
+# the faster extractor and the fused Adam must train the same model.
+LOSSES_BEFORE_SPEEDUPS = [7.624048233032227, 7.073996543884277, 6.2042436599731445, 5.414872169494629]
+
+
+def test_faster_las_trains_as_before() -> None:
+    g = torch.Generator().manual_seed(27)
+    feats = torch.randn(4, 160, 80, generator=g) * 3
+    lengths = torch.tensor([160, 149, 131, 97])
+    targets = torch.randint(5, 2038, (4, 12), generator=g)
+    target_lengths = torch.tensor([12, 10, 9, 6])
+    torch.manual_seed(0)
+    model = build("model", yaml.safe_load(KOSPEECH_LAS_YAML), input_dim=80, vocab_size=2038).train()
+    opt = build("optimizer", {"name": "adam", "lr": 1e-3, "weight_decay": 1e-5}, params=model.parameters())
+    losses = []
+    for step in range(4):
+        torch.manual_seed(step)  # dropout masks
+        loss = model(feats, lengths, targets, target_lengths)["loss"]
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses == pytest.approx(LOSSES_BEFORE_SPEEDUPS, rel=1e-5)

@@ -128,8 +128,12 @@ class MaskCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, T, F), lengths (B,) -> masked output and the new lengths."""
+        # a batch with no padding keeps none through every layer (each shrinks the time axis as
+        # it shrinks the lengths), so there is nothing to zero: one host check instead of a pass
+        # over every feature map
+        padded = bool((lengths < x.size(2)).any())
         for indices, zero_first in self._plan:
-            if zero_first:
+            if zero_first and padded:
                 x = x.masked_fill(~lengths_to_mask(lengths, x.size(2))[:, None, :, None], 0.0)
             for i in indices:
                 module = self.sequential[i]

@@ -38,8 +38,10 @@ class TrainOptions:
             its blank plateau sooner on clean batches; noise and masks then make it robust.
         accum_grad: micro-batches per update (gradient accumulation).
         max_grad_norm: clip the global gradient norm to this (0: no clipping).
-        amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``,
-            ``fp16`` (with a gradient scaler) or ``none``. Ignored on CPU.
+        amp: mixed precision: ``auto`` (on CUDA bf16 where supported, else fp16; float32 on
+            CPU), ``bf16``, ``fp16`` (CUDA, with a gradient scaler) or ``none``. ``bf16`` also
+            runs on a CPU with native bf16 (AVX512-BF16, AMX), where convolutions and LSTMs
+            run about twice as fast (``bench/las_vs_seed.py --amp bf16``).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         save_every: also checkpoint every this many updates (0: only at epoch ends).
         keep_last: numbered checkpoints kept (0: all); ``last.pt`` and ``best.pt`` are extra.
@@ -174,11 +176,28 @@ def check_section(section: Any, cls: type, prefix: str) -> dict[str, Any]:
     return dict(section)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere oneDNN emulates it
+    and bf16 autocast only slows a step down."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision."""
+    """The autocast dtype, or None for full precision.
+
+    On CUDA ``auto`` picks bf16 where supported, else fp16. On CPU only an explicit ``bf16``
+    turns autocast on (and only on a CPU with native bf16): ``auto`` keeps CPU runs in float32,
+    so a CPU recipe's results do not move with the machine it runs on.
+    """
     if device.type != "cuda":
+        if mode == "bf16" and device.type == "cpu" and cpu_has_bf16():
+            return torch.bfloat16
         if mode in ("bf16", "fp16"):
-            logger.warning("train.amp=%s is for CUDA; training in float32 on %s", mode, device)
+            logger.warning("train.amp=%s: %s; training in float32", mode,
+                           "fp16 autocast is for CUDA" if mode == "fp16" else f"no native bf16 on {device}")
         return None
     if mode == "none":
         return None

@@ -36,11 +36,28 @@ def test_masked_batch_norm_matches_batch_norm_over_real_frames() -> None:
     mask = lengths_to_mask(lengths, 7)[:, None, :].float()
     x = x * mask + (1 - mask) * 100.0  # loud padding that must not count
     masked, plain = MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    with torch.no_grad():  # a scale and shift that are not the identity
+        for norm in (masked, plain):
+            norm.weight.copy_(torch.tensor([0.5, -2.0, 1.5, 3.0]))
+            norm.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 1.0]))
+    x = x.requires_grad_(True)
     y = masked(x, mask)
-    real = torch.cat([x[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1)  # (C, frames)
+    real = torch.cat([x[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1).detach().requires_grad_(True)
     expected = plain(real[None])[0]
     got = torch.cat([y[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # gradients too: the hand-written backward against autograd through plain batch norm
+    upstream = torch.randn_like(y)
+    (y * upstream).sum().backward()
+    real_upstream = torch.cat([upstream[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1)
+    (expected * real_upstream).sum().backward()
+    got_grad = torch.cat([x.grad[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1)
+    torch.testing.assert_close(got_grad, real.grad, atol=1e-5, rtol=1e-4)
+    assert (x.grad * (1 - mask)).abs().max().item() == 0.0  # padding gets no gradient
+    torch.testing.assert_close(masked.weight.grad, plain.weight.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(masked.bias.grad, plain.bias.grad, atol=1e-5, rtol=1e-4)
+    x = x.detach()
+    y = y.detach()
     torch.testing.assert_close(masked.running_mean, plain.running_mean)
     torch.testing.assert_close(masked.running_var, plain.running_var)
     assert (y * (1 - mask)).abs().max().item() == 0.0
@@ -205,3 +222,22 @@ def test_look_ahead_bounds_what_a_frame_hears_of_the_future(look_ahead: int | No
     assert moved == list(range(20 - blocks * ahead, 20 + blocks * back + 1))
     with pytest.raises(ConfigError, match="look_ahead"):
         build("encoder", {"name": "separable_conv", "kernel_size": 5, "look_ahead": 5, "extractor": None}, input_dim=4)
+
+
+def test_cpu_dropout_keeps_its_rate_and_scale() -> None:
+    """kospeech.nn.Dropout on CPU: the share of zeroed elements is p, the kept ones are scaled
+    by 1 / (1 - p) (the expectation is unchanged), eval mode is the identity, and the mask
+    is the gradient's."""
+    from kospeech.nn.dropout import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.1).train()
+    x = torch.ones(400, 1000, requires_grad=True)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    assert torch.equal(drop.eval()(x), x)
+    assert list(Dropout(0.3).state_dict()) == list(torch.nn.Dropout(0.3).state_dict())

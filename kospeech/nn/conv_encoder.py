@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
+from kospeech.nn.dropout import Dropout
 from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.nn.norm import MaskedBatchNorm1d
@@ -33,12 +34,15 @@ class SeparableConvBlock(nn.Module):
         self.pointwise = nn.Conv1d(dim, dim, 1, bias=False)
         self.norm = MaskedBatchNorm1d(dim)
         self.activation = nn.ReLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T), zero past each length; mask (B, 1, T)."""
+        """x (B, C, T), zero past each length; mask (B, 1, T).
+
+        The norm zeroes the padding, and ReLU and dropout keep zeros zero, so the residual
+        branch needs no mask of its own: the output stays zero past each length."""
         y = self.norm(self.pointwise(self.depthwise(x if self.pad is None else nn.functional.pad(x, self.pad))), mask)
-        return x + self.dropout(self.activation(y)) * mask
+        return x + self.dropout(self.activation(y))
 
 
 @register("encoder", "separable_conv")

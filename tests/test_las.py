@@ -384,8 +384,10 @@ def test_las_overfits_eight_utterances(amp: str, fbank_batch: dict) -> None:
 
 
 # Losses of four Adam updates (lr 1e-3) on a fixed padded batch, computed by the code before the
-# training-speed work of issue 27 (zeroing after every extractor layer, Adam's per-tensor loop):
-# the faster extractor and the fused Adam must train the same model.
+# training-speed work of issue 27 (zeroing after every extractor layer, Adam's per-tensor loop,
+# convolutions in NCHW): the faster extractor and the fused Adam must train the same model. The
+# VGG now convolves channels-last, which sums in another order: float32 rounding, 1e-5 of the
+# loss after four updates.
 LOSSES_BEFORE_SPEEDUPS = [7.624048233032227, 7.073996543884277, 6.2042436599731445, 5.414872169494629]
 
 
@@ -406,4 +408,4 @@ def test_faster_las_trains_as_before() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert losses == pytest.approx(LOSSES_BEFORE_SPEEDUPS, rel=1e-5)
+    assert losses == pytest.approx(LOSSES_BEFORE_SPEEDUPS, rel=5e-5)

@@ -7,8 +7,8 @@ the shared machine's load hits both alike; it prints the median seconds per step
 ratio ours / seed. ``--profile`` then runs ``torch.profiler`` (CPU) over a few steps of each and
 prints the top ops by self CPU time.
 
-The seed is the KoSpeech checkout at ``--seed-path`` (``git --git-dir=.../sooftware+kospeech/repo
-archive HEAD | tar -x -C DIR``); it is not a dependency of this project. Its package is also named
+The seed is the KoSpeech checkout at ``--seed-path`` (``git clone
+https://github.com/sooftware/kospeech DIR``); it is not a dependency of this project. Its package is also named
 ``kospeech``, so only the files its LAS needs (``kospeech/models/{modules,activation,convolution,
 attention,encoder,decoder,model}.py``, ``kospeech/models/las/{encoder,decoder,model}.py`` and its
 criterion ``kospeech/criterion/label_smoothed_cross_entropy.py``) are loaded as

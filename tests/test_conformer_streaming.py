@@ -19,6 +19,7 @@ from kospeech.errors import ConfigError
 from kospeech.nn.conformer import DYNAMIC_CHUNK_MAX, ConvolutionModule
 from kospeech.nn.mask import chunk_mask
 from kospeech.registry import build
+from tests.test_stream import _committed
 
 INPUT_DIM = 40
 SUB = 4  # conv2d_subsampling
@@ -254,14 +255,7 @@ def streamed_frames(asr, wave: np.ndarray, seconds: float = 0.2) -> tuple[list[n
     where the frames are decided would fall off the chunks of 4."""
     step = int(seconds * RATE)
     stream = asr.stream(endpoint=None, search="ctc_greedy", step_seconds=seconds)
-    frames: list[np.ndarray] = []
-    commit = stream._commit
-
-    def spy(block: np.ndarray) -> None:
-        frames.append(np.array(block))
-        commit(block)
-
-    stream._commit = spy
+    frames = _committed(stream)
     for i in range(0, len(wave), step):
         stream.feed(wave[i : i + step])
     return frames, stream.finish()

@@ -328,8 +328,9 @@ class Driver:
                     else:
                         pieces.append((start / rate, (start + len(wave)) / rate, d))
                 if progress is not None:
-                    reported[0] += sum(len(w) for _, w in chunk)
-                    progress(sum(len(w) for _, w in chunk) / rate)
+                    samples = sum(len(w) for _, w in chunk)
+                    reported[0] += samples
+                    progress(samples / rate)
             pending.clear()
 
         for start, wave in cutter(blocks, rate, max_seconds=limit, min_seconds=limit / 4):

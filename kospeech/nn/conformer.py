@@ -191,21 +191,24 @@ class ConformerEncoder(nn.Module):
         self.dynamic_chunk = dynamic_chunk
         self.decode_chunk_size = chunk_size if decode_chunk_size is None else decode_chunk_size
         if chunk_size or dynamic_chunk or self.decode_chunk_size:
-            option = "chunk_size" if chunk_size else "dynamic_chunk" if dynamic_chunk else "decode_chunk_size"
-            for layer in self.layers:
-                if not getattr(layer.attn, "accepts_query_mask", False):
-                    raise ConfigError(
-                        f"encoder 'conformer': {option} needs a self-attention that takes a per-query mask "
-                        f"(relative_multi_head does); attention '{type(layer.attn).__name__}' does not"
-                    )
+            self._check_query_mask("chunk_size" if chunk_size else "dynamic_chunk" if dynamic_chunk
+                                   else "decode_chunk_size")
+
+    def _check_query_mask(self, option: str) -> None:
+        """Chunk-wise attention needs every block's self-attention to take a per-query mask."""
+        for layer in self.layers:
+            if not getattr(layer.attn, "accepts_query_mask", False):
+                raise ConfigError(
+                    f"encoder 'conformer': {option} needs a self-attention that takes a per-query mask "
+                    f"(relative_multi_head does); attention '{type(layer.attn).__name__}' does not"
+                )
 
     def set_decode_chunk_size(self, chunk_size: int) -> None:
         """The chunk size (encoder frames; 0: full context) used from now on in evaluation mode:
         a dynamic-chunk checkpoint decodes at any chunk size without retraining."""
         _check_chunk_option("decode_chunk_size", chunk_size)
-        if chunk_size and not all(getattr(layer.attn, "accepts_query_mask", False) for layer in self.layers):
-            raise ConfigError("encoder 'conformer': decode_chunk_size needs a self-attention that takes a "
-                              "per-query mask (relative_multi_head does)")
+        if chunk_size:
+            self._check_query_mask("decode_chunk_size")
         self.decode_chunk_size = chunk_size
 
     @property

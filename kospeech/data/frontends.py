@@ -638,6 +638,8 @@ class KaldiFilterBank(Frontend):
         banks = banks[0] if isinstance(banks, tuple) else banks  # (n_mels, n_fft / 2): no Nyquist bin
         fb = F.pad(banks.double(), (0, 1)).T.float().contiguous()  # (n_freqs, n_mels), Nyquist weight 0
         self.register_buffer("mel_fb", fb, persistent=False)
+        self.register_buffer("_preemph", torch.tensor(-KALDI_PREEMPH), persistent=False)
+        self.register_buffer("_mel_fb_pairs", fb.repeat_interleave(2, dim=0), persistent=False)
 
     @property
     def output_dim(self) -> int:
@@ -671,18 +673,46 @@ class KaldiFilterBank(Frontend):
             x = x + noise
         first = int(kaldi_frame_starts(1, self.hop_length, self.win_length, self.snip_edges)[0])
         span = (max_t - 1) * self.hop_length + self.win_length  # samples from the first frame's start to the last's end
-        n = wave_lengths[:, None]
-        idx = torch.remainder(torch.arange(first, first + span, device=x.device)[None, :], 2 * n)
-        idx = torch.where(idx >= n, 2 * n - 1 - idx, idx)  # Kaldi reflects about both ends (repeatedly if need be)
-        frames = x.gather(1, idx).unfold(1, self.win_length, self.hop_length)  # (B, T, W)
-        frames = frames - frames.mean(dim=-1, keepdim=True)
-        frames = torch.cat([frames[..., :1] * (1 - KALDI_PREEMPH), frames[..., 1:] - KALDI_PREEMPH * frames[..., :-1]],
-                           dim=-1)
-        spec = torch.fft.rfft(frames * self.window.to(frames.dtype), n=self.n_fft)
-        power = spec.real.square() + spec.imag.square()
-        feats = (power @ self.mel_fb.to(power.dtype)).clamp_min(KALDI_ENERGY_FLOOR).log()
+        signal = self._reflected(x, wave_lengths, first, span)  # (B, span): frame t at [t * hop, t * hop + win)
+        # Kaldi removes each frame's mean, then pre-emphasises within the frame. Both are linear, so they
+        # are done once on the signal instead of on every (overlapping) frame: pre-emphasis of (frame - m)
+        # is the pre-emphasised signal minus m (1 - p) at every sample but the frame's first, whose
+        # previous sample is the frame's own (fixed after the window, which is 0 there for Povey's).
+        means = F.avg_pool1d(signal[:, None], self.win_length, self.hop_length)[:, 0, :, None]  # (B, T, 1)
+        emphasised = torch.cat([signal[:, :1], torch.addcmul(signal[:, 1:], signal[:, :-1], self._preemph)], dim=1)
+        frames = emphasised.unfold(1, self.win_length, self.hop_length)  # (B, T, W), a view
+        window = self.window.to(x.dtype)
+        padded = frames.new_empty(*frames.shape[:2], self.n_fft)  # the FFT's zero padding written once, here
+        padded[..., self.win_length :] = 0.0
+        windowed = padded[..., : self.win_length]
+        torch.sub(frames, means * (1 - KALDI_PREEMPH), out=windowed).mul_(window)
+        if float(window[0]) != 0.0:
+            windowed[..., 0] = (signal.unfold(1, self.win_length, self.hop_length)[..., 0] - means[..., 0]) \
+                * (1 - KALDI_PREEMPH) * window[0]
+        # |X|^2 summed into mel bands by one product over (real, imag) pairs: no pass to add the squares
+        squares = torch.view_as_real(torch.fft.rfft(padded)).square_().flatten(-2)
+        feats = (squares @ self._mel_fb_pairs.to(squares.dtype)).clamp_min_(KALDI_ENERGY_FLOOR).log_()
         mask = length_mask(lengths, max_t)[..., None]
         return feats.masked_fill(~mask, 0.0), lengths
+
+    def _reflected(self, x: Tensor, wave_lengths: Tensor, first: int, span: int) -> Tensor:
+        """Samples ``first .. first + span`` of every wave, reflected about both of its ends as Kaldi
+        does (repeatedly if need be). Only the ends are gathered: the samples before 0 and one
+        window's worth after each wave's own length (the last frame of a wave ends within half a window of
+        it); the rest is the wave itself, or lies under frames beyond the wave's length, which are masked."""
+        n = wave_lengths[:, None]
+        end = self.win_length + max(0, -first)
+        positions = torch.cat([torch.arange(first, 0, device=x.device)[None, :].expand(x.shape[0], -1),
+                               n + torch.arange(end, device=x.device)[None, :]], dim=1)
+        idx = torch.remainder(positions, 2 * n)
+        idx = torch.where(idx >= n, 2 * n - 1 - idx, idx)
+        ends = x.gather(1, idx)
+        head = max(0, -first)
+        needed = max(first + head + span, head + x.shape[1] + end)
+        signal = F.pad(x, (head, needed - head - x.shape[1]))
+        signal[:, :head] = ends[:, :head]
+        signal.scatter_(1, positions[:, head:] + head, ends[:, head:])
+        return signal[:, first + head : first + head + span]
 
     @torch.no_grad()
     def extract(self, wave: np.ndarray) -> np.ndarray:

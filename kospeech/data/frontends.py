@@ -50,6 +50,7 @@ from kospeech.registry import build, register
 from kospeech.runtime.features import (
     KALDI_ENERGY_FLOOR,
     KALDI_PREEMPH,
+    kaldi_dither_floor,
     kaldi_dither_noise,
     kaldi_frame_starts,
     kaldi_num_frames,
@@ -603,6 +604,10 @@ class KaldiFilterBank(Frontend):
             effect), and a model must hear digital silence as the noise it gets there, not as the
             log floor: trained with 0, a model misread a quarter of clean synthetic utterances in
             sherpa-onnx that it read right in our runtime.
+        dither_floor: None, or raise every band's log energy to this many natural-log units above
+            the mean the dither alone gives it (``kaldi_dither_floor``; 5.0 in the mini recipe): digital
+            silence then gives the same features whatever the dither draws, so sherpa-onnx's random
+            dither no longer decides a transcript (the sherpa-onnx export puts the floor in its graph).
     """
 
     name = "kaldi_fbank"
@@ -618,6 +623,7 @@ class KaldiFilterBank(Frontend):
         high_freq: float = -400.0,
         snip_edges: bool = False,
         dither: float = 1.0,
+        dither_floor: float | None = None,
     ) -> None:
         args = _arguments(locals())
         super().__init__(backend="torchaudio", sample_rate=sample_rate, frame_length_ms=frame_length_ms,
@@ -640,6 +646,12 @@ class KaldiFilterBank(Frontend):
         self.register_buffer("mel_fb", fb, persistent=False)
         self.register_buffer("_preemph", torch.tensor(-KALDI_PREEMPH), persistent=False)
         self.register_buffer("_mel_fb_pairs", fb.repeat_interleave(2, dim=0), persistent=False)
+        if dither_floor is not None and not dither > 0:
+            raise ConfigError(f"kaldi_fbank's dither_floor lies above the dither's energy, so it needs dither > 0, "
+                              f"got dither={dither}")
+        floor = (None if dither_floor is None else torch.from_numpy(kaldi_dither_floor(
+            self._window_np, fb.double().numpy(), self.n_fft, float(dither), float(dither_floor))).float())
+        self.register_buffer("_floor", floor, persistent=False)
 
     @property
     def output_dim(self) -> int:
@@ -692,6 +704,8 @@ class KaldiFilterBank(Frontend):
         # |X|^2 summed into mel bands by one product over (real, imag) pairs: no pass to add the squares
         squares = torch.view_as_real(torch.fft.rfft(padded)).square_().flatten(-2)
         feats = (squares @ self._mel_fb_pairs.to(squares.dtype)).clamp_min_(KALDI_ENERGY_FLOOR).log_()
+        if self._floor is not None:
+            feats = torch.maximum(feats, self._floor.to(feats.dtype))
         mask = length_mask(lengths, max_t)[..., None]
         return feats.masked_fill(~mask, 0.0), lengths
 

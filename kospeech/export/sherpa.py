@@ -63,11 +63,14 @@ class _CmvnModel(nn.Module):
     the ONNX export's CTC graph code takes it as it is. Padded frames stay zero (GlobalCMVN masks them),
     so sherpa-onnx's batch padding (log 1e-10) reaches the encoder as our own padding does."""
 
-    def __init__(self, model: nn.Module, cmvn: nn.Module | None) -> None:
+    def __init__(self, model: nn.Module, cmvn: nn.Module | None, floor: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model, self.cmvn = model, cmvn
+        self.register_buffer("floor", floor, persistent=False)
 
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.floor is not None:  # the frontend's dither_floor, which sherpa-onnx's own features lack
+            features = torch.maximum(features, self.floor)
         if self.cmvn is not None:
             features = self.cmvn(features, lengths)
         return self.model.encode(features, lengths)
@@ -143,7 +146,7 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
     out, tmp = ox.staging_dirs(out_dir, src.path)
     try:
         input_dim = int(src.frontend.output_dim)
-        network = _CmvnModel(src.model, src.bundle.cmvn).eval()
+        network = _CmvnModel(src.model, src.bundle.cmvn, getattr(src.frontend, "_floor", None)).eval()
         graphs, diff = ox._export_ctc(network, input_dim, tmp, opset)
         if not diff <= ox.CHECK_TOLERANCE:
             raise DataError(f"{src.path}: the sherpa-onnx graph disagrees with PyTorch on another batch shape (max "

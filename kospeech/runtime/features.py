@@ -51,6 +51,26 @@ def kaldi_dither_noise(num_samples: int, dither: float) -> np.ndarray:
     return (np.random.default_rng(0).standard_normal(int(num_samples)) * dither).astype(np.float32)
 
 
+def kaldi_dither_floor(window: np.ndarray, mel_fb: np.ndarray, n_fft: int, dither: float, margin: float) -> np.ndarray:
+    """(n_mels,) the lowest log energy of each mel band of a ``kaldi_fbank`` frame: ``margin`` natural-log
+    units above the mean energy that the dither alone (Gaussian, std ``dither`` on the int16 scale) puts
+    into the band, through DC removal, pre-emphasis, the window and the FFT (computed exactly, not sampled).
+
+    Why: on digital silence (exact zeros, as synthetic speech has) every frame is the dither, and
+    sherpa-onnx's dither is random on every run, so a model decides there on noise nobody can repeat.
+    Raised to this floor, such a band is the same number whatever the draw (a band of Gaussian noise
+    exceeds its mean by ``margin`` log units with a probability of at most ``exp(-exp(margin))``), while
+    speech lies far above it (a margin of 5 puts the floor about 22 dB above a dither of std 1)."""
+    w = np.asarray(window, np.float64).reshape(-1)
+    size = w.size
+    dc_removal = np.eye(size) - 1.0 / size
+    preemphasis = np.eye(size) - KALDI_PREEMPH * np.eye(size, k=-1)
+    preemphasis[0, 0] = 1.0 - KALDI_PREEMPH  # a frame's first sample has no previous one within the frame
+    spectra = np.fft.rfft(w[:, None] * (preemphasis @ dc_removal), n=n_fft, axis=0)  # (bins, samples)
+    bin_power = dither**2 * np.square(np.abs(spectra)).sum(axis=1)  # E|X_k|^2 for white noise
+    return np.log(np.maximum(bin_power @ np.asarray(mel_fb, np.float64), KALDI_ENERGY_FLOOR)) + float(margin)
+
+
 def kaldi_min_samples(frames: int, hop_length: int, win_length: int, snip_edges: bool) -> int:
     """The fewest samples Kaldi framing turns into ``frames`` frames (the engines pad short audio up to
     it; the centred frontends' rule, ``driver.samples_for_frames``, would give one frame less)."""
@@ -78,6 +98,9 @@ class NumpyFrontend:
         self.kaldi = self.name == "kaldi_fbank"
         self.dither = float(config.get("dither", 0.0)) if self.kaldi else 0.0
         self.win_length, self.snip_edges = win_length, bool(config.get("snip_edges", False))
+        margin = config.get("dither_floor") if self.kaldi else None
+        self.floor = (None if margin is None else
+                      kaldi_dither_floor(window, self.mel_fb, self.n_fft, self.dither, margin))
         self.scale = 32768.0 if self.kaldi else float(config.get("scale", 1.0))
         self.log_offset = float(config.get("log_offset", 1e-6))
         self.normalize = bool(config.get("normalize", False))
@@ -106,6 +129,8 @@ class NumpyFrontend:
         power = spec.real**2 + spec.imag**2
         if self.kaldi:
             feats = np.log(np.maximum(power @ self.mel_fb, KALDI_ENERGY_FLOOR))
+            if self.floor is not None:
+                feats = np.maximum(feats, self.floor)
         else:
             feats = np.log((power @ self.mel_fb if self.mel_fb is not None else power) + self.log_offset)
         if self.dct is not None:

@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kospeech.audio import read_audio  # noqa: E402
 from kospeech.cli import main as cli  # noqa: E402
+from kospeech.data.kaldi_io import audio_items, read_item  # noqa: E402
 from kospeech.files import read_scp  # noqa: E402
 from kospeech.metrics import align  # noqa: E402
 from kospeech.text.hangul import to_valid_text  # noqa: E402
@@ -61,9 +61,9 @@ def compare(onnx_dir: Path, sherpa_dir: Path, data: Path, noise_floor: float) ->
 
     from kospeech import runtime
 
-    scp, texts = read_scp(data / "wav.scp"), read_scp(data / "text", allow_empty=True)
-    ids = sorted(scp)
-    waves = [read_audio(scp[u].strip(), sample_rate=SR) for u in ids]
+    items, texts = audio_items(data), read_scp(data / "text", allow_empty=True)
+    ids = sorted(items)
+    waves = [read_item(items[u], sample_rate=SR) for u in ids]
     zeros = float(np.mean(np.concatenate(waves) == 0))
     if noise_floor:
         rng = np.random.default_rng(0)

@@ -152,12 +152,27 @@ def test_bad_options_are_config_errors() -> None:
 def test_dynamic_chunk_draws_full_context_or_a_chunk_per_batch() -> None:
     enc = encoder(dynamic_chunk=True, chunk_size=16).train()
     torch.manual_seed(3)
-    drawn = [enc._current_chunk() for _ in range(200)]
-    assert 70 < drawn.count(0) < 130
-    assert all(0 <= c <= DYNAMIC_CHUNK_MAX for c in drawn) and len(set(drawn)) > 10
-    assert enc.eval()._current_chunk() == 16
-    static = encoder(chunk_size=8).train()
-    assert {static._current_chunk() for _ in range(10)} == {8}
+    drawn = [enc._current_chunk(100) for _ in range(200)]
+    chunks = [c for c, _ in drawn]
+    assert 70 < chunks.count(0) < 130
+    assert all(0 <= c <= DYNAMIC_CHUNK_MAX for c in chunks) and len(set(chunks)) > 10
+    assert {left for _, left in drawn} == {-1}  # left_chunks as set
+    assert enc.eval()._current_chunk(100) == (16, -1)
+    static = encoder(chunk_size=8, left_chunks=2).train()
+    assert {static._current_chunk(100) for _ in range(10)} == {(8, 2)}
+
+
+def test_dynamic_left_chunks_draws_from_none_to_all() -> None:
+    """U2++: a chunked batch also draws its left chunks, 0 up to every chunk before the last frame's."""
+    enc = encoder(dynamic_chunk=True, dynamic_left_chunks=True, left_chunks=4).train()
+    torch.manual_seed(0)
+    drawn = [enc._current_chunk(100) for _ in range(400)]
+    chunked = [(c, left) for c, left in drawn if c]
+    assert all(0 <= left <= 99 // c for c, left in chunked)
+    assert {left for _, left in chunked} >= {0, 1, 2, 5} and max(left for _, left in chunked) > 10
+    assert enc.eval()._current_chunk(100) == (0, 4)  # evaluation: decode_chunk_size (0) and left_chunks
+    with pytest.raises(ConfigError, match="dynamic_chunk: true"):
+        encoder(dynamic_left_chunks=True)
 
 
 HEADS = {

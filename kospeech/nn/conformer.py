@@ -147,6 +147,10 @@ class ConformerEncoder(nn.Module):
         dynamic_chunk: in training, each batch takes full context with probability 0.5, else a
             chunk size drawn from 1..25 frames (WeNet's U2), so one checkpoint decodes at any
             chunk size and at full context; ``chunk_size`` is then only the evaluation default.
+        dynamic_left_chunks: with ``dynamic_chunk``, each chunked batch also draws how many earlier
+            chunks a frame attends to (0 up to all, as WeNet's U2++ does), so the checkpoint decodes
+            with a bounded ``left_chunks`` as well as with all of them; without it, training uses
+            ``left_chunks`` as set.
         decode_chunk_size: the chunk size in evaluation (decoding, export, streaming) when it
             should differ from ``chunk_size`` (0: full context); ``set_decode_chunk_size`` and
             ``kospeech.load(..., chunk_size=N)`` change it without retraining.
@@ -168,6 +172,7 @@ class ConformerEncoder(nn.Module):
         left_chunks: int = -1,
         causal_conv: bool = False,
         dynamic_chunk: bool = False,
+        dynamic_left_chunks: bool = False,
         decode_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -189,6 +194,10 @@ class ConformerEncoder(nn.Module):
         self.left_chunks = left_chunks
         self.causal_conv = causal_conv
         self.dynamic_chunk = dynamic_chunk
+        if dynamic_left_chunks and not dynamic_chunk:
+            raise ConfigError("encoder 'conformer': dynamic_left_chunks draws left chunks per batch of dynamic_chunk "
+                              "training; set dynamic_chunk: true too")
+        self.dynamic_left_chunks = dynamic_left_chunks
         self.decode_chunk_size = chunk_size if decode_chunk_size is None else decode_chunk_size
         if chunk_size or dynamic_chunk or self.decode_chunk_size:
             self._check_query_mask("chunk_size" if chunk_size else "dynamic_chunk" if dynamic_chunk
@@ -217,15 +226,19 @@ class ConformerEncoder(nn.Module):
         multiples of it so that its chunks are the whole utterance's."""
         return self.decode_chunk_size
 
-    def _current_chunk(self) -> int:
-        """This batch's chunk size: drawn per batch in dynamic-chunk training, else the configured one."""
+    def _current_chunk(self, frames: int) -> tuple[int, int]:
+        """This batch's chunk size and left chunks: drawn per batch in dynamic-chunk training (the
+        left chunks too with ``dynamic_left_chunks``, from 0 to all of the ``frames``), else as configured."""
         if not self.training:
-            return self.decode_chunk_size
+            return self.decode_chunk_size, self.left_chunks
         if self.dynamic_chunk:
             if float(torch.rand(())) < 0.5:
-                return 0
-            return int(torch.randint(1, DYNAMIC_CHUNK_MAX + 1, ()))
-        return self.chunk_size
+                return 0, self.left_chunks
+            chunk = int(torch.randint(1, DYNAMIC_CHUNK_MAX + 1, ()))
+            if self.dynamic_left_chunks:
+                return chunk, int(torch.randint(0, max(frames - 1, 0) // chunk + 1, ()))
+            return chunk, self.left_chunks
+        return self.chunk_size, self.left_chunks
 
     @property
     def output_dim(self) -> int:
@@ -236,10 +249,10 @@ class ConformerEncoder(nn.Module):
         if self.extractor is not None:
             x, lengths = self.extractor(x, lengths)
         mask = lengths_to_mask(lengths, x.size(1))
-        chunk = self._current_chunk()
+        chunk, left_chunks = self._current_chunk(x.size(1))
         attn_mask = None
         if chunk > 0:
-            attn_mask = chunk_mask(x.size(1), chunk, self.left_chunks, x.device)[None] & mask[:, None, :]
+            attn_mask = chunk_mask(x.size(1), chunk, left_chunks, x.device)[None] & mask[:, None, :]
         x = self.input_drop(self.input_proj(x))
         for layer in self.layers:
             x = layer(x, mask, attn_mask)

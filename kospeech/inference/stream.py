@@ -270,8 +270,10 @@ class Stream:
             raise ConfigError(f"a stream decodes with {' or '.join(CTC_STREAM_SEARCHES)} (a CTC head) or "
                               f"{' or '.join(TRANSDUCER_STREAM_SEARCHES)} (a transducer), not {chosen!r}")
         self._transducer = chosen in TRANSDUCER_STREAM_SEARCHES
-        if self._transducer and engine.head != "transducer":
-            raise ConfigError(f"{chosen} decodes a transducer; this model's head is {engine.head!r}")
+        head = "transducer" if self._transducer else "ctc"
+        if engine.head != head:
+            raise ConfigError(f"{chosen} decodes a {head.upper() if head == 'ctc' else head} head; this model's "
+                              f"is {engine.head!r}")
         if step_seconds <= 0:
             raise ConfigError(f"step_seconds must be positive, got {step_seconds}")
         self.driver, self.engine, self.name, self.endpoint = driver, engine, name, endpoint

@@ -13,7 +13,7 @@ passed back untouched.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,7 @@ class Greedy:
         return ahead.best(), emitted
 
 
-def greedy(encoder_out: np.ndarray, step: Step, joint: Joint, state: Sequence[np.ndarray] | Any,
+def greedy(encoder_out: np.ndarray, step: Step, joint: Joint, state: Any,
            max_symbols: int = 3) -> tuple[list[int], list[Span]]:
     """(T', H) encoder frames -> token ids and their (token, frame, frame + 1, probability) spans
     (:class:`Greedy` over all frames at once)."""

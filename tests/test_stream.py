@@ -190,7 +190,7 @@ def test_memory_is_bounded_over_a_long_stream(asr, running: dict) -> None:
     for i in range(0, len(wave), 4 * CHUNK):
         stream.feed(wave[i : i + 4 * CHUNK])
         largest_buffer = max(largest_buffer, stream._buffer.size)
-        largest_frames = max(largest_frames, sum(f.shape[0] for f in stream._stable))
+        largest_frames = max(largest_frames, stream._done)
     window = reach.left + reach.right + 4 * CHUNK + stream._step + 2 * reach.stride
     assert largest_buffer <= window
     assert largest_frames * reach.stride <= Endpoint().max_segment * RATE + stream._step

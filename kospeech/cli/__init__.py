@@ -81,6 +81,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_chunk_size_argument(p: argparse.ArgumentParser) -> None:
+    """``--chunk-size FRAMES``, one text for decode, transcribe and serve (``kospeech.load(..., chunk_size=)``)."""
+    p.add_argument("--chunk-size", type=int, default=None, metavar="FRAMES",
+                   help="decode a Conformer with chunk-wise attention of FRAMES encoder frames (16 at 40 ms: "
+                   "640 ms; 0: full context) instead of its model.encoder.decode_chunk_size")
+
+
 def add_search_arguments(p: argparse.ArgumentParser, *, search_takes_options: bool = False) -> None:
     """The one CLI shape for a decoding, shared by transcribe, decode, serve and pack:
     ``--search NAME``, ``-o KEY=VALUE`` (repeatable) and ``--lm DIR``."""

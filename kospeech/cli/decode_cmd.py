@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kospeech.cli import add_search_arguments, positive_int
+from kospeech.cli import add_chunk_size_argument, add_search_arguments, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("--data", required=True, help="feature dump dir (kospeech features dump) or Kaldi data dir")
     p.add_argument("--out", required=True, help="decode dir to write hyp.trn, ref.trn and decode.yaml into")
     add_search_arguments(p, search_takes_options=True)
-    p.add_argument("--chunk-size", type=int, default=None, metavar="FRAMES",
-                   help="decode a Conformer with chunk-wise attention of FRAMES encoder frames (16 at 40 ms: "
-                   "640 ms; 0: full context) instead of its model.encoder.decode_chunk_size")
+    add_chunk_size_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=16, help="utterances per batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("options", nargs="*", metavar="MODEL | KEY=VALUE",

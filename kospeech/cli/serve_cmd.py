@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kospeech.cli import add_search_arguments
+from kospeech.cli import add_chunk_size_argument, add_search_arguments
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -25,7 +25,8 @@ def serve(args: argparse.Namespace) -> int:
     search, options = search_choice(args)
     run(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 1024 * 1024),
         max_seconds=args.max_seconds, workers=args.workers, search=search, search_options=options,
-        api_key=args.api_key or None, max_streams=args.max_streams, max_stream_seconds=args.max_stream_seconds)
+        api_key=args.api_key or None, max_streams=args.max_streams, max_stream_seconds=args.max_stream_seconds,
+        chunk_size=args.chunk_size)
     return 0
 
 
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     )
     p.add_argument("model", help="a package (kospeech pack), an export dir or a checkpoint")
     add_search_arguments(p)
+    add_chunk_size_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")

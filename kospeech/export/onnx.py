@@ -32,7 +32,7 @@ from kospeech.errors import ConfigError, DataError
 from kospeech.export import manifest as mf
 from kospeech.files import sha256_files
 from kospeech.metadata import make_metadata
-from kospeech.models.base import chunk_frames, min_input_frames
+from kospeech.models.base import chunk_frames, min_input_frames, model_head
 
 logger = logging.getLogger(__name__)
 
@@ -396,8 +396,7 @@ def load_source(checkpoint: str | os.PathLike[str]) -> Source:
     model, frontend = bundle.model.eval(), bundle.frontend
     name = bundle.config.get("model", {}).get("name", type(model).__name__)
     has_decoder = bool(getattr(model, "has_decoder", False))
-    head = ("transducer" if getattr(model, "is_transducer", False) else "ctc" if getattr(model, "has_ctc", False)
-            else "attention" if has_decoder else "")
+    head = model_head(model)
     if not head:
         raise ConfigError(
             f"{source}: model '{name}' has neither a CTC head, an attention decoder nor a transducer; ONNX export "

@@ -26,7 +26,7 @@ from kospeech.inference.driver import Driver
 from kospeech.inference.engine import Decoded, encode_hotwords, samples_for_frames
 from kospeech.inference.loading import InferenceBundle, load_for_inference
 from kospeech.inference.timing import TokenSpan
-from kospeech.models.base import chunk_frames, set_chunk_size
+from kospeech.models.base import chunk_frames, model_head, set_chunk_size
 from kospeech.text.special import NUM_SPECIAL
 
 logger = logging.getLogger(__name__)
@@ -90,16 +90,46 @@ class TorchEngine:
         """The encoder's chunk size in output frames (0: none), from :func:`chunk_frames`."""
         return chunk_frames(self.model)
 
-    @torch.no_grad()
+    @property
+    def head(self) -> str:
+        """``transducer``, ``ctc`` or ``attention``: the head an export of this model decodes with
+        (:func:`~kospeech.models.base.model_head`), so both engines name it alike."""
+        return model_head(self.model)
+
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """CTC log-probabilities (T', V) per wave, as numpy (what a stream decodes)."""
-        if not self.model.has_ctc:
-            raise ConfigError(f"a {type(self.model).__name__} without a CTC head cannot stream; streaming "
-                              f"decodes CTC models and the CTC branch of joint models")
+        """CTC log-probabilities (T', V) per wave, as numpy (what a CTC stream decodes)."""
+        return self.network_outputs(waves, "log_probs")
+
+    @torch.no_grad()
+    def network_outputs(self, waves: Sequence[np.ndarray], output: str | None = None) -> list[np.ndarray]:
+        """Per wave, as numpy, what :meth:`OnnxEngine.network_outputs
+        <kospeech.runtime.model.OnnxEngine.network_outputs>` gives: CTC log-probs (T', V)
+        (``output="log_probs"``, the default for a model with a CTC head) or encoder frames (T', H)
+        (``"encoder_out"``, the default otherwise: what a transducer stream decodes)."""
+        name = output or ("log_probs" if self.head == "ctc" else "encoder_out")
+        if name == "log_probs" and not self.model.has_ctc:
+            raise ConfigError(f"a {type(self.model).__name__} without a CTC head has no CTC log-probabilities; "
+                              f"a stream decodes CTC models, the CTC branch of joint models and transducers")
         feats, lengths = self.inputs.from_waves(waves)
         enc, enc_lens = self.model.encode(feats, lengths)
-        logp = self.model.ctc_log_probs(enc).float().cpu().numpy()
-        return [logp[b, : int(n)] for b, n in enumerate(enc_lens)]
+        out = (self.model.ctc_log_probs(enc) if name == "log_probs" else enc).float().cpu().numpy()
+        return [out[b, : int(n)] for b, n in enumerate(enc_lens)]
+
+    # -- the transducer's step and joint for the numpy greedy (kospeech.runtime.transducer) -------
+    def predictor_state(self) -> Any:
+        """The prediction network's start state for one hypothesis (torch tensors, kept as they are)."""
+        return self.model.predictor_init_state(1, self.device)
+
+    @torch.no_grad()
+    def predictor_step(self, tokens: np.ndarray, state: Any) -> tuple[torch.Tensor, Any]:
+        """One prediction-network step: tokens (1,) -> its output (1, P) and the next state."""
+        return self.model.predictor_step(torch.as_tensor(tokens, device=self.device), state)
+
+    @torch.no_grad()
+    def joint(self, frame: np.ndarray, predictor_out: torch.Tensor) -> np.ndarray:
+        """The joiner on one encoder frame (1, H): log-probabilities (1, V) as numpy."""
+        enc = torch.from_numpy(frame).to(self.device, predictor_out.dtype)
+        return self.model.joint(enc, predictor_out).float().cpu().numpy()
 
     def ctc_fusion(self, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
         """The n-gram and hotword graph of a CTC search config, for the numpy beam of a stream."""

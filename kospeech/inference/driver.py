@@ -158,13 +158,15 @@ class Driver:
             self._fusion[key] = self.engine.ctc_fusion(cfg)
         return self._fusion[key]
 
-    def stream_reach(self) -> Any:
-        """The model's :class:`~kospeech.inference.stream.Reach`, measured at the first stream."""
+    def stream_reach(self, output: str | None = None) -> Any:
+        """The model's :class:`~kospeech.inference.stream.Reach`, measured at the first stream on the
+        network output it decodes (``log_probs`` or a transducer's ``encoder_out``; None: the
+        engine's first output). One measure serves both: a head reads each encoder frame alone."""
         if self._reach is None:
             from kospeech.inference.stream import probe_reach
 
             chunk = getattr(self.engine, "chunk_frames", None)
-            self._reach = probe_reach(self.engine.log_probs, self.sample_rate,
+            self._reach = probe_reach(lambda waves: self.engine.network_outputs(waves, output), self.sample_rate,
                                       chunk_frames=int(chunk()) if chunk is not None else 0)
             logger.info("streaming: %d samples per frame; each frame hears %s samples back, %s ahead",
                         self._reach.stride, self._reach.left, self._reach.right)

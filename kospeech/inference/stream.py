@@ -13,19 +13,25 @@ whole reach lies inside the window are *stable*: they are what decoding the whol
 would give, and they go into an incremental CTC prefix beam (:class:`kospeech.runtime.ctc.PrefixBeam`,
 with the n-gram LM and hotwords) that never looks at them again. The newer frames, computed as
 if the audio ended there, are *tentative*: their best path, after the beam's best prefix, is
-the partial text, which may still change. A model whose reach is unbounded (global self-attention) is
-re-decoded on a growing window from the start of its segment, which endpointing keeps short.
+the partial text, which may still change. A transducer streams the same way with its encoder frames
+in place of log-probabilities: the stable frames go into an incremental greedy search
+(:class:`kospeech.runtime.transducer.Greedy`) that keeps its prediction network's state and
+tokens between calls, and the partial text is that search continued over the tentative frames
+from a copy of it. A model whose reach is unbounded (global self-attention) is re-decoded on a
+growing window from the start of its segment: none of its frames is stable before the segment
+ends, so its endpointing judges the window's frames as they are, and closing the segment commits them.
 A Conformer with chunk-wise attention (``chunk_size``) counts its chunks from the first frame of
 its input, so a frame's reach depends on where it sits in its chunk: the probe takes the widest
 over every position in a chunk, and windows start on chunk boundaries of the segment
 (:attr:`Reach.period`), where the whole segment's chunks start too.
-Both engines stream through the same code; only the window's log-probabilities are theirs.
+Both engines stream through the same code; only the window's network output (and a transducer's
+prediction-network step and joiner) are theirs.
 
 Endpointing (the rules of Kaldi's online decoders and sherpa-onnx) closes a segment on the
-stable frames' best path: trailing non-speech (blank) after text, a long stretch with no text
-(dropped), or a segment grown too long. A closed segment is a final :class:`Result` with times
-on the whole stream; a new segment starts with a fresh beam, so an hour of audio costs the
-memory of one segment.
+stable frames' best path: trailing non-speech (blank; for a transducer, frames that emitted
+nothing) after text, a long stretch with no text (dropped), or a segment grown too long. A closed
+segment is a final :class:`Result` with times on the whole stream; a new segment starts with a
+fresh search, so an hour of audio costs the memory of one segment.
 """
 
 from __future__ import annotations
@@ -41,12 +47,15 @@ from kospeech.errors import ConfigError
 from kospeech.inference.engine import Decoded, wave_from_array
 from kospeech.inference.result import Result
 from kospeech.inference.timing import TokenSpan
-from kospeech.runtime import ctc
+from kospeech.runtime import ctc, transducer
 
 logger = logging.getLogger(__name__)
 
-#: searches a stream runs (the numpy CTC searches; a joint model streams with its CTC branch)
-STREAM_SEARCHES = ("ctc_greedy", "ctc_prefix_beam")
+#: searches a stream runs over CTC log-probabilities (a joint model streams with its CTC branch)
+CTC_STREAM_SEARCHES = ("ctc_greedy", "ctc_prefix_beam")
+#: searches a stream runs over encoder frames (a transducer's prediction network and joiner)
+TRANSDUCER_STREAM_SEARCHES = ("transducer_greedy",)
+STREAM_SEARCHES = CTC_STREAM_SEARCHES + TRANSDUCER_STREAM_SEARCHES
 PROBE_SECONDS = 12.0
 
 
@@ -125,15 +134,16 @@ def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sampl
     return Reach(stride, left, right, period)
 
 
-def _best_path(log_probs: np.ndarray, last: int) -> tuple[list[int], int]:
+def _best_path(log_probs: np.ndarray, last: int) -> tuple[list[int], np.ndarray]:
     """The best path's units over ``log_probs`` (argmax per frame, repeats merged, blanks dropped),
-    continuing from a frame whose best unit was ``last``; and the best unit of the last frame."""
+    continuing from a frame whose best unit was ``last``; and each frame's best unit."""
+    best = ctc.mask_non_units(log_probs).argmax(-1)
     tokens = []
-    for tok in ctc.mask_non_units(log_probs).argmax(-1).tolist():
+    for tok in best.tolist():
         if tok != ctc.BLANK_ID and tok != last:
             tokens.append(tok)
         last = tok
-    return tokens, last
+    return tokens, best
 
 
 class _Greedy:
@@ -145,11 +155,80 @@ class _Greedy:
         self.last = ctc.BLANK_ID
 
     def advance(self, log_probs: np.ndarray) -> None:
-        tokens, self.last = _best_path(log_probs, self.last)
+        tokens, best = _best_path(log_probs, self.last)
         self.best_ids = self.best_ids + tokens
+        if best.size:
+            self.last = int(best[-1])
 
     def best(self) -> list[int]:
         return list(self.best_ids)
+
+
+class _CtcSegment:
+    """An open segment decoded by a CTC search (:class:`_Greedy` or
+    :class:`~kospeech.runtime.ctc.PrefixBeam`): it keeps the segment's decided log-probabilities,
+    since its token times come from aligning the segment's best prefix to them at its end."""
+
+    def __init__(self, search: Any) -> None:
+        self.search = search
+        self.frames: list[np.ndarray] = []
+        self.last = ctc.BLANK_ID  # the best path's unit at the last decided frame
+
+    def advance(self, log_probs: np.ndarray) -> np.ndarray:
+        """Decide these frames; which of them are speech (their best unit is not blank)."""
+        self.search.advance(log_probs)
+        self.frames.append(np.asarray(log_probs, dtype=np.float32))
+        best = ctc.mask_non_units(log_probs).argmax(-1)
+        self.last = int(best[-1])
+        return best != ctc.BLANK_ID
+
+    def look_ahead(self, log_probs: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """The partial text's tokens: the search's best prefix and the best path of the tentative
+        frames after it (the beam is not advanced); and which tentative frames are speech."""
+        tokens, best = _best_path(log_probs, self.last)
+        return self.search.best() + tokens, best != ctc.BLANK_ID
+
+    def best(self) -> list[int]:
+        return self.search.best()
+
+    def spans(self, tokens: list[int]) -> list[ctc.Span]:
+        log_probs = np.concatenate(self.frames) if self.frames else np.zeros((0, 1), np.float32)
+        return ctc.align(log_probs, tokens) or []
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.nbytes for f in self.frames)
+
+
+class _TransducerSegment:
+    """An open segment decoded by the incremental transducer greedy search: the prediction
+    network's state carries from one call to the next, and each token's time is the frame it was
+    emitted at, so no frames are kept."""
+
+    nbytes = 0
+
+    def __init__(self, search: transducer.Greedy) -> None:
+        self.search = search
+
+    def advance(self, frames: np.ndarray) -> np.ndarray:
+        """Decide these encoder frames; which of them emitted a token."""
+        return self.search.advance(frames)
+
+    def look_ahead(self, frames: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """The tokens so far and those the tentative frames add, from a copy of the search."""
+        return self.search.look_ahead(frames)
+
+    def best(self) -> list[int]:
+        return self.search.best()
+
+    def spans(self, tokens: list[int]) -> list[ctc.Span]:
+        return list(self.search.spans)
+
+
+def _trailing(speech: np.ndarray) -> int:
+    """Frames after the last speech frame (all of them when none is speech)."""
+    found = np.nonzero(speech)[0]
+    return int(speech.size - 1 - found[-1]) if found.size else int(speech.size)
 
 
 class Stream:
@@ -158,8 +237,9 @@ class Stream:
     Args:
         driver: the model, a :class:`~kospeech.inference.driver.Driver` (either engine).
         search: ``ctc_prefix_beam`` (with the model's LM and hotwords when its default search has
-            them) or ``ctc_greedy``; None takes the model's default when it is one of those, else
-            the prefix beam.
+            them) or ``ctc_greedy`` for a CTC head, ``transducer_greedy`` for a transducer; None
+            takes the model's default when it is one of those, else its head's (the prefix beam,
+            or the transducer's greedy search).
         step_seconds: how much new audio runs the network again (the partial text's rhythm; a
             shorter step costs more compute for the same audio).
         endpoint: when a segment closes (:class:`Endpoint`); None never closes one before
@@ -169,28 +249,38 @@ class Stream:
             offline ones. Less lowers the latency of final text at some accuracy: the frame is
             computed as if the audio ended there.
         name: how the results name the stream.
-        **options: search options (``beam_size``, ``lm``, ``lm_weight``, ``hotwords``...).
+        **options: search options (``beam_size``, ``lm``, ``lm_weight``, ``hotwords``,
+            ``max_symbols_per_frame``...).
     """
 
     def __init__(self, driver: Any, *, search: str | Mapping[str, Any] | None = None, step_seconds: float = 0.32,
                  endpoint: Endpoint | None = Endpoint(), name: str = "<stream>", look_ahead: float | None = None,
                  **options: Any) -> None:
         engine = driver.engine
-        if not hasattr(engine, "log_probs"):
+        if not hasattr(engine, "network_outputs"):
             raise ConfigError(f"the {engine.kind} engine cannot stream")
         if search is None and driver.search_cfg.get("name") not in STREAM_SEARCHES:
-            search = {**{k: v for k, v in driver.search_cfg.items() if k in ("lm", "lm_weight", "hotwords",
-                                                                                 "hotword_weight")},
-                      "name": "ctc_prefix_beam"}
+            search = ({"name": "transducer_greedy"} if engine.head == "transducer" else
+                      {**{k: v for k, v in driver.search_cfg.items() if k in ("lm", "lm_weight", "hotwords",
+                                                                                "hotword_weight")},
+                       "name": "ctc_prefix_beam"})
         self.search_cfg = driver.search_config(search, **options)
-        if self.search_cfg.get("name") not in STREAM_SEARCHES:
-            raise ConfigError(f"a stream decodes with {' or '.join(STREAM_SEARCHES)} (the CTC head), not "
-                              f"{self.search_cfg.get('name')!r}")
+        chosen = self.search_cfg.get("name")
+        if chosen not in STREAM_SEARCHES:
+            raise ConfigError(f"a stream decodes with {' or '.join(CTC_STREAM_SEARCHES)} (a CTC head) or "
+                              f"{' or '.join(TRANSDUCER_STREAM_SEARCHES)} (a transducer), not {chosen!r}")
+        self._transducer = chosen in TRANSDUCER_STREAM_SEARCHES
+        head = "transducer" if self._transducer else "ctc"
+        if engine.head != head:
+            raise ConfigError(f"{chosen} decodes a {head.upper() if head == 'ctc' else head} head; this model's "
+                              f"is {engine.head!r}")
         if step_seconds <= 0:
             raise ConfigError(f"step_seconds must be positive, got {step_seconds}")
         self.driver, self.engine, self.name, self.endpoint = driver, engine, name, endpoint
         self.sample_rate = int(engine.sample_rate)
-        self.reach: Reach = driver.stream_reach()
+        #: what the window's network gives: encoder frames for a transducer, else CTC log-probabilities
+        self._output = "encoder_out" if self._transducer else "log_probs"
+        self.reach: Reach = driver.stream_reach(self._output)
         if look_ahead is not None and look_ahead < 0:
             raise ConfigError(f"look_ahead must be >= 0 seconds, got {look_ahead}")
         full = self.reach.right
@@ -255,22 +345,29 @@ class Stream:
 
     def state_bytes(self) -> int:
         """The memory this stream holds: its audio window and its segment's decided frames."""
-        return int(self._buffer.nbytes + sum(f.nbytes for f in self._stable))
+        return int(self._buffer.nbytes + self._segment.nbytes)
 
     # ---- segments --------------------------------------------------------------------------
     def _start_segment(self, at: int) -> None:
         self._segment_start = at  # absolute sample
-        self._done = 0  # stable frames of the segment already in the beam
-        self._beam: Any = (_Greedy() if self.search_cfg["name"] == "ctc_greedy" else
-                           ctc.PrefixBeam(self._vocab_size(), int(self.search_cfg.get("beam_size", 10)), lm=self._lm,
-                                          lm_weight=float(self.search_cfg.get("lm_weight") or 0.0),
-                                          length_bonus=float(self.search_cfg.get("length_bonus", 0.0)),
-                                          context=self._context))
-        self._stable: list[np.ndarray] = []
-        self._last_best = ctc.BLANK_ID  # the best path's unit at the last decided frame
+        self._done = 0  # stable frames of the segment already in the search
+        self._segment: _CtcSegment | _TransducerSegment = self._new_segment()
         self._trailing_blank = 0
         self._emitted = False
         self._partial = []
+
+    def _new_segment(self) -> _CtcSegment | _TransducerSegment:
+        """A fresh search for a segment, of the search family the stream decodes with."""
+        cfg = self.search_cfg
+        if self._transducer:
+            return _TransducerSegment(transducer.Greedy(self.engine.predictor_step, self.engine.joint,
+                                                        self.engine.predictor_state(),
+                                                        int(cfg.get("max_symbols_per_frame", 3))))
+        if cfg["name"] == "ctc_greedy":
+            return _CtcSegment(_Greedy())
+        return _CtcSegment(ctc.PrefixBeam(self._vocab_size(), int(cfg.get("beam_size", 10)), lm=self._lm,
+                                          lm_weight=float(cfg.get("lm_weight") or 0.0),
+                                          length_bonus=float(cfg.get("length_bonus", 0.0)), context=self._context))
 
     def _vocab_size(self) -> int:
         tokenizer = self.engine.tokenizer
@@ -289,59 +386,63 @@ class Stream:
                 self._close(self._done)
             return
         window = self.driver._pad_short(window) if window.size < self.engine.min_samples() else window
-        log_probs = self.engine.log_probs([window])[0]
-        end = frames_before + log_probs.shape[0]
+        out = self.engine.network_outputs([window], self._output)[0]
+        end = frames_before + out.shape[0]
         if final:
             stable_end = end
         elif self._look_ahead is None:
             stable_end = self._done
         else:
             stable_end = min(end, max(self._done, (seg_len - self._look_ahead) // stride + 1))
-        self._commit(log_probs[self._done - frames_before : stable_end - frames_before])
+        self._commit(out[self._done - frames_before : stable_end - frames_before])
         if final:
             self._close(self._done)
             return
-        self._partial = self._beam.best() + _best_path(log_probs[stable_end - frames_before :], self._last_best)[0]
+        tentative = out[stable_end - frames_before :]
+        self._partial, speech = self._segment.look_ahead(tentative)
         self._drop_old_samples()
-        self._check_endpoint()
+        self._check_endpoint(tentative, speech)
 
     def _commit(self, frames: np.ndarray) -> None:
         if frames.shape[0] == 0:
             return
-        self._beam.advance(frames)
-        self._stable.append(np.asarray(frames, dtype=np.float32))
+        speech = self._segment.advance(frames)
         self._done += frames.shape[0]
-        best = ctc.mask_non_units(frames).argmax(-1)
-        self._last_best = int(best[-1])
-        speech = np.nonzero(best != ctc.BLANK_ID)[0]
-        if speech.size:
+        if speech.any():
             self._emitted = True
-            self._trailing_blank = frames.shape[0] - 1 - int(speech[-1])
+            self._trailing_blank = _trailing(speech)
         else:
             self._trailing_blank += frames.shape[0]
 
-    def _check_endpoint(self) -> None:
+    def _check_endpoint(self, tentative: np.ndarray, speech: np.ndarray) -> None:
+        """Close or drop the segment by the endpoint rules, on its stable frames; on its frames as
+        computed now (``tentative``, which of them are ``speech``) when the model's reach ahead is
+        unbounded, since then no frame is stable before the segment ends, and closing commits them."""
         if self.endpoint is None:
             return
+        unbounded = self.reach.right is None
+        if unbounded:
+            trailing, emitted, frames = _trailing(speech), bool(speech.any()), self._done + tentative.shape[0]
+        else:
+            trailing, emitted, frames = self._trailing_blank, self._emitted, self._done
         seconds_per_frame = self.reach.stride / self.sample_rate
-        trailing = self._trailing_blank * seconds_per_frame
-        if self._emitted and trailing >= self.endpoint.silence_after_speech:
-            self._close(self._done)
-        elif not self._emitted and trailing >= self.endpoint.silence_without_speech:
-            self._start_segment(self._segment_start + self._done * self.reach.stride)  # nothing said: dropped
-        elif self._done * seconds_per_frame >= self.endpoint.max_segment:
+        silence = trailing * seconds_per_frame
+        if not emitted and silence >= self.endpoint.silence_without_speech:
+            self._start_segment(self._segment_start + frames * self.reach.stride)  # nothing said: dropped
+        elif ((emitted and silence >= self.endpoint.silence_after_speech)
+              or frames * seconds_per_frame >= self.endpoint.max_segment):
+            if unbounded:
+                self._commit(tentative)
             self._close(self._done)
 
     def _close(self, frames: int) -> None:
         """End the segment after ``frames`` stable frames: a final Result when it said anything."""
         stride = self.reach.stride
-        tokens = self._beam.best()
+        tokens = self._segment.best()
         if tokens:
-            log_probs = np.concatenate(self._stable) if self._stable else np.zeros((0, self._vocab_size()), np.float32)
             step = stride / self.sample_rate
-            spans = ctc.align(log_probs, tokens) or []
             decoded = Decoded(tokens, None, [TokenSpan(self.engine.tokenizer.id_to_token(t), s * step, e * step,
-                                                       round(p, 4)) for t, s, e, p in spans])
+                                                       round(p, 4)) for t, s, e, p in self._segment.spans(tokens)])
             start = self._segment_start / self.sample_rate
             piece = (start, start + frames * step, decoded)
             self._pieces.append(piece)

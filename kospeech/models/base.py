@@ -135,6 +135,17 @@ def min_input_frames(model: nn.Module, input_dim: int, device: torch.device | st
     return hi
 
 
+def model_head(model: nn.Module) -> str:
+    """The head an export and a stream decode a model with: ``transducer``, ``ctc`` or
+    ``attention`` ("" when it has none), the first of those it has: a joint CTC/attention model
+    exports and streams its CTC branch."""
+    if getattr(model, "is_transducer", False):
+        return "transducer"
+    if getattr(model, "has_ctc", False):
+        return "ctc"
+    return "attention" if getattr(model, "has_decoder", False) else ""
+
+
 def chunk_frames(model: nn.Module) -> int:
     """The chunk size in encoder frames that a model's chunk-wise attention uses when decoding (0:
     full context): every module with a ``decode_chunk_frames`` (the Conformer encoder) counts, and an

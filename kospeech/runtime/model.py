@@ -196,7 +196,13 @@ class OnnxEngine:
             raise ConfigError(f"{self.directory}: a {self.head} export has no CTC log-probabilities")
         return self.network_outputs(waves)
 
-    def _step(self, tokens: np.ndarray, state: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    # -- the transducer's step and joint for the numpy greedy (kospeech.runtime.transducer) -------
+    def predictor_state(self) -> list[np.ndarray]:
+        """The prediction network's start state for one hypothesis: zeros of the graph's shapes."""
+        return [np.zeros(shape, dtype=np.float32) for shape in self._state_shapes]
+
+    def predictor_step(self, tokens: np.ndarray, state: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One prediction-network step: tokens (1,) -> its output (1, P) and the next state."""
         out, *new_state = self.predictor.run(None, {"tokens": tokens, **dict(zip(self._state_inputs, state))})
         return out, new_state
 
@@ -218,7 +224,8 @@ class OnnxEngine:
         state = [np.zeros((len(encs), *shape), dtype=dt) for shape, dt in zip(self._decoder_init, self._decoder_dtypes)]
         return attention.greedy(batch, lengths, self._decoder_step, state, max_len_ratio)
 
-    def _joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:
+    def joint(self, frame: np.ndarray, pred_out: np.ndarray) -> np.ndarray:
+        """The joiner on one encoder frame (1, H): log-probabilities (1, V)."""
         return self.joiner.run(None, {"encoder_frame": frame, "predictor_out": pred_out})[0]
 
     def _check_search(self, search: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,8 +260,7 @@ class OnnxEngine:
         """One piece's network output -> token ids and their spans in seconds from the piece's start."""
         cfg = search.cfg
         if cfg["name"] == "transducer_greedy":
-            state = [np.zeros(shape, dtype=np.float32) for shape in self._state_shapes]
-            tokens, spans = transducer.greedy(out, self._step, self._joint, state,
+            tokens, spans = transducer.greedy(out, self.predictor_step, self.joint, self.predictor_state(),
                                               int(cfg.get("max_symbols_per_frame", 3)))
         elif cfg["name"] == "ctc_greedy":
             tokens, spans = ctc.greedy(out)

@@ -153,9 +153,12 @@ def declared_seconds(data: bytes) -> float | None:
     return info.frames / info.samplerate if info.samplerate and 0 < info.frames < 2**62 else None
 
 
-def open_model(path: str, search: str | None = None, **options: Any) -> tuple[Any, int]:
+def open_model(path: str, search: str | None = None, *, chunk_size: int | None = None,
+               **options: Any) -> tuple[Any, int]:
     """Any model ``kospeech.load`` opens (package, export dir, checkpoint) and its worker count:
     2 for the onnxruntime engine (its sessions run concurrent calls safely), 1 for PyTorch.
+    ``chunk_size``: decode a Conformer with chunk-wise attention of that many encoder frames
+    (``kospeech serve --chunk-size``; an export has its own fixed in its graph).
 
     Only the path the user named is opened; checkpoints load with ``weights_only`` (no pickled code).
     """
@@ -165,16 +168,16 @@ def open_model(path: str, search: str | None = None, **options: Any) -> tuple[An
 
     if not Path(path).exists():
         raise DataError(f"{path}: no such model (a package, an export directory or a checkpoint)")
-    model = kospeech.load(str(path), search=search, **options)
+    model = kospeech.load(str(path), search=search, chunk_size=chunk_size, **options)
     return model, 2 if model.engine.kind == "onnx" else 1
 
 
 def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, search: str | None = None,
-          search_options: dict[str, Any] | None = None, **options: Any) -> None:
+          search_options: dict[str, Any] | None = None, chunk_size: int | None = None, **options: Any) -> None:
     """Load ``path`` and serve until interrupted (werkzeug's threaded server)."""
     from werkzeug.serving import make_server
 
-    model, workers = open_model(path, search, **(search_options or {}))
+    model, workers = open_model(path, search, chunk_size=chunk_size, **(search_options or {}))
     app = create_app(model, workers=options.pop("workers", None) or workers, name=model.name, **options)
     server = make_server(host, port, app, threaded=True)
     logger.info("serving %s on http://%s:%d (Ctrl-C stops)", path, host, server.server_port)

@@ -116,7 +116,7 @@ def blueprint(model: Any, slots: threading.Semaphore, *, max_streams: int = MAX_
         try:
             with slot():
                 stream = model.stream(name="<websocket>")
-        except KoSpeechError as err:  # e.g. a model without a CTC head
+        except KoSpeechError as err:  # e.g. an attention-only model (neither CTC nor transducer)
             raise _Close(SERVER_ERROR, f"this model cannot stream: {err}") from None
         received = 0
         closed: list[str] = []  # texts of the segments sent as finals

@@ -201,6 +201,45 @@ def test_memory_is_bounded_over_a_long_stream(asr, running: dict) -> None:
     assert cer["stream"] <= cer["offline"] + 5.0 and cer["stream"] < 20.0, cer
 
 
+@pytest.mark.slow
+def test_an_hour_of_stream_holds_flat_memory(asr, running: dict) -> None:
+    """One hour of speech and pauses, fed as a microphone would: the stream's state (its audio window
+    and its open segment's frames) is as large in the last minutes as in the first ten, and what
+    Python allocates after the first ten minutes is the transcript (the closed segments that
+    ``finish`` returns), a bounded amount per segment."""
+    import tracemalloc
+
+    one_round = _joined(running["waves"], 1.5)
+    rounds = int(np.ceil(3600 * RATE / len(one_round)))
+    stream = asr.stream(search="ctc_greedy", step_seconds=0.64)
+    state = {"first": 0, "last": 0}
+    finals = {"first": 0, "last": 0}
+    tracemalloc.start()
+    after_ten_minutes = 0
+    fed = 0
+    for _ in range(rounds):
+        for i in range(0, len(one_round), 4 * CHUNK):
+            stream.feed(one_round[i : i + 4 * CHUNK])
+            part = "first" if fed < 600 * RATE else "last"
+            state[part] = max(state[part], stream.state_bytes())
+        fed += len(one_round)
+        finals["first" if fed < 600 * RATE else "last"] += len(stream.finals())
+        if not after_ten_minutes and fed >= 600 * RATE:
+            after_ten_minutes = tracemalloc.get_traced_memory()[0]
+    grown = tracemalloc.get_traced_memory()[0] - after_ten_minutes
+    tracemalloc.stop()
+    result = stream.finish()
+    print(f"\n{fed / RATE / 60:.0f} min: state {state['first'] / 1024:.0f} KB (first 10 min) / "
+          f"{state['last'] / 1024:.0f} KB (after); {finals['last']} segments after 10 min, "
+          f"Python memory +{grown / 1024:.0f} KB "
+          f"({grown / max(finals['last'], 1) / 1024:.1f} KB per segment)")
+    assert fed >= 3600 * RATE and finals["last"] >= 5 * finals["first"]  # segments close all hour long
+    assert state["last"] <= state["first"]  # the stream's own state does not grow
+    assert grown <= 16 * 1024 * finals["last"]  # the rest is the transcript kept for finish()
+    refs = " ".join(running["texts"] * rounds)
+    assert score_corpus({0: refs}, {0: result.text}).cer < 20.0
+
+
 # ---------------------------------------------------------------------------------------------
 # the ONNX engine
 

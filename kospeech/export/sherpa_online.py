@@ -70,6 +70,7 @@ CHUNK_SIZE, LEFT_CHUNKS = 16, 1
 #: chunk sizes the export checks chunk by chunk against the whole utterance (any other works the same way)
 CHECK_CHUNKS = ((CHUNK_SIZE, LEFT_CHUNKS), (5, 4))
 FRAMES_PER_SECOND = 100  # Kaldi fbank's 10 ms shift, which sherpa-onnx fixes (sherpa.SHERPA_FEATURES)
+TAIL_NOISE = 1 / 32768  # std of the tail padding: one int16 step, what kaldi_fbank's dither adds
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,8 @@ def export_sherpa_online(checkpoint: str | os.PathLike[str], out_dir: str | os.P
         manifest = {"format": "sherpa-onnx-online", "loader": LOADER, **chunk,
                     "window": {"left": window.left, "right_context": window.right, "align": window.align,
                                "cache_frames": window.cache},
-                    "tail_padding_seconds": tail_padding(window, CHUNK_SIZE),
+                    "tail_padding_seconds": round(tail_padding(window, CHUNK_SIZE, prep.sample_rate).size
+                                                  / prep.sample_rate, 3),
                     "check": {"max_abs_diff": float(diff), "chunks": [list(c) for c in CHECK_CHUNKS]}}
         sh.write_export(prep, tmp, out, "model.onnx", metadata, manifest,
                         _readme(out.name, prep, window), quantize)
@@ -249,30 +251,35 @@ def export_sherpa_online(checkpoint: str | os.PathLike[str], out_dir: str | os.P
     return out
 
 
-def tail_padding(window: Window, chunk_size: int) -> float:
-    """Seconds of silence to feed after a stream's last sample: sherpa-onnx runs a chunk only when
-    ChunkLength frames past its start are there (the last chunk starts at most at the last frame),
-    so without them the last words stay unread."""
-    return round((window.chunk_length(chunk_size) + 2) / FRAMES_PER_SECOND, 2)
+def tail_padding(window: Window, chunk_size: int, sample_rate: int) -> np.ndarray:
+    """What to feed after a stream's last sample: sherpa-onnx runs a chunk only when ChunkLength
+    frames past its start are there (the last chunk starts at most at the last frame), so without
+    them the last words stay unread. Quiet noise, not zeros: sherpa-onnx's online features (2.0.1)
+    are not dithered, and exact zeros give log energies the model never saw in training (our
+    ``kaldi_fbank`` dithers with std 1 on the int16 scale, this noise's level)."""
+    samples = int((window.chunk_length(chunk_size) + 2) * sample_rate / FRAMES_PER_SECOND)
+    return np.random.default_rng(0).normal(0, TAIL_NOISE, samples).astype(np.float32)
 
 
 def transcribe_online(recognizer: Any, wave: np.ndarray, sample_rate: int,
-                      tail_seconds: float) -> tuple[str, list[str]]:
-    """(text, tokens) of one ``wave`` through a sherpa-onnx ``OnlineRecognizer``, fed as README.md
-    shows (the whole wave, the tail padding, input finished, every ready chunk decoded); the text is
-    sherpa-onnx's, not yet NFC-composed. For the tests and bench/sherpa.py."""
+                      tail: np.ndarray) -> tuple[str, list[str], int]:
+    """(text, tokens, chunks decoded) of one ``wave`` through a sherpa-onnx ``OnlineRecognizer``, fed
+    as README.md shows (the wave, the ``tail`` padding, input finished, every ready chunk decoded);
+    the text is sherpa-onnx's, not yet NFC-composed. For the tests and bench/sherpa.py."""
     stream = recognizer.create_stream()
     stream.accept_waveform(sample_rate, wave)
-    stream.accept_waveform(sample_rate, np.zeros(int(tail_seconds * sample_rate), np.float32))
+    stream.accept_waveform(sample_rate, tail)
     stream.input_finished()
+    chunks = 0
     while recognizer.is_ready(stream):
         recognizer.decode_stream(stream)
+        chunks += 1
     result = recognizer.get_result_all(stream)
-    return result.text, list(result.tokens)
+    return result.text, list(result.tokens), chunks
 
 
 def _readme(name: str, prep: sh.Prepared, window: Window) -> str:
-    pad = tail_padding(window, CHUNK_SIZE)
+    pad = round(tail_padding(window, CHUNK_SIZE, prep.sample_rate).size / prep.sample_rate, 3)
     return f"""# {name}: a KoSpeech CTC model for sherpa-onnx's online (streaming) recognizer
 
 ```python
@@ -284,7 +291,9 @@ recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
 wave, rate = sf.read("speech.wav", dtype="float32")
 stream = recognizer.create_stream()
 stream.accept_waveform(rate, wave)  # or piece by piece as it arrives, decoding while ready
-stream.accept_waveform(rate, np.zeros(int({pad} * rate), np.float32))  # tail padding: the last chunk runs
+# tail padding, so that the last chunk runs: quiet noise, not zeros (sherpa-onnx's online features
+# are not dithered, and digital silence gives features the model never saw)
+stream.accept_waveform(rate, np.random.default_rng().normal(0, 1 / 32768, int({pad} * rate)).astype(np.float32))
 stream.input_finished()
 while recognizer.is_ready(stream):
     recognizer.decode_stream(stream)
@@ -296,5 +305,6 @@ longer; the tail padding is (chunk_size - 1) * {prep.subsampling} + {window.righ
 `num_left_chunks` only sizes a cache the model passes through (any value >= 1). Each chunk's frames
 are the ones the whole recording gives: the model re-reads {window.left} frames ({window.left * 10} ms) before
 the chunk and waits for {window.right} frames ({window.right * 10} ms) after it. Features are computed by
-sherpa-onnx (Kaldi fbank); CMVN is inside model.onnx.
+sherpa-onnx (Kaldi fbank, not dithered in its online recognizer: audio with stretches of exact zeros,
+such as synthetic speech, decodes better with a little noise added); CMVN is inside model.onnx.
 """

@@ -36,11 +36,9 @@ def online(kaldi_ctc_checkpoint: dict, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _window(d: Path) -> Any:
-    from kospeech.export.sherpa_online import Window
+    from kospeech.export.sherpa_online import load_window
 
-    manifest = yaml.safe_load((d / "sherpa.yaml").read_text(encoding="utf-8"))
-    w = manifest["window"]
-    return Window(manifest["subsampling_factor"], w["left"], w["right_context"], w["align"])
+    return load_window(d)
 
 
 def test_the_graph_has_sherpa_onnx_online_interface(online: dict[str, Path], kaldi_ctc_checkpoint: dict) -> None:

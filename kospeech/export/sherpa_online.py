@@ -96,6 +96,15 @@ class Window:
         return (chunk_size - 1) * self.subsampling + self.right + 1
 
 
+def load_window(directory: str | os.PathLike[str]) -> Window:
+    """The :class:`Window` an export's sherpa.yaml records (for the tail padding and run_chunks)."""
+    import yaml
+
+    manifest = yaml.safe_load((Path(directory) / sh.MANIFEST).read_text(encoding="utf-8"))
+    w = manifest["window"]
+    return Window(int(manifest["subsampling_factor"]), int(w["left"]), int(w["right_context"]), int(w["align"]))
+
+
 class _OnlineGraph(nn.Module):
     """The window recomputation of the module docstring, with sherpa-onnx's six inputs and three outputs."""
 

@@ -270,6 +270,29 @@ def tail_padding(window: Window, chunk_size: int, sample_rate: int) -> np.ndarra
     return np.random.default_rng(0).normal(0, TAIL_NOISE, samples).astype(np.float32)
 
 
+def online_recognizer(directory: str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE, dither: float = 1.0,
+                      num_threads: int = 1) -> Any:
+    """sherpa-onnx's OnlineRecognizer for an export, built as README.md shows: ``from_wenet_ctc``, then
+    rebuilt with ``dither`` in its feature config. Why: our ``kaldi_fbank`` trains on dithered fbank
+    (std 1 on the int16 scale, what sherpa-onnx's offline recognizer always adds), while ``from_wenet_ctc``
+    leaves the online one undithered, so digital silence would reach the model as log energies it never
+    saw. ``dither=0`` gives its default (deterministic) features."""
+    import sherpa_onnx
+    import yaml
+    from sherpa_onnx.online_recognizer import _Recognizer
+
+    d = Path(directory)
+    manifest = yaml.safe_load((d / sh.MANIFEST).read_text(encoding="utf-8"))
+    recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
+        tokens=str(d / sh.TOKENS_FILE), model=str(d / manifest["files"]["model"]), chunk_size=chunk_size,
+        num_left_chunks=int(manifest["num_left_chunks"]), num_threads=num_threads,
+        sample_rate=int(manifest["sample_rate"]), feature_dim=int(manifest["feature_dim"]))
+    if dither:
+        recognizer.config.feat_config.dither = dither
+        recognizer.recognizer = _Recognizer(recognizer.config)
+    return recognizer
+
+
 def transcribe_online(recognizer: Any, wave: np.ndarray, sample_rate: int,
                       tail: np.ndarray) -> tuple[str, list[str], int]:
     """(text, tokens, chunks decoded) of one ``wave`` through a sherpa-onnx ``OnlineRecognizer``, fed
@@ -297,6 +320,10 @@ import numpy as np, sherpa_onnx, soundfile as sf
 recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
     model="{name}/model.onnx", tokens="{name}/tokens.txt", chunk_size={CHUNK_SIZE}, num_left_chunks={LEFT_CHUNKS},
     feature_dim={prep.feature_dim}, sample_rate={prep.sample_rate})
+# the model was trained on dithered fbank (std 1 on the int16 scale, as sherpa-onnx's offline
+# recognizer computes it); from_wenet_ctc leaves the online features undithered: rebuild with it
+recognizer.config.feat_config.dither = 1.0
+recognizer.recognizer = sherpa_onnx.online_recognizer._Recognizer(recognizer.config)
 wave, rate = sf.read("speech.wav", dtype="float32")
 stream = recognizer.create_stream()
 stream.accept_waveform(rate, wave)  # or piece by piece as it arrives, decoding while ready
@@ -314,6 +341,6 @@ longer; the tail padding is (chunk_size - 1) * {prep.subsampling} + {window.righ
 `num_left_chunks` only sizes a cache the model passes through (any value >= 1). Each chunk's frames
 are the ones the whole recording gives: the model re-reads {window.left} frames ({window.left * 10} ms) before
 the chunk and waits for {window.right} frames ({window.right * 10} ms) after it. Features are computed by
-sherpa-onnx (Kaldi fbank, not dithered in its online recognizer: audio with stretches of exact zeros,
-such as synthetic speech, decodes better with a little noise added); CMVN is inside model.onnx.
+sherpa-onnx (Kaldi fbank; without the dither above, stretches of exact zeros, such as synthetic
+speech has, reach the model as features it never saw); CMVN is inside model.onnx.
 """

@@ -1,10 +1,17 @@
 """sherpa-onnx against our runtime on the same files: equal tokens and transcripts, CER, real-time factor.
 
-``python bench/sherpa.py MODEL DATA_DIR... [--noise-floor STD]`` exports MODEL (a checkpoint or
-package whose frontend is ``kaldi_fbank``) twice into a temporary folder, for ``kospeech.runtime``
-and with ``--format sherpa-onnx``, and decodes every utterance of each Kaldi data dir (``wav.scp``,
-``text``) with both, greedy CTC, one thread, one utterance at a time, after a warm-up. sherpa-onnx's
-text is read as our detokenizer reads jamo (NFC, orphan jamo dropped; NFC alone is printed too).
+``python bench/sherpa.py MODEL DATA_DIR... [--noise-floor STD] [--chunk-size N]`` exports MODEL (a
+checkpoint or package whose frontend is ``kaldi_fbank``) three times into a temporary folder, for
+``kospeech.runtime``, with ``--format sherpa-onnx`` and with ``--format sherpa-onnx-online``, and
+decodes every utterance of each Kaldi data dir (``wav.scp``, ``text``) with all three, greedy CTC,
+one thread, one utterance at a time, after a warm-up. sherpa-onnx's text is read as our detokenizer
+reads jamo (NFC, orphan jamo dropped; NFC alone is printed too).
+
+The online recognizer, built as the export's README shows (dither on), gets each file whole, then the
+tail padding (quiet noise), chunk by chunk (``--chunk-size``, 16 by default): compared with our
+runtime on the whole recording (what a user sees). As a check of the implementation, it runs again
+without dither (from_wenet_ctc's default) and is compared with our runtime over the frames it ran,
+on the same padded audio with our fbank's dither off too.
 
 sherpa-onnx dithers (std 1 on the int16 scale, whatever its config says: measured on 2.0.1), so on
 digital silence (exact zeros, as synthetic speech has) its own output varies from run to run; the
@@ -55,7 +62,8 @@ def cer(refs: list[str], hyps: list[str]) -> float:
     return 100 * errors / max(1, length)
 
 
-def compare(onnx_dir: Path, sherpa_dir: Path, data: Path, noise_floor: float) -> None:
+def compare(onnx_dir: Path, sherpa_dir: Path, online_dir: Path, data: Path, noise_floor: float,
+            chunk_size: int) -> None:
     import sherpa_onnx
     import yaml
 
@@ -94,6 +102,41 @@ def compare(onnx_dir: Path, sherpa_dir: Path, data: Path, noise_floor: float) ->
           f"{sum(a == b for (_, a), (_, b) in zip(theirs, again))}/{n} equal")
     print(f"  CER % ours {cer(refs, [r.text for r in ours]):.2f}, sherpa-onnx {cer(refs, cleaned):.2f}; "
           f"RTF (1 thread) ours {t_ours / seconds:.4f}, sherpa-onnx {t_sherpa / seconds:.4f}")
+    online_pass(ours_model, online_dir, waves, [r.text for r in ours], refs, chunk_size)
+
+
+def online_pass(ours_model: object, online_dir: Path, waves: list[np.ndarray], ours: list[str], refs: list[str],
+                chunk_size: int) -> None:
+    """The online recognizer on the same waves: agreement with our runtime (whole recordings, and the
+    frames it ran with the same features), CER, RTF."""
+    from kospeech.export.sherpa_online import load_window, online_recognizer, tail_padding, transcribe_online
+    from kospeech.runtime.ctc import greedy
+
+    tail = tail_padding(load_window(online_dir), chunk_size, SR)
+    recognizer = online_recognizer(online_dir, chunk_size=chunk_size)  # as README.md: dithered
+    transcribe_online(recognizer, waves[0], SR, tail)  # warm-up
+    start = time.perf_counter()
+    answers = [transcribe_online(recognizer, w, SR, tail) for w in waves]
+    elapsed = time.perf_counter() - start
+    nfc = [" ".join(unicodedata.normalize("NFC", text).split()) for text, _, _ in answers]
+    cleaned = [" ".join(to_valid_text(t).split()) for t in nfc]
+    plain = online_recognizer(online_dir, chunk_size=chunk_size, dither=0.0)  # deterministic, for the check
+    answers = [transcribe_online(plain, w, SR, tail) for w in waves]
+    plain_cleaned = [" ".join(to_valid_text(unicodedata.normalize("NFC", t)).split()) for t, _, _ in answers]
+    frontend = ours_model.frontend  # type: ignore[attr-defined]
+    dither, frontend.dither = frontend.dither, 0.0  # sherpa-onnx's online features
+    try:
+        stable = [ours_model.tokenizer.decode(greedy(  # type: ignore[attr-defined]
+            ours_model.log_probs([np.concatenate([w, tail])])[0][: chunks * chunk_size])[0])  # type: ignore[attr-defined]
+            for w, (_, _, chunks) in zip(waves, answers)]
+    finally:
+        frontend.dither = dither
+    n, seconds = len(waves), sum(w.size for w in waves) / SR
+    print(f"  online (chunk_size {chunk_size}, tail {tail.size / SR:.2f} s): transcripts equal to ours "
+          f"{sum(a == b for a, b in zip(ours, cleaned))}/{n} (NFC alone {sum(a == b for a, b in zip(ours, nfc))}/{n}); "
+          f"undithered, over the frames it ran, same features: {sum(a == b for a, b in zip(stable, plain_cleaned))}"
+          f"/{n} (whole recordings {sum(a == b for a, b in zip(ours, plain_cleaned))}/{n}); "
+          f"CER % {cer(refs, cleaned):.2f}; RTF (1 thread) {elapsed / seconds:.4f}")
 
 
 def main() -> None:
@@ -101,14 +144,15 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("data", nargs="+")
     parser.add_argument("--noise-floor", type=float, default=0.0)
+    parser.add_argument("--chunk-size", type=int, default=16, help="the online recognizer's chunk_size")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_dir, sherpa_dir = Path(tmp) / "onnx", Path(tmp) / "sherpa"
-        if cli(["export", args.model, "--out", str(onnx_dir)]) or cli(
-                ["export", args.model, "--format", "sherpa-onnx", "--out", str(sherpa_dir)]):
+        dirs = {fmt: Path(tmp) / fmt for fmt in ("onnx", "sherpa-onnx", "sherpa-onnx-online")}
+        if any(cli(["export", args.model, "--format", fmt, "--out", str(d)]) for fmt, d in dirs.items()):
             sys.exit(1)
         for data in args.data:
-            compare(onnx_dir, sherpa_dir, Path(data), args.noise_floor)
+            compare(dirs["onnx"], dirs["sherpa-onnx"], dirs["sherpa-onnx-online"], Path(data), args.noise_floor,
+                    args.chunk_size)
 
 
 if __name__ == "__main__":

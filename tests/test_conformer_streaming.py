@@ -231,9 +231,9 @@ FRONTEND = {"name": "fbank", "n_mels": INPUT_DIM}
 TEXTS = ["안녕하세요", "오늘 날씨가 좋네요", "음성 인식"]
 
 
-def write_chunked_checkpoint(root: Path, **options) -> Path:
+def write_chunked_checkpoint(root: Path, frontend: dict = FRONTEND, **options) -> Path:
     """An untrained chunked Conformer CTC checkpoint, whole as the trainer writes one (its CTC layer's
-    blank bias lowered so that it emits units)."""
+    blank bias lowered so that it emits units); ``options`` go to the encoder."""
     from kospeech.metadata import make_metadata
     from kospeech.text import read_lang_dir, train_tokenizer
     from kospeech.train.checkpoint import write_checkpoint
@@ -246,7 +246,7 @@ def write_chunked_checkpoint(root: Path, **options) -> Path:
         model.ctc.bias[0] -= 1.0
     ckpt = {
         "model": model.state_dict(),
-        "config": {"model": cfg, "frontend": FRONTEND, "decode": {"search": {"name": "ctc_greedy"}}},
+        "config": {"model": cfg, "frontend": frontend, "decode": {"search": {"name": "ctc_greedy"}}},
         "model_args": {"input_dim": INPUT_DIM, "vocab_size": tok.vocab_size},
         "cmvn": {"mean": torch.zeros(INPUT_DIM), "std": torch.full((INPUT_DIM,), 4.0)},
         "tokenizer": read_lang_dir(root / "lang"),

@@ -23,11 +23,8 @@ from kospeech.cli import main
 from kospeech.data.frontends import build_frontend
 from kospeech.errors import ConfigError
 from tests.conftest import espeak_wave
-from tests.fixtures.deploy import train_ctc_checkpoint
 
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
-
-KALDI = {"name": "kaldi_fbank", "n_mels": 40, "dither_floor": 5.0}
 
 
 def kaldi_reference(wave: np.ndarray, **options: Any) -> np.ndarray:
@@ -127,8 +124,8 @@ def test_kaldi_fbank_differs_from_our_fbank(korean_utterances: list) -> None:
 
 
 @pytest.fixture(scope="module")
-def kaldi_checkpoint(tmp_path_factory: pytest.TempPathFactory, korean_utterances: list) -> dict:
-    return train_ctc_checkpoint(tmp_path_factory.mktemp("kaldi"), korean_utterances, frontend_config=KALDI)
+def kaldi_checkpoint(kaldi_ctc_checkpoint: dict) -> dict:
+    return kaldi_ctc_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ through several loaders; WeNet's (``OfflineRecognizer.from_wenet_ctc``, ``model_
 The other CTC loaders fit worse: NeMo's (``from_nemo_ctc``) computes librosa-style features with
 its own per-feature normalisation and wants ``(N, C, T)``; icefall's zipformer CTC feeds samples in
 [-1, 1] (a constant shift of every log energy) and is meant for icefall's own graphs; TeleSpeech's
-computes MFCCs. No streaming KoSpeech model exists yet, so there is nothing for the online recognizer.
+computes MFCCs. The online recognizer (``OnlineRecognizer.from_wenet_ctc``) runs the same models through
+:mod:`kospeech.export.sherpa_online`, which reuses this module's checks, tokens.txt and files.
 
 tokens.txt lists every id (sherpa-onnx looks each one up): ``<blank> 0`` and our other special
 tokens, then the units with the word separator written as ``▁``, which sherpa-onnx turns into a
@@ -36,6 +37,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +119,36 @@ def _add_metadata(path: Path, entries: Mapping[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                  quantize: str | None = None, opset: int = ox.OPSET) -> Path:
-    """Write ``out_dir`` (model.onnx with CMVN folded in and sherpa-onnx's metadata, tokens.txt,
-    sherpa.yaml, README.md; with ``quantize="int8"`` also model.int8.onnx, the same metadata) from a
-    CTC ``checkpoint`` or package trained on ``kaldi_fbank`` features.
+@dataclass
+class Prepared:
+    """A checked source for either sherpa-onnx export: the model with CMVN in front, its tokens.txt
+    lines and what the metadata, the manifest and the README say about it."""
 
-    A package's LM and beam search do not come along: sherpa-onnx decodes CTC greedily (or with its
-    own prefix beam, without our n-gram). ``out_dir`` is replaced only when it is an earlier one.
-    """
-    from kospeech import __version__
-    from kospeech.inference import package as pk
-    from kospeech.metadata import make_metadata
+    src: ox.Source
+    network: _CmvnModel
+    lines: list[str]
+    feature_dim: int
+    sample_rate: int
+    subsampling: int
+    nfc: bool
 
+    def metadata(self, loader: str, **entries: Any) -> dict[str, Any]:
+        """The ONNX metadata both exports write (sherpa-onnx reads ``vocab_size`` and
+        ``subsampling_factor``; the rest describes the model), then ``entries``."""
+        from kospeech import __version__
+
+        tokenizer = self.src.bundle.tokenizer
+        return {"model_type": "wenet_ctc", "vocab_size": len(self.lines), "subsampling_factor": self.subsampling,
+                **entries, "feature_dim": self.feature_dim, "sample_rate": self.sample_rate,
+                "frontend": "kaldi_fbank", "language": "Korean", "tokenizer": tokenizer.name, "nfc": int(self.nfc),
+                "model_author": "kospeech", "kospeech_version": __version__,
+                "comment": f"exported by kospeech {__version__} from {self.src.path.name} ({self.src.name}); "
+                           f"load with {loader}"}
+
+
+def prepare(checkpoint: str | os.PathLike[str], quantize: str | None) -> Prepared:
+    """Open ``checkpoint`` for a sherpa-onnx export: refuse (one line) what sherpa-onnx cannot run the
+    same way (no CTC head, another frontend, units tokens.txt cannot hold) and make tokens.txt's lines."""
     if quantize not in (None, *ox.QUANTIZE):
         raise ConfigError(f"--quantize {quantize!r} is not supported; use one of {', '.join(ox.QUANTIZE)}")
     src = ox.load_source(checkpoint)
@@ -143,44 +162,63 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
     if units[0] != "<blank>":
         raise DataError(f"{src.path}: unit 0 is {units[0]!r}, not <blank>; sherpa-onnx takes the blank from it")
     lines = token_lines(units, space)
+    input_dim = int(src.frontend.output_dim)
+    network = _CmvnModel(src.model, src.bundle.cmvn, getattr(src.frontend, "_floor", None)).eval()
+    return Prepared(src, network, lines, input_dim, int(src.frontend.sample_rate),
+                    ox.subsampling_factor(src.model, input_dim), tokenizer.name == "jamo")
+
+
+def write_export(prep: Prepared, tmp: Path, out: Path, graph: str, metadata: Mapping[str, Any],
+                 manifest: Mapping[str, Any], readme: str, quantize: str | None) -> None:
+    """Finish a sherpa-onnx export staged in ``tmp`` (which holds the graph file ``graph``): its
+    metadata, [the int8 copy], tokens.txt, sherpa.yaml (the metadata block, then ``manifest``),
+    README.md; then move it into place as ``out``."""
+    from kospeech.inference import package as pk
+    from kospeech.metadata import make_metadata
+
+    _add_metadata(tmp / graph, metadata)
+    files = {"model": graph, "tokens": TOKENS_FILE}
+    if quantize == "int8":
+        files["int8"] = graph.replace(".onnx", ".int8.onnx")
+        ox._quantize(tmp / graph, tmp / files["int8"])
+        _add_metadata(tmp / files["int8"], metadata)
+    (tmp / TOKENS_FILE).write_text("\n".join(prep.lines) + "\n", encoding="utf-8")
+    src = prep.src
+    inherited = {k: src.bundle.metadata[k] for k in ("plugins", "training_corpus") if k in src.bundle.metadata}
+    doc = {
+        "metadata": make_metadata("export", checksum=sha256_files(tmp / graph), **inherited),
+        **{k: v for k, v in manifest.items() if k != "check"},
+        "source": {"checkpoint": src.path.name, "model": src.name},
+        "files": files,
+        "feature_dim": prep.feature_dim, "sample_rate": prep.sample_rate, "subsampling_factor": prep.subsampling,
+        "nfc": prep.nfc, "frontend": ox._plain(src.frontend.config), "check": manifest["check"],
+    }
+    (tmp / MANIFEST).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (tmp / "README.md").write_text(readme, encoding="utf-8")
+    pk.replace_dir(tmp, out, (MANIFEST,))
+
+
+def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                  quantize: str | None = None, opset: int = ox.OPSET) -> Path:
+    """Write ``out_dir`` (model.onnx with CMVN folded in and sherpa-onnx's metadata, tokens.txt,
+    sherpa.yaml, README.md; with ``quantize="int8"`` also model.int8.onnx, the same metadata) from a
+    CTC ``checkpoint`` or package trained on ``kaldi_fbank`` features.
+
+    A package's LM and beam search do not come along: sherpa-onnx decodes CTC greedily (or with its
+    own prefix beam, without our n-gram). ``out_dir`` is replaced only when it is an earlier one.
+    """
+    prep = prepare(checkpoint, quantize)
+    src = prep.src
     out, tmp = ox.staging_dirs(out_dir, src.path)
     try:
-        input_dim = int(src.frontend.output_dim)
-        network = _CmvnModel(src.model, src.bundle.cmvn, getattr(src.frontend, "_floor", None)).eval()
-        graphs, diff = ox._export_ctc(network, input_dim, tmp, opset)
+        graphs, diff = ox._export_ctc(prep.network, prep.feature_dim, tmp, opset)
         if not diff <= ox.CHECK_TOLERANCE:
             raise DataError(f"{src.path}: the sherpa-onnx graph disagrees with PyTorch on another batch shape (max "
                             f"difference {diff:.3g})")
-        subsampling = ox.subsampling_factor(src.model, input_dim)
-        sample_rate = int(src.frontend.sample_rate)
-        nfc = tokenizer.name == "jamo"
-        metadata = {
-            "model_type": "wenet_ctc", "vocab_size": len(units), "subsampling_factor": subsampling,
-            "feature_dim": input_dim, "sample_rate": sample_rate, "frontend": "kaldi_fbank", "language": "Korean",
-            "tokenizer": tokenizer.name, "nfc": int(nfc), "model_author": "kospeech", "kospeech_version": __version__,
-            "comment": f"exported by kospeech {__version__} from {src.path.name} ({src.name}); "
-                       "load with sherpa_onnx.OfflineRecognizer.from_wenet_ctc",
-        }
-        _add_metadata(tmp / graphs["onnx"], metadata)
-        files = {"model": graphs["onnx"], "tokens": TOKENS_FILE}
-        if quantize == "int8":
-            files["int8"] = graphs["onnx"].replace(".onnx", ".int8.onnx")
-            ox._quantize(tmp / graphs["onnx"], tmp / files["int8"])
-            _add_metadata(tmp / files["int8"], metadata)
-        (tmp / TOKENS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        inherited = {k: src.bundle.metadata[k] for k in ("plugins", "training_corpus") if k in src.bundle.metadata}
-        manifest = {
-            "metadata": make_metadata("export", checksum=sha256_files(tmp / graphs["onnx"]), **inherited),
-            "format": "sherpa-onnx",
-            "loader": "sherpa_onnx.OfflineRecognizer.from_wenet_ctc",
-            "source": {"checkpoint": src.path.name, "model": src.name},
-            "files": files,
-            "feature_dim": input_dim, "sample_rate": sample_rate, "subsampling_factor": subsampling,
-            "nfc": nfc, "frontend": ox._plain(src.frontend.config), "check": {"max_abs_diff": float(diff)},
-        }
-        (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(out.name, input_dim, sample_rate, nfc), encoding="utf-8")
-        pk.replace_dir(tmp, out, (MANIFEST,))
+        loader = "sherpa_onnx.OfflineRecognizer.from_wenet_ctc"
+        write_export(prep, tmp, out, graphs["onnx"], prep.metadata(loader),
+                     {"format": "sherpa-onnx", "loader": loader, "check": {"max_abs_diff": float(diff)}},
+                     _readme(out.name, prep.feature_dim, prep.sample_rate, prep.nfc), quantize)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -188,12 +226,17 @@ def export_sherpa(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike
     return out
 
 
+def compose_snippet(nfc: bool) -> str:
+    """README lines that read a jamo model's sherpa-onnx text as our detokenizer does (empty otherwise)."""
+    return ("\n# a jamo model: sherpa-onnx prints conjoining jamo; NFC composes the syllables, and the\n"
+            "# jamo left over (no syllable: a wrong guess) are dropped, as KoSpeech's own detokenizer does\n"
+            "import re, unicodedata\n"
+            "text = \" \".join(re.sub(\"[\\u1100-\\u11ff]\", \"\", unicodedata.normalize(\"NFC\", text)).split())\n"
+            ) if nfc else ""
+
+
 def _readme(name: str, feature_dim: int, sample_rate: int, nfc: bool) -> str:
-    compose = ("\n# a jamo model: sherpa-onnx prints conjoining jamo; NFC composes the syllables, and the\n"
-               "# jamo left over (no syllable: a wrong guess) are dropped, as KoSpeech's own detokenizer does\n"
-               "import re, unicodedata\n"
-               "text = \" \".join(re.sub(\"[\\u1100-\\u11ff]\", \"\", unicodedata.normalize(\"NFC\", text)).split())\n"
-               ) if nfc else ""
+    compose = compose_snippet(nfc)
     return f"""# {name}: a KoSpeech CTC model for sherpa-onnx
 
 ```python

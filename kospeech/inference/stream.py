@@ -95,18 +95,21 @@ class Reach:
 
 
 def probe_reach(log_probs: Callable[[list[np.ndarray]], list[np.ndarray]], sample_rate: int,
-                seconds: float = PROBE_SECONDS, *, chunk_frames: int = 0) -> Reach:
+                seconds: float = PROBE_SECONDS, *, chunk_frames: int = 0, feature_dim: int = 0) -> Reach:
     """Measure a network's :class:`Reach`: run it on noise, change one sample in the middle, and
     see which output frames change (exactly: outside the reach the arithmetic is the same).
 
     One stride of margin is added on each side for the sample's phase within a frame. With
     ``chunk_frames`` (chunk-wise attention) the first frame of a chunk hears to the chunk's end
     and its last frame less, so one sample is changed at every frame position of a chunk and
-    the widest reach is kept.
+    the widest reach is kept. With ``feature_dim`` the network reads feature frames ``(T,
+    feature_dim)`` instead of samples (``sample_rate``: frames per second), and the reach is in
+    frames: what an export that streams features needs (:mod:`kospeech.export.sherpa_online`).
     """
     rng = np.random.default_rng(0)
     n = int(seconds * sample_rate)
-    wave = (0.05 * rng.standard_normal(n + sample_rate)).astype(np.float32)
+    shape = (n + sample_rate, feature_dim) if feature_dim else (n + sample_rate,)
+    wave = (0.05 * rng.standard_normal(shape)).astype(np.float32)
     base, longer = log_probs([wave[:n], wave])
     frames_per_second = longer.shape[0] - base.shape[0]
     if frames_per_second <= 0 or sample_rate % frames_per_second:

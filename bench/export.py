@@ -90,7 +90,7 @@ def trained(checkpoint: str, data_dirs: list[str]) -> None:
     """CER and agreement of the three paths on real test sets, for a trained checkpoint."""
     import kospeech
     from kospeech import runtime
-    from kospeech.audio import read_audio
+    from kospeech.data.kaldi_io import audio_items, read_item
     from kospeech.export.onnx import export_onnx
     from kospeech.files import read_utt_text
     from kospeech.metrics import score_corpus
@@ -105,9 +105,9 @@ def trained(checkpoint: str, data_dirs: list[str]) -> None:
         }
         for data in data_dirs:
             refs = read_utt_text(Path(data) / "text", allow_empty=False)
-            scp = read_utt_text(Path(data) / "wav.scp", allow_empty=False)
+            items = audio_items(data)  # wav.scp's paths, pipes and segments alike
             ids = list(refs)
-            waves = [read_audio(scp[u].strip(), sample_rate=SR) for u in ids]
+            waves = [read_item(items[u], sample_rate=SR) for u in ids]
             audio_s = sum(w.size for w in waves) / SR
             texts = {}
             for name, model in paths.items():

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kospeech.audio import read_audio  # noqa: E402
+from kospeech.data.kaldi_io import audio_items, read_item  # noqa: E402
 from kospeech.files import read_scp  # noqa: E402
 from kospeech.metrics import score_corpus  # noqa: E402
 
@@ -70,16 +70,15 @@ def emission_delays(result, shown: list[tuple[float, str]]) -> list[float]:
     return delays
 
 
-def run(model, name: str, data_dir: Path, look_ahead: float | None, offline: dict[str, str], step: float) -> dict:
-    wav = read_scp(data_dir / "wav.scp")
+def run(model, name: str, data_dir: Path, waves: dict[str, np.ndarray], look_ahead: float | None,
+        offline: dict[str, str], step: float) -> dict:
     refs = read_scp(data_dir / "text")
     finals, delays, early, long_utts = {}, [], 0, 0
     compute = audio = 0.0
     chunks = 0
     largest = 0
     latency = None
-    for utt, path in wav.items():
-        wave = read_audio(path)
+    for utt, wave in waves.items():
         out = stream_one(model, wave, look_ahead, step)
         finals[utt] = out["result"].text
         delays += emission_delays(out["result"], out["shown"])
@@ -130,11 +129,12 @@ def main() -> None:
           "| latency | emission delay median / p90 (s) | ms per chunk | RTF | streams per core | state KB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for data_dir in args.data:
-        wav = read_scp(data_dir / "wav.scp")
+        items = audio_items(data_dir)  # wav.scp's paths, pipes and segments alike
+        waves = {u: read_item(item, sample_rate=SR) for u, item in items.items()}
         for name, model in models:
-            offline = {u: r.text for u, r in zip(wav, model.transcribe(list(wav.values())))}
+            offline = {u: r.text for u, r in zip(waves, model.transcribe(list(waves.values()), sample_rate=SR))}
             for look_ahead in [None, *(args.look_ahead if name == "torch" else [])]:  # the engines decide alike
-                r = run(model, name, data_dir, look_ahead, offline, args.step)
+                r = run(model, name, data_dir, waves, look_ahead, offline, args.step)
                 print(f"| {data_dir.name} | {r['engine']} | {r['look_ahead']} | {r['cer']:.2f} "
                       f"| {r['offline_cer']:.2f} | {r['same']}/{r['n']} | {r['early']} | {r['latency']} "
                       f"| {r['delay']} | {r['ms_chunk']:.1f} "

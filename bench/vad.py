@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import kospeech
-    from kospeech.audio import read_audio
+    from kospeech.data.kaldi_io import audio_items, read_item
     from kospeech.files import read_utt_text
     from kospeech.metrics import score_corpus
     from kospeech.runtime.vad import SileroVad
@@ -96,9 +96,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for data in args.data:
             refs = read_utt_text(Path(data) / "text", allow_empty=False)
-            scp = read_utt_text(Path(data) / "wav.scp", allow_empty=False)
+            items = audio_items(data)  # wav.scp's paths, pipes and segments alike
             ids = list(refs)
-            waves = [read_audio(scp[u].strip(), sample_rate=SR) for u in ids]
+            waves = [read_item(items[u], sample_rate=SR) for u in ids]
             texts = [refs[u] for u in ids]
             name = Path(data).name
             audio_s = sum(len(w) for w in waves) / SR

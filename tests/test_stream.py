@@ -30,6 +30,16 @@ def _feed(stream, wave: np.ndarray, chunk: int = CHUNK) -> list[str]:
     return [stream.feed(wave[i : i + chunk]) for i in range(0, len(wave), chunk)]
 
 
+def _feed_to_the_end(stream, wave: np.ndarray) -> tuple[list, object]:
+    """Feed ``wave`` in microphone chunks and finish: every final the stream closed, and its Result."""
+    finals = []
+    for i in range(0, len(wave), CHUNK):
+        stream.feed(wave[i : i + CHUNK])
+        finals += stream.finals()
+    result = stream.finish()
+    return finals + stream.finals(), result
+
+
 def _joined(waves: list[np.ndarray], gap_seconds: float) -> np.ndarray:
     """The utterances with a pause before each, ending with the last (as the test model learnt pairs)."""
     gap = np.zeros(int(gap_seconds * RATE), np.float32)
@@ -151,12 +161,7 @@ def test_endpointing_closes_segments_at_pauses_with_times_on_the_stream(asr, run
     waves = running["waves"][:3]
     wave = _joined(waves, 2.0)
     stream = asr.stream(endpoint=Endpoint(silence_after_speech=1.0))
-    finals = []
-    for i in range(0, len(wave), CHUNK):
-        stream.feed(wave[i : i + CHUNK])
-        finals += stream.finals()
-    result = stream.finish()
-    finals += stream.finals()
+    finals, result = _feed_to_the_end(stream, wave)
     assert len(finals) == 3, [f.text for f in finals]  # one per sentence, closed in the pause after it
     starts = 2.0 + np.cumsum([0.0] + [len(w) / RATE + 2.0 for w in waves])[:3]  # each after its pause
     for final, start, w in zip(finals, starts, waves):

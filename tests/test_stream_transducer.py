@@ -21,7 +21,7 @@ from kospeech.cli import main
 from kospeech.errors import ConfigError
 from kospeech.inference.stream import Endpoint
 from kospeech.runtime import transducer
-from tests.test_stream import CHUNK, RATE, _committed, _feed, _joined
+from tests.test_stream import RATE, _committed, _feed, _feed_to_the_end, _joined
 
 DECODE_CHUNK = 8  # encoder frames of 40 ms: chunk-wise attention over 320 ms
 
@@ -164,12 +164,7 @@ def test_endpointing_closes_segments_with_times_on_the_stream(models: dict, tran
         close(frames)
 
     stream._close = spy
-    finals = []
-    for i in range(0, len(wave), CHUNK):
-        stream.feed(wave[i : i + CHUNK])
-        finals += stream.finals()
-    result = stream.finish()
-    finals += stream.finals()
+    finals, result = _feed_to_the_end(stream, wave)
     assert len(finals) >= 3, [f.text for f in finals]
     said = [w for w in windows if asr.transcribe(wave[w[0] : w[1]], segment=False).text]
     assert len(said) == len(finals)

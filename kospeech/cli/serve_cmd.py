@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kospeech.cli import add_chunk_size_argument, add_search_arguments
+from kospeech.cli import add_chunk_size_argument, add_search_arguments, add_vad_arguments
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def serve(args: argparse.Namespace) -> int:
     run(args.model, host=args.host, port=args.port, max_bytes=int(args.max_mb * 1024 * 1024),
         max_seconds=args.max_seconds, workers=args.workers, search=search, search_options=options,
         api_key=args.api_key or None, max_streams=args.max_streams, max_stream_seconds=args.max_stream_seconds,
-        chunk_size=args.chunk_size)
+        chunk_size=args.chunk_size, vad=args.vad, vad_model=args.vad_model)
     return 0
 
 
@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
     p.add_argument("model", help="a package (kospeech pack), an export dir or a checkpoint")
     add_search_arguments(p)
     add_chunk_size_argument(p)
+    add_vad_arguments(p)  # uploads longer than 20 s (both /transcribe and /v1) are cut by it
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")

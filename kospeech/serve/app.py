@@ -48,10 +48,14 @@ def create_app(
     api_key: str | None = None,
     max_streams: int = 4,
     max_stream_seconds: float = 3600.0,
+    vad: str | None = None,
+    vad_model: str | None = None,
 ) -> Any:
     """A Flask app serving ``model`` (anything with ``transcribe(item) -> Result`` and ``sample_rate``);
     ``api_key``: the key OpenAI clients must send to ``/v1`` (None: any key, as a local server needs none);
-    ``max_streams``/``max_stream_seconds``: the WebSocket ``/stream`` (:mod:`kospeech.serve.stream_ws`)."""
+    ``max_streams``/``max_stream_seconds``: the WebSocket ``/stream`` (:mod:`kospeech.serve.stream_ws`);
+    ``vad``/``vad_model``: how every API cuts long uploads (``transcribe``'s options; silero's model is
+    loaded here, so a missing one stops the server at its start, not at its first long upload)."""
     try:
         from flask import Flask, Response, jsonify, request
     except ImportError:
@@ -65,6 +69,11 @@ def create_app(
     page = resources.files("kospeech.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     page = page.replace("{{MAX_SECONDS}}", f"{max_seconds:g}").replace("{{MODEL}}", name or "model")
     sample_rate = int(getattr(model, "sample_rate", 16000))
+    cutting = {k: v for k, v in (("vad", vad), ("vad_model", vad_model)) if v is not None}
+    if vad == "silero" or vad_model is not None:
+        from kospeech.runtime.vad import load_vad
+
+        load_vad(vad_model)
 
     def error(status: int, message: str) -> Any:
         return jsonify({"error": message}), status
@@ -114,7 +123,7 @@ def create_app(
             raise Refused(503, f"all {workers} workers stayed busy for {queue_timeout:g} s; try again later")
         try:
             start = time.perf_counter()
-            result = model.transcribe(wave, sample_rate=sample_rate, **options)
+            result = model.transcribe(wave, sample_rate=sample_rate, **cutting, **options)
         finally:
             slots.release()
         if not result.ok:
@@ -174,7 +183,8 @@ def open_model(path: str, search: str | None = None, *, chunk_size: int | None =
 
 def serve(path: str, *, host: str = "127.0.0.1", port: int = 8000, search: str | None = None,
           search_options: dict[str, Any] | None = None, chunk_size: int | None = None, **options: Any) -> None:
-    """Load ``path`` and serve until interrupted (werkzeug's threaded server)."""
+    """Load ``path`` and serve until interrupted (werkzeug's threaded server); ``options`` go to
+    :func:`create_app` (limits, ``api_key``, ``vad``...)."""
     from werkzeug.serving import make_server
 
     model, workers = open_model(path, search, chunk_size=chunk_size, **(search_options or {}))

@@ -113,7 +113,7 @@ def online_pass(ours_model: object, online_dir: Path, waves: list[np.ndarray], o
     from kospeech.runtime.ctc import greedy
 
     tail = tail_padding(load_window(online_dir), chunk_size, SR)
-    recognizer = online_recognizer(online_dir, chunk_size=chunk_size)  # as README.md: dithered
+    recognizer = online_recognizer(online_dir, chunk_size=chunk_size)  # as README.md: dithered unless floored
     transcribe_online(recognizer, waves[0], SR, tail)  # warm-up
     start = time.perf_counter()
     answers = [transcribe_online(recognizer, w, SR, tail) for w in waves]

@@ -274,13 +274,19 @@ def tail_padding(window: Window, chunk_size: int, sample_rate: int) -> np.ndarra
     return np.random.default_rng(0).normal(0, TAIL_NOISE, samples).astype(np.float32)
 
 
-def online_recognizer(directory: str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE, dither: float = 1.0,
-                      num_threads: int = 1) -> Any:
-    """sherpa-onnx's OnlineRecognizer for an export, built as README.md shows: ``from_wenet_ctc``, then
-    rebuilt with ``dither`` in its feature config. Why: our ``kaldi_fbank`` trains on dithered fbank
-    (std 1 on the int16 scale, what sherpa-onnx's offline recognizer always adds), while ``from_wenet_ctc``
-    leaves the online one undithered, so digital silence would reach the model as log energies it never
-    saw. ``dither=0`` gives its default (deterministic) features."""
+def needs_dither(manifest: dict[str, Any]) -> bool:
+    """Whether sherpa-onnx's online recognizer must be rebuilt with dither for this export: our
+    ``kaldi_fbank`` trains on dithered fbank (std 1 on the int16 scale, what sherpa-onnx's offline
+    recognizer always adds), while ``from_wenet_ctc`` leaves the online one undithered, so digital
+    silence would reach the model as log energies it never saw; unless the frontend has a
+    ``dither_floor``, which the graph applies: silence is then the floor, dithered or not."""
+    return manifest.get("frontend", {}).get("dither_floor") is None
+
+
+def online_recognizer(directory: str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE,
+                      dither: float | None = None, num_threads: int = 1) -> Any:
+    """sherpa-onnx's OnlineRecognizer for an export, built as README.md shows: ``from_wenet_ctc``, rebuilt
+    with ``dither`` in its feature config (None: 1.0 where :func:`needs_dither`, else none; 0: none)."""
     import sherpa_onnx
     import yaml
     from sherpa_onnx.online_recognizer import _Recognizer
@@ -291,6 +297,8 @@ def online_recognizer(directory: str | os.PathLike[str], *, chunk_size: int = CH
         tokens=str(d / sh.TOKENS_FILE), model=str(d / manifest["files"]["model"]), chunk_size=chunk_size,
         num_left_chunks=int(manifest["num_left_chunks"]), num_threads=num_threads,
         sample_rate=int(manifest["sample_rate"]), feature_dim=int(manifest["feature_dim"]))
+    if dither is None:
+        dither = 1.0 if needs_dither(manifest) else 0.0
     if dither:
         recognizer.config.feat_config.dither = dither
         recognizer.recognizer = _Recognizer(recognizer.config)
@@ -314,6 +322,17 @@ def transcribe_online(recognizer: Any, wave: np.ndarray, sample_rate: int,
     return result.text, list(result.tokens), chunks
 
 
+def _dither_snippet(prep: sh.Prepared) -> str:
+    """The README's lines that rebuild the recognizer with dither, where the model needs it."""
+    if not needs_dither({"frontend": prep.src.frontend.config}):
+        return ("# the model floors digital silence (its kaldi_fbank's dither_floor, inside model.onnx), so\n"
+                "# sherpa-onnx's undithered online features give it what it was trained on\n")
+    return ("# the model was trained on dithered fbank (std 1 on the int16 scale, as sherpa-onnx's offline\n"
+            "# recognizer computes it); from_wenet_ctc leaves the online features undithered: rebuild with it\n"
+            "recognizer.config.feat_config.dither = 1.0\n"
+            "recognizer.recognizer = sherpa_onnx.online_recognizer._Recognizer(recognizer.config)\n")
+
+
 def _readme(name: str, prep: sh.Prepared, window: Window) -> str:
     pad = round(tail_padding(window, CHUNK_SIZE, prep.sample_rate).size / prep.sample_rate, 3)
     return f"""# {name}: a KoSpeech CTC model for sherpa-onnx's online (streaming) recognizer
@@ -324,11 +343,7 @@ import numpy as np, sherpa_onnx, soundfile as sf
 recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
     model="{name}/model.onnx", tokens="{name}/tokens.txt", chunk_size={CHUNK_SIZE}, num_left_chunks={LEFT_CHUNKS},
     feature_dim={prep.feature_dim}, sample_rate={prep.sample_rate})
-# the model was trained on dithered fbank (std 1 on the int16 scale, as sherpa-onnx's offline
-# recognizer computes it); from_wenet_ctc leaves the online features undithered: rebuild with it
-recognizer.config.feat_config.dither = 1.0
-recognizer.recognizer = sherpa_onnx.online_recognizer._Recognizer(recognizer.config)
-wave, rate = sf.read("speech.wav", dtype="float32")
+{_dither_snippet(prep)}wave, rate = sf.read("speech.wav", dtype="float32")
 stream = recognizer.create_stream()
 stream.accept_waveform(rate, wave)  # or piece by piece as it arrives, decoding while ready
 # tail padding, so that the last chunk runs: quiet noise, not zeros (sherpa-onnx's online features

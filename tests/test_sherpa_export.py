@@ -103,13 +103,13 @@ def test_dither_floor_makes_digital_silence_repeatable(korean_utterances: list) 
     assert torch.equal(floored(x, n)[0][0, silence], floored(x, n)[0][0, silence])
     assert not torch.equal(plain(x, n)[0][0, silence], plain(x, n)[0][0, silence])
     speech = floored(x, n)[0][0, 60:-60]
-    assert (speech > floored._floor).float().mean() > 0.5  # speech lies above the floor
+    assert (speech > floored.floor).float().mean() > 0.5  # speech lies above the floor
     floored.eval()
     numpy_fe = NumpyFrontend(floored.config, frontend_arrays(floored))
     assert np.abs(floored.extract(wave) - numpy_fe(wave)).max() < 1e-3
-    probe = _CmvnModel(torch.nn.Identity(), None, floored._floor)
+    probe = _CmvnModel(torch.nn.Identity(), None, floored.floor)
     probe.model.encode = lambda f, lengths: (f, lengths)  # type: ignore[attr-defined]
-    assert torch.equal(probe.encode(plain.eval()(x, n)[0], n)[0], torch.maximum(plain(x, n)[0], floored._floor))
+    assert torch.equal(probe.encode(plain.eval()(x, n)[0], n)[0], torch.maximum(plain(x, n)[0], floored.floor))
     with pytest.raises(ConfigError, match="dither > 0"):
         build_frontend({"name": "kaldi_fbank", "dither": 0.0, "dither_floor": 5.0})
 

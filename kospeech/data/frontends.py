@@ -644,14 +644,13 @@ class KaldiFilterBank(Frontend):
         banks = banks[0] if isinstance(banks, tuple) else banks  # (n_mels, n_fft / 2): no Nyquist bin
         fb = F.pad(banks.double(), (0, 1)).T.float().contiguous()  # (n_freqs, n_mels), Nyquist weight 0
         self.register_buffer("mel_fb", fb, persistent=False)
-        self.register_buffer("_preemph", torch.tensor(-KALDI_PREEMPH), persistent=False)
         self.register_buffer("_mel_fb_pairs", fb.repeat_interleave(2, dim=0), persistent=False)
         if dither_floor is not None and not dither > 0:
             raise ConfigError(f"kaldi_fbank's dither_floor lies above the dither's energy, so it needs dither > 0, "
                               f"got dither={dither}")
         floor = (None if dither_floor is None else torch.from_numpy(kaldi_dither_floor(
             self._window_np, fb.double().numpy(), self.n_fft, float(dither), float(dither_floor))).float())
-        self.register_buffer("_floor", floor, persistent=False)
+        self.register_buffer("floor", floor, persistent=False)  # (n_mels,) log energies, or None
 
     @property
     def output_dim(self) -> int:
@@ -689,23 +688,20 @@ class KaldiFilterBank(Frontend):
         # Kaldi removes each frame's mean, then pre-emphasises within the frame. Both are linear, so they
         # are done once on the signal instead of on every (overlapping) frame: pre-emphasis of (frame - m)
         # is the pre-emphasised signal minus m (1 - p) at every sample but the frame's first, whose
-        # previous sample is the frame's own (fixed after the window, which is 0 there for Povey's).
+        # previous sample is the frame's own: no fix needed, Povey's window (this frontend's) is 0 there.
         means = F.avg_pool1d(signal[:, None], self.win_length, self.hop_length)[:, 0, :, None]  # (B, T, 1)
-        emphasised = torch.cat([signal[:, :1], torch.addcmul(signal[:, 1:], signal[:, :-1], self._preemph)], dim=1)
+        emphasised = torch.cat([signal[:, :1], torch.add(signal[:, 1:], signal[:, :-1], alpha=-KALDI_PREEMPH)], dim=1)
         frames = emphasised.unfold(1, self.win_length, self.hop_length)  # (B, T, W), a view
         window = self.window.to(x.dtype)
         padded = frames.new_empty(*frames.shape[:2], self.n_fft)  # the FFT's zero padding written once, here
         padded[..., self.win_length :] = 0.0
         windowed = padded[..., : self.win_length]
         torch.sub(frames, means * (1 - KALDI_PREEMPH), out=windowed).mul_(window)
-        if float(window[0]) != 0.0:
-            windowed[..., 0] = (signal.unfold(1, self.win_length, self.hop_length)[..., 0] - means[..., 0]) \
-                * (1 - KALDI_PREEMPH) * window[0]
         # |X|^2 summed into mel bands by one product over (real, imag) pairs: no pass to add the squares
         squares = torch.view_as_real(torch.fft.rfft(padded)).square_().flatten(-2)
         feats = (squares @ self._mel_fb_pairs.to(squares.dtype)).clamp_min_(KALDI_ENERGY_FLOOR).log_()
-        if self._floor is not None:
-            feats = torch.maximum(feats, self._floor.to(feats.dtype))
+        if self.floor is not None:
+            feats = torch.maximum(feats, self.floor.to(feats.dtype))
         mask = length_mask(lengths, max_t)[..., None]
         return feats.masked_fill(~mask, 0.0), lengths
 

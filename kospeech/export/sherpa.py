@@ -163,7 +163,7 @@ def prepare(checkpoint: str | os.PathLike[str], quantize: str | None) -> Prepare
         raise DataError(f"{src.path}: unit 0 is {units[0]!r}, not <blank>; sherpa-onnx takes the blank from it")
     lines = token_lines(units, space)
     input_dim = int(src.frontend.output_dim)
-    network = _CmvnModel(src.model, src.bundle.cmvn, getattr(src.frontend, "_floor", None)).eval()
+    network = _CmvnModel(src.model, src.bundle.cmvn, getattr(src.frontend, "floor", None)).eval()
     return Prepared(src, network, lines, input_dim, int(src.frontend.sample_rate),
                     ox.subsampling_factor(src.model, input_dim), tokenizer.name == "jamo")
 

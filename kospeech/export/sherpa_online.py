@@ -251,7 +251,7 @@ def export_sherpa_online(checkpoint: str | os.PathLike[str], out_dir: str | os.P
         manifest = {"format": "sherpa-onnx-online", "loader": LOADER, **chunk,
                     "window": {"left": window.left, "right_context": window.right, "align": window.align,
                                "cache_frames": window.cache},
-                    "tail_padding_seconds": round(tail_padding(window, CHUNK_SIZE, prep.sample_rate).size
+                    "tail_padding_seconds": round(tail_samples(window, CHUNK_SIZE, prep.sample_rate)
                                                   / prep.sample_rate, 3),
                     "check": {"max_abs_diff": float(diff), "chunks": [list(c) for c in CHECK_CHUNKS]}}
         sh.write_export(prep, tmp, out, "model.onnx", metadata, manifest,
@@ -270,8 +270,13 @@ def tail_padding(window: Window, chunk_size: int, sample_rate: int) -> np.ndarra
     them the last words stay unread. Quiet noise, not zeros: sherpa-onnx's online features (2.0.1)
     are not dithered, and exact zeros give log energies the model never saw in training (our
     ``kaldi_fbank`` dithers with std 1 on the int16 scale, this noise's level)."""
-    samples = int((window.chunk_length(chunk_size) + 2) * sample_rate / FRAMES_PER_SECOND)
-    return np.random.default_rng(0).normal(0, TAIL_NOISE, samples).astype(np.float32)
+    return np.random.default_rng(0).normal(0, TAIL_NOISE, tail_samples(window, chunk_size, sample_rate)).astype(
+        np.float32)
+
+
+def tail_samples(window: Window, chunk_size: int, sample_rate: int) -> int:
+    """How long :func:`tail_padding` is: a chunk's input and two frames more."""
+    return int((window.chunk_length(chunk_size) + 2) * sample_rate / FRAMES_PER_SECOND)
 
 
 def needs_dither(manifest: dict[str, Any]) -> bool:
@@ -334,7 +339,7 @@ def _dither_snippet(prep: sh.Prepared) -> str:
 
 
 def _readme(name: str, prep: sh.Prepared, window: Window) -> str:
-    pad = round(tail_padding(window, CHUNK_SIZE, prep.sample_rate).size / prep.sample_rate, 3)
+    pad = round(tail_samples(window, CHUNK_SIZE, prep.sample_rate) / prep.sample_rate, 3)
     return f"""# {name}: a KoSpeech CTC model for sherpa-onnx's online (streaming) recognizer
 
 ```python

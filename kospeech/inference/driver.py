@@ -266,7 +266,7 @@ class Driver:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         limit = self.max_segment_seconds if max_segment_seconds is None else float(max_segment_seconds)
-        cutter = self._cutter(vad, vad_model)  # before any decoding: a missing VAD model fails the call at once
+        cutter = self.cutter(vad, vad_model)  # before any decoding: a missing VAD model fails the call at once
         searcher = self._searcher(search, options)
         rate = self.sample_rate
         results: list[Result | None] = [None] * len(items)
@@ -293,9 +293,10 @@ class Driver:
         done = [r if r is not None else Result.failed(None, "not decoded") for r in results]
         return done[0] if single else done
 
-    def _cutter(self, vad: str | None, vad_model: str | os.PathLike[str] | None) -> Callable[..., Any]:
+    def cutter(self, vad: str | None, vad_model: str | os.PathLike[str] | None) -> Callable[..., Any]:
         """The function that cuts long audio (``segment_stream``'s signature): the energy cutter,
-        or silero's (its session loaded once per model file and kept)."""
+        or silero's (its session loaded once per model file and kept, so a server that asks for it at
+        its start has it ready for its first long upload)."""
         name = vad if vad is not None else ("silero" if vad_model is not None else "energy")
         if name not in VADS:
             raise ConfigError(f"vad={name!r}: choose one of {', '.join(VADS)}")

@@ -55,7 +55,7 @@ def create_app(
     ``api_key``: the key OpenAI clients must send to ``/v1`` (None: any key, as a local server needs none);
     ``max_streams``/``max_stream_seconds``: the WebSocket ``/stream`` (:mod:`kospeech.serve.stream_ws`);
     ``vad``/``vad_model``: how every API cuts long uploads (``transcribe``'s options; silero's model is
-    loaded here, so a missing one stops the server at its start, not at its first long upload)."""
+    loaded here, once, so a missing one stops the server at its start, not at its first long upload)."""
     try:
         from flask import Flask, Response, jsonify, request
     except ImportError:
@@ -70,10 +70,8 @@ def create_app(
     page = page.replace("{{MAX_SECONDS}}", f"{max_seconds:g}").replace("{{MODEL}}", name or "model")
     sample_rate = int(getattr(model, "sample_rate", 16000))
     cutting = {k: v for k, v in (("vad", vad), ("vad_model", vad_model)) if v is not None}
-    if vad == "silero" or vad_model is not None:
-        from kospeech.runtime.vad import load_vad
-
-        load_vad(vad_model)
+    if cutting:
+        model.cutter(vad, vad_model)  # checked and loaded (into the model's own cache) before the first request
 
     def error(status: int, message: str) -> Any:
         return jsonify({"error": message}), status

@@ -121,6 +121,84 @@ def test_defaults_and_bad_options() -> None:
         build("encoder", {"name": "separable_conv", "num_blocks": 0}, input_dim=80)
 
 
+def test_masked_batch_norm_channels_last_is_the_same_norm() -> None:
+    """(B, T, C) with ``channels_last`` gives the (B, C, T) layout's outputs, gradients and running
+    statistics, in training and in eval."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([9, 4, 6])
+    x = torch.randn(3, 5, 9) * 2 + 1
+    mask = lengths_to_mask(lengths, 9)[:, None, :].float()
+    first, last = MaskedBatchNorm1d(5), MaskedBatchNorm1d(5)
+    with torch.no_grad():
+        for norm in (first, last):
+            norm.weight.copy_(torch.tensor([0.5, -2.0, 1.5, 3.0, 1.0]))
+            norm.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 1.0, 0.0]))
+    upstream = torch.randn(3, 5, 9)
+    xa, xb = x.clone().requires_grad_(True), x.transpose(1, 2).contiguous().requires_grad_(True)
+    ya, yb = first(xa, mask), last(xb, mask.transpose(1, 2), channels_last=True)
+    torch.testing.assert_close(yb.transpose(1, 2), ya, atol=1e-6, rtol=1e-5)
+    (ya * upstream).sum().backward()
+    (yb * upstream.transpose(1, 2)).sum().backward()
+    torch.testing.assert_close(xb.grad.transpose(1, 2), xa.grad, atol=1e-6, rtol=1e-5)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(getattr(last, name).grad, getattr(first, name).grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last.running_mean, first.running_mean)
+    torch.testing.assert_close(last.running_var, first.running_var)
+    first.eval(), last.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(last(xb, mask.transpose(1, 2), channels_last=True).transpose(1, 2),
+                                   first(xa, mask), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("look_ahead", [None, 1])
+def test_block_computes_the_convolutions_of_its_checkpoint(look_ahead: int | None) -> None:
+    """The (B, T, C) block is the (B, C, T) stack its parameters describe: ``nn.Conv1d``'s
+    depthwise (padded for its look-ahead) and pointwise convolutions, the masked norm, ReLU,
+    plus the input; outputs and every gradient agree."""
+    from kospeech.nn.conv_encoder import SeparableConvBlock
+
+    torch.manual_seed(0)
+    block = SeparableConvBlock(6, 5, dropout=0.0, look_ahead=look_ahead).train()
+    lengths = torch.tensor([11, 7])
+    mask = lengths_to_mask(lengths, 11)[:, :, None].float()
+    x = (torch.randn(2, 11, 6) * mask).requires_grad_(True)
+    upstream = torch.randn(2, 11, 6)
+    (block(x, mask) * upstream).sum().backward()
+    got = [x.grad] + [p.grad for p in block.parameters()]
+    block.zero_grad()
+    reference = x.detach().clone().requires_grad_(True)
+    left, right = (2, 2) if look_ahead is None else (3, 1)
+    conv = torch.nn.functional.conv1d(torch.nn.functional.pad(reference.transpose(1, 2), (left, right)),
+                                      block.depthwise.weight, block.depthwise.bias, groups=6)
+    h = block.norm(torch.nn.functional.conv1d(conv, block.pointwise.weight), mask.transpose(1, 2))
+    y = reference + torch.relu(h).transpose(1, 2)
+    (y * upstream).sum().backward()
+    expected = [reference.grad] + [p.grad for p in block.parameters()]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_relu_dropout_is_relu_then_dropout() -> None:
+    """The fused ReLU and dropout of the blocks: negatives give 0, a share p of the positives
+    is dropped, the rest scaled by 1 / (1 - p); the gradient passes where the output does;
+    eval mode is ReLU alone."""
+    from kospeech.nn.dropout import relu_dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 1000, requires_grad=True)
+    y = relu_dropout(x, 0.1, training=True)
+    positive = x.detach() > 0
+    assert (y[~positive] == 0).all()
+    dropped = (y[positive] == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x.detach()[kept] / 0.9)
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.9)
+    assert torch.equal(relu_dropout(x, 0.1, training=False), torch.relu(x))
+    assert not torch.equal(relu_dropout(x, 0.1, training=True), y)  # a fresh mask per call
+
+
 def test_trains_under_bf16_autocast() -> None:
     """Autocast hands the norm bf16 activations; its statistics and fp32 buffers must cope."""
     torch.manual_seed(0)
@@ -152,11 +230,11 @@ def test_intermediate_ctc_loss_is_the_weighted_mean_of_the_taps(fbank_batch: dic
     torch.manual_seed(1)
     enc = model.encoder
     x, lengths = enc.extractor(feats, flen)
-    mask = lengths_to_mask(lengths, x.size(1))[:, None, :].to(x.dtype)
-    y = enc.project(x).transpose(1, 2) * mask
+    mask = lengths_to_mask(lengths, x.size(1))[:, :, None].to(x.dtype)
+    y = enc.project(x) * mask
     for block in enc.blocks:
         y = block(y, mask)
-        taps.append(model.ctc_log_probs(y.transpose(1, 2)))
+        taps.append(model.ctc_log_probs(y))
     ctc = torch.nn.functional.ctc_loss
     losses = [ctc(lp.transpose(0, 1), targets, lengths, tlen, zero_infinity=True) for lp in taps]
     expected = 0.6 * losses[2] + 0.4 * (losses[0] + losses[1]) / 2

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kospeech.errors import ConfigError
-from kospeech.nn.dropout import Dropout
+from kospeech.nn.dropout import relu_dropout
 from kospeech.nn.extractors import build_extractor, projection
 from kospeech.nn.mask import lengths_to_mask
 from kospeech.nn.norm import MaskedBatchNorm1d
@@ -23,26 +23,38 @@ from kospeech.registry import component, register
 
 
 class SeparableConvBlock(nn.Module):
-    """Depthwise conv (time) -> pointwise conv (channels) -> masked BN -> ReLU -> dropout, + x."""
+    """Depthwise conv (time) -> pointwise conv (channels) -> masked BN -> ReLU -> dropout, + x.
+
+    Runs on (B, T, C) activations, the layout in which the pointwise convolution is one matrix
+    product over every frame and oneDNN's depthwise convolution takes its fast (channels-last)
+    path; the parameters are ``nn.Conv1d``'s, so checkpoints are those of a (B, C, T) block.
+    """
 
     def __init__(self, dim: int, kernel_size: int, dropout: float, look_ahead: int | None = None) -> None:
         super().__init__()
         # centred (the default), or ``look_ahead`` frames of future and the rest of the past
-        self.pad = None if look_ahead is None else (kernel_size - 1 - look_ahead, look_ahead)
-        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2 if self.pad is None else 0,
-                                   groups=dim)
+        self.pad = (kernel_size // 2,) * 2 if look_ahead is None else (kernel_size - 1 - look_ahead, look_ahead)
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, groups=dim)
         self.pointwise = nn.Conv1d(dim, dim, 1, bias=False)
         self.norm = MaskedBatchNorm1d(dim)
-        self.activation = nn.ReLU()
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)  # its rate, applied fused with the ReLU (relu_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T), zero past each length; mask (B, 1, T).
+        """x (B, T, C), zero past each length; mask (B, T, 1).
 
         The norm zeroes the padding, and ReLU and dropout keep zeros zero, so the residual
         branch needs no mask of its own: the output stays zero past each length."""
-        y = self.norm(self.pointwise(self.depthwise(x if self.pad is None else nn.functional.pad(x, self.pad))), mask)
-        return x + self.dropout(self.activation(y))
+        left, right = self.pad
+        # (B, C, 1, T) views of the (B, T, C) memory: a channels-last image one row high. The
+        # convolution pads symmetrically; a look-ahead pads the time axis by hand first.
+        image = (x if left == right else nn.functional.pad(x, (0, 0, left, right))).transpose(1, 2).unsqueeze(2)
+        h = nn.functional.conv2d(image, self.depthwise.weight.unsqueeze(2), None,
+                                 padding=(0, left) if left == right else 0, groups=self.depthwise.groups)
+        # the bias after the convolution: inside it, its gradient was a third of the convolution's backward
+        h = h.squeeze(2).transpose(1, 2) + self.depthwise.bias
+        h = nn.functional.linear(h, self.pointwise.weight.squeeze(-1))
+        y = self.norm(h, mask, channels_last=True)
+        return x + relu_dropout(y, self.dropout.p, self.training)
 
 
 @register("encoder", "separable_conv")
@@ -110,10 +122,10 @@ class SeparableConvEncoder(nn.Module):
         """
         if self.extractor is not None:
             x, lengths = self.extractor(x, lengths)
-        mask = lengths_to_mask(lengths, x.size(1))[:, None, :].to(x.dtype)
-        y = self.project(x).transpose(1, 2) * mask
+        mask = lengths_to_mask(lengths, x.size(1))[:, :, None].to(x.dtype)
+        y = self.project(x) * mask
         for i, block in enumerate(self.blocks, 1):
             y = block(y, mask)
             if tap is not None and i in tap_after:
-                y = tap(y.transpose(1, 2)).transpose(1, 2) * mask
-        return y.transpose(1, 2), lengths
+                y = tap(y) * mask
+        return y, lengths

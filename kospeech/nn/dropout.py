@@ -1,20 +1,59 @@
-"""Dropout whose mask is cheap to draw on CPU."""
+"""Dropout whose mask is cheap to draw on CPU, alone or fused with the ReLU before it."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """A bool mask that is True with probability ``1 - p`` (to 1 / 65536), drawn on CPU from
+    64-bit random words read as four 16-bit ones: PyTorch's CPU generator costs per number it
+    writes, so one word per four elements is about a third of a uniform float per element (and
+    a Bernoulli draw per element costs twice that)."""
+    count = 1
+    for size in shape:
+        count *= int(size)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
+    halves = words.view(torch.int16)[:count].view(shape)
+    return halves >= -32768 + round(p * 65536)
+
+
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` (same options, same state dict) that on CPU draws its mask from uniform
-    floats: PyTorch's CPU dropout draws a Bernoulli sample per element, which costs about twice
-    as much, and in a small convolutional model the draws were a tenth of an update. On other
-    devices, in eval mode, or with ``p`` 0 or 1 it is ``nn.Dropout``. The random stream differs
-    from ``nn.Dropout``'s, so a model swapping one for the other trains on other masks."""
+    """``nn.Dropout`` (same options, same state dict) that on CPU draws its mask with
+    :func:`keep_mask`: PyTorch's CPU dropout draws a Bernoulli sample per element, and in a
+    small convolutional model the draws were a tenth of an update. On other devices, in eval
+    mode, or with ``p`` 0 or 1 it is ``nn.Dropout``. The random stream differs from
+    ``nn.Dropout``'s, so a model swapping one for the other trains on other masks."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.device.type != "cpu" or not 0.0 < self.p < 1.0:
             return super().forward(x)
-        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * keep
+        return x * keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """ReLU then dropout as one mask: an element passes when it is positive and kept, scaled by
+    1 / (1 - p). One bool tensor is saved for the backward, where the two layers apart saved the
+    activation and the mask and took a pass each way for each."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
+        passes = keep_mask(x.shape, p, x.device).logical_and_(x > 0)
+        ctx.save_for_backward(passes)
+        ctx.scale = 1.0 / (1.0 - p)
+        return x.mul(passes).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (passes,) = ctx.saved_tensors
+        return grad.mul(passes).mul_(ctx.scale), None
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``dropout(relu(x))``; fused (:class:`_ReLUDropout`) in CPU training, the plain ops elsewhere."""
+    if not training or not 0.0 < p < 1.0 or x.device.type != "cpu":
+        return nn.functional.dropout(torch.relu(x), p, training)
+    return _ReLUDropout.apply(x, p)

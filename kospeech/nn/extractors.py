@@ -82,14 +82,39 @@ def _time_aligned_pool(module: nn.Module) -> bool:
             and not module.ceil_mode)
 
 
-def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """x (B, C, T, F) with the frames past each length zeroed, in x's own memory layout (a
-    channels-last tensor is masked as the (B, T, F, C) array it is: mixed layouts take a slow
-    elementwise path)."""
-    keep = lengths_to_mask(lengths, x.size(2))
+def _padding_view(x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice | None, ...]]:
+    """x (B, C, T, F) as the array its memory holds, (B, C, T, F) or for a channels-last tensor
+    (B, T, F, C) (mixed layouts take a slow elementwise path), and how a (B, T) mask indexes it."""
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return x.permute(0, 2, 3, 1).masked_fill(~keep[:, :, None, None], 0.0).permute(0, 3, 1, 2)
-    return x.masked_fill(~keep[:, None, :, None], 0.0)
+        return x.permute(0, 2, 3, 1), (slice(None), slice(None), None, None)
+    return x, (slice(None), None, slice(None), None)
+
+
+def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x (B, C, T, F) with the frames past each length zeroed, in x's own memory layout."""
+    view, index = _padding_view(x)
+    out = view.masked_fill(~lengths_to_mask(lengths, x.size(2))[index], 0.0)
+    return out if view is x else out.permute(0, 3, 1, 2)
+
+
+class _ReLUZeroPadding(torch.autograd.Function):
+    """ReLU, then the frames past each length zeroed, in one fresh tensor: its backward is
+    ReLU's on that output (zero at the padding, so no gradient goes there). As two layers,
+    the zeroing copied the activation out of place both ways (a seventh of a small
+    convolutional front end's update)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x)
+        view, index = _padding_view(y)
+        view.masked_fill_(~lengths_to_mask(lengths, x.size(2))[index], 0.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, y, 0), None
 
 
 def _monotone(module: nn.Module) -> bool:
@@ -105,8 +130,9 @@ class MaskCNN(nn.Module):
     mixes frames or takes statistics over them (convolution, batch norm, an unaligned pool) and
     at the end; through the activations, which keep zeros zero, it is not. A monotone activation
     followed by a time-aligned max pool runs after the pool instead, on a quarter of the values
-    (max pooling commutes with a non-decreasing function). Both only skip work: the outputs and
-    gradients are those of zeroing after every layer, on the full-size tensors, in the given order.
+    (max pooling commutes with a non-decreasing function). A ReLU whose output is zeroed next is
+    fused with the zeroing in training. All three only skip work: the outputs and gradients are
+    those of zeroing after every layer, on the full-size tensors, in the given order.
 
     ``channels_last`` runs the stack in that memory layout: oneDNN's convolutions and max pools
     are faster there for a wide stack (the VGG; not for the Deep Speech 2 or subsampling ones).
@@ -117,6 +143,11 @@ class MaskCNN(nn.Module):
         self.sequential = sequential
         self.channels_last = channels_last
         self._plan = self._make_plan(list(sequential))
+        # steps that are a ReLU whose output the next step zeroes: one fused pass instead
+        self._relu_then_zero = {
+            step for step, (indices, _) in enumerate(self._plan[:-1])
+            if len(indices) == 1 and type(sequential[indices[0]]) is nn.ReLU and self._plan[step + 1][1]
+        }
 
     @staticmethod
     def _make_plan(modules: list[nn.Module]) -> list[tuple[list[int], bool]]:
@@ -146,9 +177,11 @@ class MaskCNN(nn.Module):
         # it shrinks the lengths), so there is nothing to zero: one host check instead of a pass
         # over every feature map
         padded = bool((lengths < x.size(2)).any())
-        for indices, zero_first in self._plan:
-            if zero_first and padded:
+        zeroed = False  # the padding was zeroed with the last activation
+        for step, (indices, zero_first) in enumerate(self._plan):
+            if zero_first and padded and not zeroed:
                 x = _zero_padding(x, lengths)
+            zeroed = False
             for i in indices:
                 module = self.sequential[i]
                 if self.channels_last:
@@ -156,7 +189,10 @@ class MaskCNN(nn.Module):
                     # the first convolution's output is where it starts); the weights keep theirs
                     # so that initialisation fills them as it always has
                     x = x.contiguous(memory_format=torch.channels_last)
-                x = module(x)
+                if padded and step in self._relu_then_zero and torch.is_grad_enabled():
+                    x, zeroed = _ReLUZeroPadding.apply(x, lengths), True
+                else:
+                    x = module(x)
                 lengths = _out_len(module, lengths).clamp(min=0)
         return x, lengths
 

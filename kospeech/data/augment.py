@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kospeech.data.frontends import silence_mask
+from kospeech.data.frontends import speech_frames
 from kospeech.errors import ConfigError, DataError
 from kospeech.registry import register
 
@@ -375,12 +375,15 @@ class TrimEdges(Augment):
 
     def speech_bounds(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B,) first and one-past-last sample of each wave's speech (the frontends' silence
-        detector on 20 ms frames every 10 ms); (0, length) when it keeps everything or nothing."""
+        detector on 20 ms frames every 10 ms); (0, length) when it keeps nothing. Found on the
+        frames: a per-sample mask cost more than the rest of the augmentation."""
         hop = max(1, self.sample_rate // 100)
-        keep = silence_mask(waves, lengths, top_db=self.top_db, frame_length=2 * hop, hop_length=hop).int()
+        keep = speech_frames(waves, lengths, top_db=self.top_db, frame_length=2 * hop, hop_length=hop)
+        starts = torch.arange(keep.size(1), device=waves.device) * hop
+        keep = (keep & (starts[None, :] < lengths[:, None])).int()  # frames holding a real sample
         found = keep.any(dim=1)
-        first = torch.argmax(keep, dim=1)
-        end = keep.size(1) - torch.argmax(keep.flip(1), dim=1)
+        first = torch.argmax(keep, dim=1) * hop
+        end = torch.minimum((keep.size(1) - torch.argmax(keep.flip(1), dim=1)) * hop, lengths)
         return torch.where(found, first, torch.zeros_like(first)), torch.where(found, end, lengths)
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -393,9 +396,11 @@ class TrimEdges(Augment):
         lead, tail = (self.rand(b) * keep).long().to(waves.device), (self.rand(b) * keep).long().to(waves.device)
         if not bool(chosen.any()):
             return batch
-        start, end = self.speech_bounds(waves, lengths)
-        start = torch.where(chosen, (start - lead).clamp_min(0), torch.zeros_like(start))
-        end = torch.where(chosen, torch.minimum(end + tail, lengths), lengths)
+        rows = chosen.nonzero().flatten()  # the speech of the chosen utterances only
+        start, end = torch.zeros_like(lengths), lengths.clone()
+        found_start, found_end = self.speech_bounds(waves.index_select(0, rows), lengths.index_select(0, rows))
+        start[rows] = (found_start - lead[rows]).clamp_min(0)
+        end[rows] = torch.minimum(found_end + tail[rows], lengths[rows])
         new_lengths = end - start
         max_len = int(new_lengths.max())
         idx = (start[:, None] + torch.arange(max_len, device=waves.device)[None]).clamp_max(waves.size(1) - 1)

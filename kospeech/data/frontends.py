@@ -286,7 +286,7 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(1, idx[..., None].expand_as(x))
 
 
-def silence_mask(
+def speech_frames(
     waves: Tensor,
     wave_lengths: Tensor,
     *,
@@ -294,12 +294,13 @@ def silence_mask(
     frame_length: int = SILENCE_FRAME,
     hop_length: int = SILENCE_HOP,
 ) -> Tensor:
-    """(B, S) True on samples librosa.effects.split would keep (RMS within ``top_db`` of the loudest frame).
+    """(B, F) True on the frames librosa.effects.split would keep (RMS within ``top_db`` of the
+    loudest frame); frame ``f`` holds the samples ``f * hop_length`` to ``(f + 1) * hop_length``.
 
     Same analysis as librosa (by default 2048-sample centred frames every 512 samples, zero
-    padded, dB relative to the utterance's maximum RMS with a 1e-5 floor); a sample belongs to
-    the frame ``sample // hop_length``, as librosa's frames-to-samples conversion has it. Shorter
-    frames find the edges of speech more finely (``augment trim_edges``: 20 ms every 10 ms).
+    padded, dB relative to the utterance's maximum RMS with a 1e-5 floor), as librosa's
+    frames-to-samples conversion has it. Shorter frames find the edges of speech more finely
+    (``augment trim_edges``: 20 ms every 10 ms).
     """
     x = waves.masked_fill(~length_mask(wave_lengths, waves.size(1)), 0.0)
     half = frame_length // 2
@@ -309,7 +310,19 @@ def silence_mask(
     valid = length_mask(frames, rms.size(1))
     ref = rms.masked_fill(~valid, 0.0).amax(dim=1, keepdim=True)
     db = 20 * torch.log10(rms.clamp_min(_AMIN)) - 20 * torch.log10(ref.clamp_min(_AMIN))
-    keep_frame = db > -top_db
+    return db > -top_db
+
+
+def silence_mask(
+    waves: Tensor,
+    wave_lengths: Tensor,
+    *,
+    top_db: float,
+    frame_length: int = SILENCE_FRAME,
+    hop_length: int = SILENCE_HOP,
+) -> Tensor:
+    """(B, S) True on the samples of :func:`speech_frames`' frames, within each length."""
+    keep_frame = speech_frames(waves, wave_lengths, top_db=top_db, frame_length=frame_length, hop_length=hop_length)
     frame_of_sample = torch.arange(waves.size(1), device=waves.device) // hop_length
     keep = keep_frame[:, frame_of_sample.clamp_max(keep_frame.size(1) - 1)]
     return keep & length_mask(wave_lengths, waves.size(1))

@@ -151,31 +151,41 @@ def test_masked_batch_norm_channels_last_is_the_same_norm() -> None:
 
 
 @pytest.mark.parametrize("look_ahead", [None, 1])
-def test_block_computes_the_convolutions_of_its_checkpoint(look_ahead: int | None) -> None:
+@pytest.mark.parametrize("gathered", [False, True])
+def test_block_computes_the_convolutions_of_its_checkpoint(look_ahead: int | None, gathered: bool) -> None:
     """The (B, T, C) block is the (B, C, T) stack its parameters describe: ``nn.Conv1d``'s
     depthwise (padded for its look-ahead) and pointwise convolutions, the masked norm, ReLU,
-    plus the input; outputs and every gradient agree."""
+    plus the input; outputs, every gradient and the norm's running statistics agree, with the
+    frame-wise layers on the whole padded batch or on its real frames gathered (training)."""
+    import copy
+
     from kospeech.nn.conv_encoder import SeparableConvBlock
 
     torch.manual_seed(0)
     block = SeparableConvBlock(6, 5, dropout=0.0, look_ahead=look_ahead).train()
+    reference_block = copy.deepcopy(block)
     lengths = torch.tensor([11, 7])
     mask = lengths_to_mask(lengths, 11)[:, :, None].float()
     x = (torch.randn(2, 11, 6) * mask).requires_grad_(True)
     upstream = torch.randn(2, 11, 6)
-    (block(x, mask) * upstream).sum().backward()
-    got = [x.grad] + [p.grad for p in block.parameters()]
-    block.zero_grad()
+    real = mask.view(-1).nonzero().squeeze(1) if gathered else None
+    out = block(x, mask, real)
+    (out * upstream).sum().backward()
+    got = [out.detach(), x.grad] + [p.grad for p in block.parameters()]
     reference = x.detach().clone().requires_grad_(True)
     left, right = (2, 2) if look_ahead is None else (3, 1)
+    rb = reference_block
     conv = torch.nn.functional.conv1d(torch.nn.functional.pad(reference.transpose(1, 2), (left, right)),
-                                      block.depthwise.weight, block.depthwise.bias, groups=6)
-    h = block.norm(torch.nn.functional.conv1d(conv, block.pointwise.weight), mask.transpose(1, 2))
+                                      rb.depthwise.weight, rb.depthwise.bias, groups=6)
+    h = rb.norm(torch.nn.functional.conv1d(conv, rb.pointwise.weight), mask.transpose(1, 2))
     y = reference + torch.relu(h).transpose(1, 2)
     (y * upstream).sum().backward()
-    expected = [reference.grad] + [p.grad for p in block.parameters()]
+    expected = [y.detach(), reference.grad] + [p.grad for p in rb.parameters()]
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(block.norm.running_mean, rb.norm.running_mean)
+    torch.testing.assert_close(block.norm.running_var, rb.norm.running_var)
+    assert out.detach()[~lengths_to_mask(lengths, 11)].abs().max() == 0.0  # padding stays zero
 
 
 def test_relu_dropout_is_relu_then_dropout() -> None:

@@ -403,8 +403,10 @@ class TrimEdges(Augment):
         end[rows] = torch.minimum(found_end + tail[rows], lengths[rows])
         new_lengths = end - start
         max_len = int(new_lengths.max())
-        idx = (start[:, None] + torch.arange(max_len, device=waves.device)[None]).clamp_max(waves.size(1) - 1)
-        out = waves.gather(1, idx).masked_fill(~_length_mask(new_lengths, max_len), 0.0)
+        keep = _length_mask(new_lengths, max_len)
+        out = waves[:, :max_len].masked_fill(~keep, 0.0)  # the utterances left whole: no gather
+        idx = (start[rows, None] + torch.arange(max_len, device=waves.device)[None]).clamp_max(waves.size(1) - 1)
+        out[rows] = waves.index_select(0, rows).gather(1, idx).masked_fill_(~keep[rows], 0.0)
         batch["waves"] = out
         batch["wave_lengths"] = new_lengths.to(batch["wave_lengths"].dtype)
         return batch
@@ -434,10 +436,18 @@ class SpeedPerturb(Augment):
             raise ConfigError(f"speed augment factors must be positive, got {factors}")
         self.factors = [float(f) for f in factors]
         self.sample_rate = sample_rate
+        self._resamplers: dict[tuple[float, torch.device], nn.Module] = {}  # not submodules: no state
+
+    def _resampler(self, factor: float, device: torch.device) -> nn.Module:
+        """torchaudio's resampler for ``factor`` (its sinc kernel built once, not on every batch)."""
+        key = (factor, device)
+        if key not in self._resamplers:
+            import torchaudio.transforms as AT
+
+            self._resamplers[key] = AT.Resample(*_resample_rates(factor, self.sample_rate)).to(device)
+        return self._resamplers[key]
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import torchaudio.functional as AF
-
         self._require(batch, "waves", "wave_lengths")
         waves: Tensor = batch["waves"]
         lengths: Tensor = batch["wave_lengths"].long()
@@ -454,7 +464,7 @@ class SpeedPerturb(Augment):
             if factor != 1.0:
                 orig, new = _resample_rates(factor, self.sample_rate)
                 sub_max = int(sub_len.max())
-                sub = AF.resample(sub[:, :sub_max], orig, new)
+                sub = self._resampler(factor, waves.device)(sub[:, :sub_max])
                 sub_len = torch.ceil(sub_len.double() * new / orig).long().clamp_max(sub.size(1))
             outs.append((rows_dev, sub, sub_len))
         max_len = max(int(sub_len.max()) for _, _, sub_len in outs)

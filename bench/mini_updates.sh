@@ -5,7 +5,9 @@
 # data stage (recipes/mini/data must exist).
 #   bash bench/mini_updates.sh OLD_COMMIT [UPDATES=800] [ROUNDS=2] [CONFIG...]
 # CONFIG defaults to conf/conv_ctc.yaml (the default); the old commit trains its own default.
-# Each line: updates per minute between the first and the last training log line.
+# Each line: updates per minute between the first and the last training log line; every update
+# is augmented (train.augment_after=0), as all but the first 300 of a budget run are. The last
+# lines: each config's rate over the old one's in the same round, and their median.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=$1; updates=${2:-800}; rounds=${3:-2}; shift $(( $# < 3 ? $# : 3 ))
@@ -20,6 +22,7 @@ train() {  # label code_root config
   runs=$((runs + 1)); local exp="$work/run$runs"
   PYTHONPATH=$2 "$python" -m kospeech train --config "$3" --exp-dir "$exp" --device cpu \
     data.train=data/train data.valid=data/dev data.lang=data/lang "train.max_steps=$updates" train.max_minutes=0 \
+    train.augment_after=0 \
     > "$exp.log" 2>&1 || { echo "$1 failed: see the tail of its log:" >&2; tail -5 "$exp.log" >&2; exit 1; }
   "$python" - "$exp/log.jsonl" "$1" <<'PY'
 import json, sys
@@ -28,7 +31,22 @@ steps, seconds = train[-1]["step"] - train[0]["step"], train[-1]["time"] - train
 print(f"{sys.argv[2]}: {steps} updates in {seconds:.1f} s -> {steps / seconds * 60:.0f} updates/min", flush=True)
 PY
 }
+summary() {  # the ratios of each round's lines to its old line
+  "$python" - "$@" <<'PY'
+import re, statistics, sys
+rates = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"round(\d+) (old|new \((.*)\)).*-> (\d+) updates/min", line)
+    if m:
+        rates.setdefault(m.group(3) or "old", {})[int(m.group(1))] = int(m.group(4))
+old = rates.pop("old", {})
+for config, per_round in rates.items():
+    ratios = [per_round[r] / old[r] for r in sorted(per_round) if r in old]
+    print(f"{config}: new / old per round {' '.join(f'{x:.2f}' for x in ratios)}; median {statistics.median(ratios):.2f}")
+PY
+}
 for round in $(seq "$rounds"); do
   train "round$round old $old (conf/conv_ctc.yaml)" "$work/old" "$work/old/recipes/mini/conf/conv_ctc.yaml"
   for config in "${configs[@]}"; do train "round$round new ($config)" "$root" "$config"; done
-done
+done | tee "$work/rates.txt"
+summary "$work/rates.txt"

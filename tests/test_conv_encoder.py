@@ -310,22 +310,3 @@ def test_look_ahead_bounds_what_a_frame_hears_of_the_future(look_ahead: int | No
     assert moved == list(range(20 - blocks * ahead, 20 + blocks * back + 1))
     with pytest.raises(ConfigError, match="look_ahead"):
         build("encoder", {"name": "separable_conv", "kernel_size": 5, "look_ahead": 5, "extractor": None}, input_dim=4)
-
-
-def test_cpu_dropout_keeps_its_rate_and_scale() -> None:
-    """kospeech.nn.Dropout on CPU: the share of zeroed elements is p, the kept ones are scaled
-    by 1 / (1 - p) (the expectation is unchanged), eval mode is the identity, and the mask
-    is the gradient's."""
-    from kospeech.nn.dropout import Dropout
-
-    torch.manual_seed(0)
-    drop = Dropout(0.1).train()
-    x = torch.ones(400, 1000, requires_grad=True)
-    y = drop(x)
-    dropped = (y == 0).float().mean().item()
-    assert abs(dropped - 0.1) < 0.003
-    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))
-    y.sum().backward()
-    assert torch.equal(x.grad, y.detach())
-    assert torch.equal(drop.eval()(x), x)
-    assert list(Dropout(0.3).state_dict()) == list(torch.nn.Dropout(0.3).state_dict())

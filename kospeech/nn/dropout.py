@@ -1,4 +1,4 @@
-"""Dropout whose mask is cheap to draw on CPU, alone or fused with the ReLU before it."""
+"""Dropout fused with the ReLU before it, its mask cheap to draw on CPU."""
 
 from __future__ import annotations
 
@@ -8,30 +8,17 @@ import torch
 from torch import nn
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+def _keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
     """A bool mask that is True with probability ``1 - p`` (to 1 / 65536), drawn on CPU from
     64-bit random words read as four 16-bit ones: PyTorch's CPU generator costs per number it
     writes, so one word per four elements is about a third of a uniform float per element (and
-    a Bernoulli draw per element costs twice that)."""
+    a Bernoulli draw per element, PyTorch's CPU dropout, costs twice that)."""
     count = 1
     for size in shape:
         count *= int(size)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     halves = words.view(torch.int16)[:count].view(shape)
     return halves >= -32768 + round(p * 65536)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` (same options, same state dict) that on CPU draws its mask with
-    :func:`keep_mask`: PyTorch's CPU dropout draws a Bernoulli sample per element, and in a
-    small convolutional model the draws were a tenth of an update. On other devices, in eval
-    mode, or with ``p`` 0 or 1 it is ``nn.Dropout``. The random stream differs from
-    ``nn.Dropout``'s, so a model swapping one for the other trains on other masks."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or x.device.type != "cpu" or not 0.0 < self.p < 1.0:
-            return super().forward(x)
-        return x * keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 class _ReLUDropout(torch.autograd.Function):
@@ -41,7 +28,7 @@ class _ReLUDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
-        passes = keep_mask(x.shape, p, x.device).logical_and_(x > 0)
+        passes = _keep_mask(x.shape, p, x.device).logical_and_(x > 0)
         ctx.save_for_backward(passes)
         ctx.scale = 1.0 / (1.0 - p)
         return x.mul(passes).mul_(ctx.scale)

@@ -189,6 +189,7 @@ class MaskCNN(nn.Module):
                     # the first convolution's output is where it starts); the weights keep theirs
                     # so that initialisation fills them as it always has
                     x = x.contiguous(memory_format=torch.channels_last)
+                # fused where a backward follows; inference (and an export's trace) runs the layers
                 if padded and step in self._relu_then_zero and torch.is_grad_enabled():
                     x, zeroed = _ReLUZeroPadding.apply(x, lengths), True
                 else:

@@ -403,10 +403,10 @@ class TrimEdges(Augment):
         end[rows] = torch.minimum(found_end + tail[rows], lengths[rows])
         new_lengths = end - start
         max_len = int(new_lengths.max())
-        keep = _length_mask(new_lengths, max_len)
-        out = waves[:, :max_len].masked_fill(~keep, 0.0)  # the utterances left whole: no gather
+        inside = _length_mask(new_lengths, max_len)
+        out = waves[:, :max_len].masked_fill(~inside, 0.0)  # the utterances left whole: no gather
         idx = (start[rows, None] + torch.arange(max_len, device=waves.device)[None]).clamp_max(waves.size(1) - 1)
-        out[rows] = waves.index_select(0, rows).gather(1, idx).masked_fill_(~keep[rows], 0.0)
+        out[rows] = waves.index_select(0, rows).gather(1, idx).masked_fill_(~inside[rows], 0.0)
         batch["waves"] = out
         batch["wave_lengths"] = new_lengths.to(batch["wave_lengths"].dtype)
         return batch

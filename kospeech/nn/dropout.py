@@ -8,17 +8,13 @@ import torch
 from torch import nn
 
 
-def _keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """A bool mask that is True with probability ``1 - p`` (to 1 / 65536), drawn on CPU from
-    64-bit random words read as four 16-bit ones: PyTorch's CPU generator costs per number it
-    writes, so one word per four elements is about a third of a uniform float per element (and
-    a Bernoulli draw per element, PyTorch's CPU dropout, costs twice that)."""
-    count = 1
-    for size in shape:
-        count *= int(size)
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
-    halves = words.view(torch.int16)[:count].view(shape)
-    return halves >= -32768 + round(p * 65536)
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A bool mask shaped like ``x``, True with probability ``1 - p`` (to 1 / 65536), drawn on
+    CPU from 64-bit random words read as four 16-bit ones: PyTorch's CPU generator costs per
+    number it writes, so one word per four elements is about a third of a uniform float per
+    element (and a Bernoulli draw per element, PyTorch's CPU dropout, costs twice that)."""
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+    return words.view(torch.int16)[: x.numel()].view(x.shape) >= -32768 + round(p * 65536)
 
 
 class _ReLUDropout(torch.autograd.Function):
@@ -28,7 +24,7 @@ class _ReLUDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
-        passes = _keep_mask(x.shape, p, x.device).logical_and_(x > 0)
+        passes = _keep_mask(x, p).logical_and_(x > 0)
         ctx.save_for_backward(passes)
         ctx.scale = 1.0 / (1.0 - p)
         return x.mul(passes).mul_(ctx.scale)
